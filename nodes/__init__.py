@@ -1,0 +1,1 @@
+"""Thin ComfyUI adapters over merge_core."""

@@ -1,0 +1,122 @@
+"""Writes merge_core/keylists/<arch>.txt.gz: the real parameter names of each architecture, checkpoint form.
+
+Run once (needs a ComfyUI tree: COMFYUI_DIR), from the repo root:
+    COMFYUI_DIR=... python scripts/make_keylists.py [--out merge_core/keylists]
+
+Every model is built with ComfyUI's own classes on the meta device, so no weights are allocated and the
+names are exactly what ComfyUI produces and reads. Text-encoder names are turned into checkpoint form the
+way ComfyUI saves them (its `process_clip_state_dict_for_saving`), so SD2's CLIP-H and SDXL's CLIP-G are in
+OpenCLIP naming as in real checkpoint files. The VAE is left out: merge_core never merges it.
+The lists are committed; merge_core reads them at run time without ComfyUI.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Published configurations (as ComfyUI's model_detection / supported_models describe them).
+SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+SD21_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+             "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": 1024,
+             "num_head_channels": 64, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+# flux-dev (model_detection defaults for "flux" plus the dev checkpoint's shapes).
+FLUX_DEV = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 3072,
+            "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56],
+            "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
+# SD3-medium (what detect_unet_config reads from sd3_medium.safetensors).
+SD3_MEDIUM = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 24, "input_size": None,
+              "adm_in_channels": 2048, "num_patches": 36864, "pos_embed_max_size": 192,
+              "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
+              "context_embedder_config": {"target": "torch.nn.Linear",
+                                          "params": {"in_features": 4096, "out_features": 1536}}}
+
+
+def _unet(config) -> list[str]:
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    m = UNetModel(**config, device="meta", operations=comfy.ops.disable_weight_init)
+    return ["model.diffusion_model." + k for k in m.state_dict()]
+
+
+def _meta_sd(module) -> dict[str, torch.Tensor]:
+    return dict(module.state_dict())
+
+
+def sd1() -> list[str]:
+    from tests.support.checkpoints import sd15_meta_state_dict
+    return [k for k in sd15_meta_state_dict() if not k.startswith("first_stage_model.")]
+
+
+def sd2() -> list[str]:
+    import comfy.text_encoders.sd2_clip as sd2c
+    import comfy.supported_models as sm
+    clip = sd2c.SD2ClipModel(device="meta")
+    sd = _meta_sd(clip)
+    ckpt = sm.SD20({}).process_clip_state_dict_for_saving(sd)
+    return _unet(SD21_UNET) + sorted(ckpt)
+
+
+def sdxl() -> list[str]:
+    import comfy.sdxl_clip
+    import comfy.supported_models as sm
+    clip = comfy.sdxl_clip.SDXLClipModel(device="meta")
+    ckpt = sm.SDXL({}).process_clip_state_dict_for_saving(_meta_sd(clip))
+    return _unet(SDXL_UNET) + sorted(ckpt)
+
+
+def flux() -> list[str]:
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux
+    import comfy.text_encoders.flux as tf
+    m = Flux(**FLUX_DEV, device="meta", operations=comfy.ops.disable_weight_init)
+    te = tf.flux_clip()(device="meta")
+    return ["model.diffusion_model." + k for k in m.state_dict()] + ["text_encoders." + k for k in te.state_dict()]
+
+
+def sd3() -> list[str]:
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    import comfy.text_encoders.sd3_clip as t3
+    m = MMDiT(**SD3_MEDIUM, device="meta", operations=comfy.ops.disable_weight_init)
+    te = t3.sd3_clip()(device="meta")
+    return ["model.diffusion_model." + k for k in m.state_dict()] + ["text_encoders." + k for k in te.state_dict()]
+
+
+BUILDERS = {"sd1": sd1, "sd2": sd2, "sdxl": sdxl, "flux": flux, "sd3": sd3}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.path.join("merge_core", "keylists"))
+    p.add_argument("archs", nargs="*", default=list(BUILDERS))
+    a = p.parse_args(argv)
+    from tests.support.comfy_env import import_comfy
+    import_comfy(cpu=True)
+    os.makedirs(a.out, exist_ok=True)
+    for name in a.archs:
+        keys = BUILDERS[name]()
+        # ComfyUI bookkeeping buffers that are not weights of a checkpoint file.
+        keys = [k for k in keys if not k.endswith(("logit_scale",)) and "spiece_model" not in k]
+        path = os.path.join(a.out, f"{name}.txt.gz")
+        with gzip.GzipFile(path, "wb", mtime=0) as f:
+            f.write(("\n".join(keys) + "\n").encode())
+        print(f"{name}: {len(keys)} keys -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

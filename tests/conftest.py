@@ -1,0 +1,58 @@
+"""Shared fixtures: the test checkpoints and a real ComfyUI server with this pack.
+
+Unit tests (tests/unit) need none of this. Everything that needs ComfyUI reads COMFYUI_DIR, which
+scripts/test.sh sets after provisioning; a missing ComfyUI is an error, never a silent skip.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from tests.support.server import ComfyServer
+
+CACHE_DIR = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
+CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR, "checkpoints"))
+
+
+def _comfyui_dir() -> str:
+    d = os.environ.get("COMFYUI_DIR")
+    if not d or not os.path.isfile(os.path.join(d, "main.py")):
+        pytest.fail("COMFYUI_DIR is not set to a ComfyUI tree: run the tests with scripts/test.sh", pytrace=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir() -> str:
+    return _comfyui_dir()
+
+
+@pytest.fixture(scope="session")
+def checkpoints(comfyui_dir) -> dict[str, str]:
+    """name ('A', 'B', 'C') -> path of the seeded random-weight SD1.5-layout test checkpoints."""
+    from tests.support.checkpoints import ensure_checkpoints
+
+    return ensure_checkpoints(CHECKPOINT_DIR)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfyui_dir, checkpoints):
+    """A real ComfyUI (main.py --cpu) with this pack in custom_nodes and test_A/B/C in its checkpoints."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    server = ComfyServer(comfyui_dir, python, checkpoints=checkpoints)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the ComfyUI server log to every failing test that used the server."""
+    outcome = yield
+    report = outcome.get_result()
+    server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(server, ComfyServer):
+        report.sections.append(("ComfyUI server log (tail)", server.log_tail(12000)))
