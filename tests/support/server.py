@@ -60,6 +60,8 @@ class ComfyServer:
         os.makedirs(self.output_dir, exist_ok=True)
         os.makedirs(self.checkpoints_dir, exist_ok=True)
         link = os.path.join(custom_nodes, PACK_DIR_NAME)
+        if os.path.islink(link) and os.path.realpath(link) != os.path.realpath(REPO_ROOT):
+            os.unlink(link)  # a reused base folder that links another checkout of the pack
         if not os.path.lexists(link):
             os.symlink(REPO_ROOT, link)
         for path in self._checkpoints.values():
