@@ -56,3 +56,17 @@ def pytest_runtest_makereport(item, call):
     server = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
     if report.failed and isinstance(server, ComfyServer):
         report.sections.append(("ComfyUI server log (tail)", server.log_tail(12000)))
+
+
+# Suites in the order they run: cheap ones first, and the in-process suites (which load checkpoints into this
+# process) before the server starts, so the two never hold models in memory at the same time.
+SUITE_ORDER = ("unit", "inprocess", "e2e", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        parts = item.nodeid.split("/")
+        suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+        return SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
+
+    items.sort(key=rank)  # stable: keeps file and definition order inside a suite
