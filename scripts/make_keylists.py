@@ -53,11 +53,18 @@ def _unet(config) -> list[str]:
 
 
 def _meta_sd(module) -> dict[str, torch.Tensor]:
+    _COMFY_TE[:] = list(module.state_dict())  # the CLIP patcher's own names, for the ComfyUI-form list
     return dict(module.state_dict())
+
+
+# Text-encoder keys in ComfyUI's internal (CLIP patcher) form, set by the builder that ran last.
+_COMFY_TE: list[str] = []
 
 
 def sd1() -> list[str]:
     from tests.support.checkpoints import sd15_meta_state_dict
+    import comfy.sd1_clip
+    _meta_sd(comfy.sd1_clip.SD1ClipModel(device="meta"))
     return [k for k in sd15_meta_state_dict() if not k.startswith("first_stage_model.")]
 
 
@@ -84,6 +91,7 @@ def flux() -> list[str]:
     import comfy.text_encoders.flux as tf
     m = Flux(**FLUX_DEV, device="meta", operations=comfy.ops.disable_weight_init)
     te = tf.flux_clip()(device="meta")
+    _meta_sd(te)
     return ["model.diffusion_model." + k for k in m.state_dict()] + ["text_encoders." + k for k in te.state_dict()]
 
 
@@ -93,6 +101,7 @@ def sd3() -> list[str]:
     import comfy.text_encoders.sd3_clip as t3
     m = MMDiT(**SD3_MEDIUM, device="meta", operations=comfy.ops.disable_weight_init)
     te = t3.sd3_clip()(device="meta")
+    _meta_sd(te)
     return ["model.diffusion_model." + k for k in m.state_dict()] + ["text_encoders." + k for k in te.state_dict()]
 
 
@@ -115,6 +124,14 @@ def main(argv=None) -> int:
         with gzip.GzipFile(path, "wb", mtime=0) as f:
             f.write(("\n".join(keys) + "\n").encode())
         print(f"{name}: {len(keys)} keys -> {path}")
+        # The same model as ComfyUI names it inside: model patcher keys and CLIP patcher keys (test data for
+        # merge_core.keys.canonical_key).
+        comfy_keys = [k[len("model."):] for k in keys if k.startswith("model.diffusion_model.")]
+        comfy_keys += [k for k in _COMFY_TE if not k.endswith("logit_scale") and "spiece_model" not in k]
+        cpath = os.path.join(a.out, f"{name}.comfy.txt.gz")
+        with gzip.GzipFile(cpath, "wb", mtime=0) as f:
+            f.write(("\n".join(comfy_keys) + "\n").encode())
+        print(f"{name}: {len(comfy_keys)} ComfyUI-form keys -> {cpath}")
     return 0
 
 

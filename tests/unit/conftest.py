@@ -1,0 +1,40 @@
+"""Fixtures for merge_core's unit tests: the stored key lists, read directly (not through merge_core)."""
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "keylists")
+# SuperMerger's list as the reference notes hold it; on machines without /work/shared the committed copy is
+# read instead, and test_block_weights' hand-typed spot values keep the check independent.
+REFERENCE_TSV = "/work/shared/reference/presets_sd1.tsv"
+if not os.path.isfile(REFERENCE_TSV):
+    REFERENCE_TSV = os.path.join(KEYLIST_DIR, "..", "presets", "sd1.tsv")
+ARCHS = ("sd1", "sd2", "sdxl", "flux", "sd3")
+
+
+def read_keylist(name: str) -> list[str]:
+    with gzip.open(os.path.join(KEYLIST_DIR, f"{name}.txt.gz"), "rt", encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def keylists() -> dict[str, list[str]]:
+    return {a: read_keylist(a) for a in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def comfy_keylists() -> dict[str, list[str]]:
+    return {a: read_keylist(f"{a}.comfy") for a in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def sd1_keys(keylists):
+    return keylists["sd1"]
+
+
+@pytest.fixture(scope="session")
+def sdxl_keys(keylists):
+    return keylists["sdxl"]
