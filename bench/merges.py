@@ -1,0 +1,132 @@
+"""One full merge or one XY cell, ours or native, timed from "queued" to "weights ready for the sampler".
+
+"Queued" starts the clock where ComfyUI would start executing the changed nodes (the checkpoints are
+already loaded and cached by the loader nodes, as they are on every queue after the first). "Weights
+ready" is the return of `comfy.model_management.load_models_gpu`, which a sampler (UNet) and a text
+encode (CLIP) call before running: that is where ModelPatcher computes the patched weights on the device.
+Everything runs in-process through the very node classes a server would call.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+
+from . import workloads
+from .env import pack_module
+
+
+@dataclass
+class Sources:
+    """Checkpoints A and B as the loader nodes hand them over, plus their key lists."""
+    model_a: object
+    clip_a: object
+    model_b: object
+    clip_b: object
+    unet_keys: list
+    clip_keys: list
+
+
+def load_sources() -> tuple[Sources, float]:
+    from .env import load_checkpoint
+
+    t0 = time.perf_counter()
+    model_a, clip_a = load_checkpoint("A")
+    model_b, clip_b = load_checkpoint("B")
+    seconds = time.perf_counter() - t0
+    info = pack_module("nodes.model_info")
+    return Sources(model_a, clip_a, model_b, clip_b, list(info.unet_shapes(model_a)),
+                   list(info.clip_shapes(clip_a))), seconds
+
+
+def _mm():
+    import comfy.model_management
+
+    return comfy.model_management
+
+
+def reset() -> None:
+    """Back to "nothing merged is loaded": unpatches A's weights (untimed)."""
+    _mm().unload_all_models()
+    gc.collect()
+
+
+def full_ours(src: Sources) -> tuple[float, float]:
+    """ElementalSpec (queue-time validation + execute) -> ElementalMerge -> load. Returns (build_s, total_s)."""
+    nodes = pack_module("nodes.merge_nodes")
+    t0 = time.perf_counter()
+    ok = nodes.ElementalSpec.validate_inputs(workloads.FULL_SPEC, "auto")
+    if ok is not True:
+        raise RuntimeError(f"benchmark spec rejected: {ok}")
+    spec = nodes.ElementalSpec.execute(workloads.FULL_SPEC, "auto")[0]
+    out = nodes.ElementalMerge.execute(model_a=src.model_a, model_b=src.model_b, mode=workloads.MODE,
+                                       alpha=workloads.ALPHA, beta=0.0, print_change=False,
+                                       clip_a=src.clip_a, clip_b=src.clip_b, elemental_alpha=spec)
+    model, clip = out[0], out[1]
+    t1 = time.perf_counter()
+    _mm().load_models_gpu([model, clip.load_model()])
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t0
+
+
+def full_native(src: Sources, ratios: dict) -> tuple[float, float]:
+    """ModelMergeBlocks + CLIPMergeSimple -> load. Returns (build_s, total_s)."""
+    from comfy_extras.nodes_model_merging import CLIPMergeSimple, ModelMergeBlocks
+
+    t0 = time.perf_counter()
+    model = ModelMergeBlocks().merge(src.model_a, src.model_b, input=ratios["input"],
+                                     middle=ratios["middle"], out=ratios["out"])[0]
+    clip = CLIPMergeSimple().merge(src.clip_a, src.clip_b, ratios["clip"])[0]
+    t1 = time.perf_counter()
+    _mm().load_models_gpu([model, clip.load_model()])
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t0
+
+
+def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
+    """Pinpoint-element plot with the incremental engine: (first cell s, later cells s, last apply stats).
+
+    Per cell, what the Elemental XY Plot node does before sampling: the cell's settings resolved through
+    ElementalMerge's own resolver (`xy_plot.settings_ratios`: spec parse + resolve_ratios), then
+    `IncrementalMerge.apply` (recomputes the changed keys on the loaded model), then the load a sampler
+    calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
+    remerge = pack_module("nodes.remerge")
+    xy_plot = pack_module("nodes.xy_plot")
+    plot_axes = pack_module("nodes.plot_axes")
+    method = pack_module("merge_core").get_merge_method(workloads.MODE)
+    times = []
+    inc = None
+    stats = {}
+    for i, r in enumerate(workloads.XY_RATIOS):
+        t0 = time.perf_counter()
+        if inc is None:
+            inc = remerge.IncrementalMerge(src.model_a, src.model_b, None, method, src.clip_a, src.clip_b)
+            arch = pack_module("nodes.model_info").architecture_of(src.model_a)
+        settings = plot_axes.Settings(workloads.ALPHA, 0.0, elemental_alpha=workloads.xy_spec(r))
+        ra, rb = xy_plot.settings_ratios(method, arch, inc.keys, settings)
+        inc.apply(ra, rb)
+        inc.load()
+        times.append(time.perf_counter() - t0)
+        if i > 0:
+            last = inc.last
+            stats = {"in_place": dict(last.in_place), "deferred": dict(last.deferred),
+                     "changed": len(last.changed), "apply_s": last.seconds}
+    return times[0], times[1:], stats
+
+
+def xy_native(src: Sources, ratios: dict) -> tuple[float, list[float]]:
+    """The same plot by re-queueing ModelMergeBlocks with its `input` ratio changed per cell: a new clone,
+    which ComfyUI's next load re-patches in full. CLIP is not re-merged (ComfyUI caches it)."""
+    from comfy_extras.nodes_model_merging import ModelMergeBlocks
+
+    times = []
+    previous = None
+    for r in workloads.XY_RATIOS:
+        t0 = time.perf_counter()
+        model = ModelMergeBlocks().merge(src.model_a, src.model_b, input=1.0 - r, middle=ratios["middle"],
+                                         out=ratios["out"])[0]
+        _mm().load_models_gpu([model])
+        times.append(time.perf_counter() - t0)
+        previous = model  # ComfyUI's cache holds the latest output until the node runs again
+    del previous
+    return times[0], times[1:]

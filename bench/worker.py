@@ -1,0 +1,95 @@
+"""One benchmark subprocess: loads checkpoints A and B once, measures, prints one JSON result line.
+
+Roles (``python -m bench.worker ROLE``):
+  timing  full merges, ours and native interleaved in one process (a warm-up of each, then `--reps` pairs
+          in alternating order, so drift from other load on the machine hits both alike), then the floor.
+  ours    peak RSS of one full merge, then of the XY plot (incremental engine), with their times.
+  native  the same with ModelMergeBlocks / CLIPMergeSimple and re-queued ModelMergeBlocks per XY cell.
+Ours and native peaks come from separate processes so that neither sees the other's allocations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+MARK = "BENCH_RESULT "
+
+
+def _timing(src, reps: int) -> dict:
+    from . import floor, merges, workloads
+
+    ratios = workloads.native_ratios(src.unet_keys, src.clip_keys)
+    runs = {"ours": lambda: merges.full_ours(src), "native": lambda: merges.full_native(src, ratios)}
+    out = {"native_ratios": ratios, "warmup": {}, "ours": [], "native": []}
+    for name in ("ours", "native"):
+        out["warmup"][name] = runs[name]()
+        merges.reset()
+    for i in range(reps):
+        order = ("ours", "native") if i % 2 == 0 else ("native", "ours")
+        for name in order:
+            out[name].append(runs[name]())
+            merges.reset()
+    out["floor"] = floor.measure(src)
+    return out
+
+
+def _memory(src, role: str) -> dict:
+    from . import merges, workloads
+    from .memory import PeakRSS, rss_bytes
+
+    ratios = workloads.native_ratios(src.unet_keys, src.clip_keys)
+    out = {"rss_sources": rss_bytes()}
+    with PeakRSS() as p:
+        build, total = merges.full_ours(src) if role == "ours" else merges.full_native(src, ratios)
+    out["full"] = {"build": build, "total": total, "rss_start": p.start, "rss_peak": p.peak, "method": p.method}
+    merges.reset()
+    with PeakRSS() as p:
+        if role == "ours":
+            first, cells, stats = merges.xy_ours(src)
+            out["xy_stats"] = stats
+        else:
+            first, cells = merges.xy_native(src, ratios)
+    out["xy"] = {"first": first, "cells": cells, "rss_start": p.start, "rss_peak": p.peak}
+    merges.reset()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.worker")
+    p.add_argument("role", choices=("timing", "ours", "native"))
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    from .env import setup_comfy
+
+    mm = setup_comfy()
+    import torch
+
+    from . import merges
+
+    # ComfyUI executes every prompt under inference_mode (execution.py); so do we.
+    with torch.inference_mode():
+        return _run(args, mm, torch, merges, t0)
+
+
+def _run(args, mm, torch, merges, t0) -> int:
+    src, load_s = merges.load_sources()
+    result = {"role": args.role, "device": str(mm.get_torch_device()),
+              "unet_dtype": str(src.model_a.model_dtype()).replace("torch.", ""),
+              "unet_keys": len(src.unet_keys), "clip_keys": len(src.clip_keys), "load_s": load_s,
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.role == "timing":
+        result.update(_timing(src, args.reps))
+    else:
+        result.update(_memory(src, args.role))
+    result["wall_s"] = time.perf_counter() - t0
+    sys.stdout.write(MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The merge engine: an elemental merge written as per-key ModelPatcher patches on a clone of model A.
+
+Why patches and not tensors: ComfyUI computes a patched weight on the device, key by key, only when a
+sampler (or a save) loads the model, so a merge costs no extra RAM up front, the source models are never
+written, and lowvram/offloading keep working. This is how ComfyUI's own merge nodes work; the difference here
+is that every key gets its own ratios and that a merge mode may take several patch steps.
+
+ComfyUI applies a patch `(strength, source, strength_model, offset)` as
+    w[offset] = w[offset] * strength_model + strength * source
+and merge_core's `MergeMethod.steps(a, b)` states every mode as a sequence of exactly such steps, so this
+module only decides, per key, which steps apply to which region of the weight. The "source" is the other
+model's `get_key_patches()` entry, i.e. its own (possibly patched) weight computed lazily: a merged model
+can be the input of a further merge.
+
+Shapes: a key whose source weight is smaller than A's along one dimension (a 9-channel inpainting or an
+8-channel pix2pix `input_blocks.0.0.weight` against a 4-channel one) merges the common leading channels
+and keeps A's extra ones, as SuperMerger does; it is expressed with the patch `offset` (a narrow of A's
+weight). Every other mismatch, and a key missing from a source, keeps A's weight and is reported: ComfyUI
+itself would scale A and then skip the source on a shape mismatch, silently giving a wrong weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# What a kept key's reason says, by cause.
+REASON_MISSING = "missing in {src}"
+REASON_SHAPE = "shape {a} in A, {s} in {src}: not a narrowing of A"
+REASON_SOURCES_DISAGREE = "sources disagree on shape: {shapes}"
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    """The patches of one key: `offset` is ComfyUI's (dim, start, length) narrow of A's weight, or None."""
+    key: str
+    offset: tuple | None
+    steps: tuple  # merge_core PatchStep(source, strength, strength_model), no-ops removed
+
+
+@dataclass
+class MergeNotes:
+    """What the engine did besides the plain merge; goes into the change report."""
+    patched: int = 0
+    unchanged: int = 0          # keys whose ratios make every step a no-op (A's weight exactly)
+    narrowed: list = field(default_factory=list)   # (key, "dim 1: 4 of 9")
+    kept: list = field(default_factory=list)       # (key, reason): A's weight kept
+
+    def merge(self, other: "MergeNotes") -> "MergeNotes":
+        return MergeNotes(self.patched + other.patched, self.unchanged + other.unchanged,
+                          self.narrowed + other.narrowed, self.kept + other.kept)
+
+    def summary(self, label: str) -> str:
+        lines = [f"{label}: {self.patched} keys patched, {self.unchanged} unchanged (ratio 0), "
+                 f"{len(self.narrowed)} merged on common channels, {len(self.kept)} kept from A"]
+        lines += [f"  common channels only: {k} ({how})" for k, how in self.narrowed]
+        lines += [f"  kept from A: {k} ({why})" for k, why in self.kept]
+        return "\n".join(lines)
+
+
+def narrowing(shape_a: tuple, shape_src: tuple):
+    """ComfyUI `offset` that narrows A's weight to the source's shape, None when equal, or False when the
+    source is not a leading slice of A along a single dimension."""
+    if tuple(shape_a) == tuple(shape_src):
+        return None
+    if len(shape_a) != len(shape_src):
+        return False
+    differing = [d for d, (x, y) in enumerate(zip(shape_a, shape_src)) if x != y]
+    if len(differing) != 1 or shape_src[differing[0]] > shape_a[differing[0]]:
+        return False
+    d = differing[0]
+    return (d, 0, shape_src[d])
+
+
+def effective_steps(steps) -> tuple:
+    """Drops steps that change nothing (strength 0 with strength_model 1): the weight stays A's bit for bit
+    and the source is never even computed."""
+    return tuple(s for s in steps if not (s.strength == 0.0 and s.strength_model == 1.0))
+
+
+def plan_key(key: str, shape_a: tuple, source_shapes: dict, steps):
+    """KeyPlan for one key, or a reason string when A's weight must be kept.
+
+    `source_shapes` maps "b"/"c" to the source's shape for this key (None when the source lacks the key).
+    """
+    steps = effective_steps(steps)
+    if not steps:
+        return KeyPlan(key, None, ())
+    used = sorted({s.source for s in steps})
+    for src in used:
+        if source_shapes.get(src) is None:
+            return REASON_MISSING.format(src=f"model {src.upper()}")
+    shapes = {src: tuple(source_shapes[src]) for src in used}
+    if len(set(shapes.values())) > 1:
+        return REASON_SOURCES_DISAGREE.format(shapes=", ".join(f"{s.upper()} {v}" for s, v in shapes.items()))
+    src, shape = next(iter(shapes.items()))
+    offset = narrowing(shape_a, shape)
+    if offset is False:
+        return REASON_SHAPE.format(a=tuple(shape_a), s=shape, src=f"model {src.upper()}")
+    return KeyPlan(key, offset, steps)
+
+
+def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b) -> MergeNotes:
+    """Adds the patches of a merge to `target` (a clone of A: a ModelPatcher or a CLIP).
+
+    shapes_a: key -> shape of A's weight, for every key to merge.
+    sources:  "b"/"c" -> that model's `get_key_patches()` dict.
+    ratio_a, ratio_b: key -> a / b (callables, so a default can apply to keys outside every block).
+    """
+    notes = MergeNotes()
+    for key, shape_a in shapes_a.items():
+        source_shapes = {name: (tuple(kp[key][0][0].shape) if key in kp else None)
+                         for name, kp in sources.items()}
+        plan = plan_key(key, shape_a, source_shapes, method.steps(ratio_a(key), ratio_b(key)))
+        if isinstance(plan, str):
+            notes.kept.append((key, plan))
+            continue
+        if not plan.steps:
+            notes.unchanged += 1
+            continue
+        patch_key = key if plan.offset is None else (key, plan.offset)
+        for step in plan.steps:
+            target.add_patches({patch_key: sources[step.source][key]}, step.strength, step.strength_model)
+        if plan.offset is not None:
+            d, _, n = plan.offset
+            notes.narrowed.append((key, f"dim {d}: {n} of {shape_a[d]}"))
+        notes.patched += 1
+    return notes

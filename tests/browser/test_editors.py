@@ -1,0 +1,231 @@
+"""The web extension in real headless Chromium against the real server: spec validation marked at the right
+line and column, matched-key counts equal to the preview route's, completion, presets written into the
+weight text, and the change report shown on the merge node after a run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from tests.browser.conftest import screenshot
+from tests.support.workflows import WORKFLOW_DIR, load_ui_workflow
+
+pytestmark = pytest.mark.browser
+
+EXAMPLE = "elemental_merge_basic"
+APP = "window.comfyAPI.app.app"
+
+# Until the example workflow exists, the same graph is built in the page: two merge loaders, a spec and block
+# weights into an Elemental Merge with print_change, sampled at 64x64 for one step so that the run is short.
+BUILD_GRAPH_JS = """() => {
+  const app = window.comfyAPI.app.app, LG = window.LiteGraph, g = app.graph;
+  g.clear();
+  const add = (type, x, y, values = {}) => {
+    const n = LG.createNode(type); n.pos = [x, y]; g.add(n);
+    for (const [k, v] of Object.entries(values)) n.widgets.find((w) => w.name === k).value = v;
+    return n;
+  };
+  const a = add("MergeCheckpointLoader", 20, 20, { ckpt_name: "test_A.safetensors" });
+  const b = add("MergeCheckpointLoader", 20, 260, { ckpt_name: "test_B.safetensors" });
+  const spec = add("ElementalSpec", 380, 20, { spec: "IN04:attn2:0.3" });
+  const bw = add("BlockWeights", 380, 420, { weights: "FLAT_25" });
+  const m = add("ElementalMerge", 860, 20, { print_change: true });
+  const pos = add("CLIPTextEncode", 860, 520, { text: "a red cube" });
+  const neg = add("CLIPTextEncode", 860, 720, { text: "" });
+  const lat = add("EmptyLatentImage", 1260, 520, { width: 64, height: 64, batch_size: 1 });
+  const ks = add("KSampler", 1260, 20, { seed: 7, steps: 1, cfg: 5.0 });
+  const dec = add("VAEDecode", 1260, 420);
+  const out = add("PreviewImage", 1560, 420);
+  a.connect(0, m, "model_a"); b.connect(0, m, "model_b"); a.connect(1, m, "clip_a"); b.connect(1, m, "clip_b");
+  spec.connect(0, m, "elemental_alpha"); bw.connect(0, m, "block_weights_alpha");
+  m.connect(1, pos, "clip"); m.connect(1, neg, "clip");
+  m.connect(0, ks, "model"); pos.connect(0, ks, "positive"); neg.connect(0, ks, "negative");
+  lat.connect(0, ks, "latent_image"); ks.connect(0, dec, "samples"); a.connect(2, dec, "vae");
+  dec.connect(0, out, "images");
+  g.setDirtyCanvas(true, true);
+}"""
+
+
+def load_workflow(page) -> str:
+    """Loads the example workflow (or builds the same graph); returns which one."""
+    if os.path.isfile(os.path.join(WORKFLOW_DIR, f"{EXAMPLE}.json")):
+        workflow = load_ui_workflow(EXAMPLE)
+        page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", workflow)
+        source = EXAMPLE
+    else:
+        page.evaluate(BUILD_GRAPH_JS)
+        source = "built in the page"
+    page.evaluate(f"() => {{ {APP}.canvas.ds.scale = 0.85; {APP}.canvas.ds.offset = [10, 10]; "
+                  f"{APP}.graph.setDirtyCanvas(true, true); }}")
+    return source
+
+
+def node_id(page, node_type: str) -> int:
+    ids = page.evaluate(f"(t) => {APP}.graph.nodes.filter((n) => n.type === t).map((n) => n.id)", node_type)
+    assert ids, f"the workflow has no {node_type} node"
+    return ids[0]
+
+
+def widget_value(page, nid: int, name: str):
+    return page.evaluate(f"([id, name]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === name).value",
+                         [nid, name])
+
+
+def set_spec(page, nid: int, text: str) -> None:
+    """Types `text` into the spec textarea the way a user does (select all, type)."""
+    area = page.locator(f'textarea[data-elemental-spec="{nid}"]')
+    area.click()
+    area.press("Control+a")
+    area.press("Delete")
+    area.type(text, delay=5)
+
+
+def wait_state(page, nid: int, state: str, text: str):
+    panel = page.locator(f'.elemental-spec-panel[data-node="{nid}"]')
+    page.wait_for_function(
+        "([id, state, text]) => { const p = document.querySelector(`.elemental-spec-panel[data-node='${id}']`);"
+        f" const w = {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'spec');"
+        " return p && p.dataset.state === state && w.value === text && p.dataset.checked === text; }",
+        arg=[nid, state, text], timeout=15_000)
+    return panel
+
+
+def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_server):
+    page = comfy_page
+    source = load_workflow(page)
+    spec_id = node_id(page, "ElementalSpec")
+    panel = page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]')
+    panel.wait_for(timeout=15_000)
+
+    # An unknown block on line 2: marked there, in the panel and behind the text.
+    bad = "IN04:attn2:0.3\nOUT03-OUT05::0, OUT99:attn1:0.5"
+    set_spec(page, spec_id, bad)
+    wait_state(page, spec_id, "error", bad)
+    diag = panel.locator(".elemental-diag.error")
+    assert diag.count() == 1
+    assert (diag.get_attribute("data-line"), diag.get_attribute("data-column")) == ("2", "17")
+    assert "unknown block 'OUT99'" in diag.inner_text()
+    mark = page.locator(".elemental-mark.error")
+    assert mark.count() == 1 and mark.inner_text() == "OUT99"
+    assert (mark.get_attribute("data-line"), mark.get_attribute("data-column")) == ("2", "17")
+    # The mark sits on the second line of the textarea, right of the text before it.
+    area = page.locator(f'textarea[data-elemental-spec="{spec_id}"]').bounding_box()
+    box = mark.bounding_box()
+    line_height = page.evaluate(f"(id) => parseFloat(getComputedStyle(document.querySelector("
+                                f"`textarea[data-elemental-spec='${{id}}']`).lineHeight)) || 0", spec_id)
+    assert area["y"] + line_height * 0.9 < box["y"] < area["y"] + line_height * 2.5, (area, box, line_height)
+    assert box["x"] > area["x"] + 40
+    assert "SD1.x from test_A.safetensors" in panel.locator(".elemental-status").inner_text()
+    screenshot(page, "spec_error")
+
+    # Fixed: every entry's count equals what the preview route says.
+    good = "IN04:attn2:0.3\nOUT03-OUT05::0, OUT09:attn1:0.5"
+    set_spec(page, spec_id, good)
+    wait_state(page, spec_id, "ok", good)
+    assert page.locator(".elemental-mark").count() == 0
+    status, raw = comfy_server.request("POST", "/elemental/preview", {"spec": good, "arch": "sd1"})
+    expected = json.loads(raw)["entries"]
+    assert status == 200 and [e["count"] for e in expected] == [5, 116, 5]
+    rows = panel.locator(".elemental-entry")
+    shown = [(rows.nth(i).get_attribute("data-line"), int(rows.nth(i).get_attribute("data-count")))
+             for i in range(rows.count())]
+    assert shown == [(str(e["line"]), e["count"]) for e in expected]
+    assert rows.nth(0).locator(".elemental-count").inner_text() == "5 keys"
+
+    # The key list on demand, grouped by block.
+    rows.nth(0).locator(".elemental-keys-button").click()
+    keys = rows.nth(0).locator(".elemental-key")
+    keys.first.wait_for(timeout=10_000)
+    assert keys.count() == 5
+    assert keys.nth(1).inner_text() == \
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight  → 0.3"
+    assert rows.nth(0).locator("summary").inner_text() == "IN04 (5)"
+    screenshot(page, "spec_ok_keys")
+    print(f"workflow: {source}")
+
+
+def test_spec_editor_completes_block_and_element_names(comfy_page):
+    page = comfy_page
+    load_workflow(page)
+    spec_id = node_id(page, "ElementalSpec")
+    page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]').wait_for(timeout=15_000)
+    set_spec(page, spec_id, "OUT1")
+    popup = page.locator(".elemental-complete:not([hidden])")
+    popup.wait_for(timeout=5_000)
+    assert popup.locator(".elemental-complete-item").all_inner_texts() == ["OUT10", "OUT11"]
+    area = page.locator(f'textarea[data-elemental-spec="{spec_id}"]')
+    area.press("ArrowDown")
+    area.press("Enter")
+    area.type(":attn2.to_")
+    assert popup.locator(".elemental-complete-item").all_inner_texts() == [
+        "attn2.to_k", "attn2.to_out", "attn2.to_q", "attn2.to_v"]
+    screenshot(page, "spec_completion")
+    area.press("Tab")
+    area.type(":0.2")
+    assert widget_value(page, spec_id, "spec") == "OUT11:attn2.to_k:0.2"
+    wait_state(page, spec_id, "ok", "OUT11:attn2.to_k:0.2")
+
+
+def test_block_weight_preset_writes_the_text_and_the_sliders(comfy_page, comfy_server):
+    page = comfy_page
+    load_workflow(page)
+    bw_id = node_id(page, "BlockWeights")
+    panel = page.locator(f'.elemental-weights-panel[data-node="{bw_id}"]')
+    panel.wait_for(timeout=15_000)
+    page.wait_for_function("(id) => document.querySelector(`.elemental-weights-panel[data-node='${id}']`)"
+                           "?.dataset.arch === 'sd1'", arg=bw_id, timeout=15_000)
+    before = widget_value(page, bw_id, "weights")
+    panel.locator("select.elemental-preset").select_option("GRAD_V")
+    grad_v = json.loads(comfy_server.request("GET", "/elemental/presets?arch=sd1")[1])["presets"]["GRAD_V"]
+    expected = ",".join(f"{v:.10g}" for v in grad_v)
+    assert expected.startswith("0,1,0.9166666667,0.8333333333,0.75,")
+    page.wait_for_function(f"([id, t]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights')"
+                           ".value === t", arg=[bw_id, expected], timeout=5_000)
+    assert widget_value(page, bw_id, "weights") != before
+    sliders = panel.locator("input.elemental-slider")
+    assert sliders.count() == 26
+    assert [sliders.nth(i).get_attribute("data-block") for i in (0, 1, 13, 25)] == ["BASE", "IN00", "M00", "OUT11"]
+    assert [float(sliders.nth(i).input_value()) for i in (0, 1, 2, 13)] == [0.0, 1.0, 0.9166666667, 0.0]
+    # Moving a slider writes the text; the select no longer names a preset.
+    page.evaluate("(id) => { const s = document.querySelector(`.elemental-weights-panel[data-node='${id}'] "
+                  "input[data-block='M00']`); s.value = '0.5'; s.dispatchEvent(new Event('input')); }", bw_id)
+    values = widget_value(page, bw_id, "weights").split(",")
+    assert values[13] == "0.5" and values[:3] == ["0", "1", "0.9166666667"]
+    assert panel.locator("select.elemental-preset").input_value() == ""
+    # And the text typed in the widget moves the sliders.
+    page.evaluate(f"(id) => {{ {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights').value = "
+                  "'FLAT_75'; }", bw_id)
+    page.wait_for_function("(id) => document.querySelector(`.elemental-weights-panel[data-node='${id}'] "
+                           "input[data-block='IN05']`).value === '0.75'", arg=bw_id, timeout=10_000)
+    assert panel.locator("select.elemental-preset").input_value() == "FLAT_75"
+    screenshot(page, "block_weights")
+
+
+def test_change_report_is_shown_on_the_merge_node_after_a_run(comfy_page):
+    page = comfy_page
+    load_workflow(page)
+    spec_id = node_id(page, "ElementalSpec")
+    merge_id = node_id(page, "ElementalMerge")
+    page.evaluate(f"([s, m]) => {{ const g = {APP}.graph;"
+                  " g.getNodeById(s).widgets.find((w) => w.name === 'spec').value = 'IN04:attn2:0.3';"
+                  " g.getNodeById(m).widgets.find((w) => w.name === 'print_change').value = true; }",
+                  [spec_id, merge_id])
+    started = time.time()
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    report = page.locator(".elemental-report")
+    page.wait_for_function("() => document.querySelector('.elemental-report')?.value?.includes('IN04')",
+                           timeout=300_000)
+    text = report.input_value()
+    assert "(SD1.x)" in text.splitlines()[0] and "A=test_A.safetensors" in text.splitlines()[0]
+    changed = [l for l in text.splitlines() if l.endswith("[line 1: IN04:attn2:0.3]")]
+    assert len(changed) == 5, text[:2000]
+    assert re.fullmatch(r"IN04 +(model\.)?diffusion_model\.input_blocks\.4\.1\.transformer_blocks\.0\.attn2\.to_k"
+                        r"\.weight  \S+ -> 0\.3  \[line 1: IN04:attn2:0\.3\]", changed[1]), changed
+    page.wait_for_timeout(500)
+    screenshot(page, "change_report")
+    print(f"run took {time.time() - started:.1f} s")
+    assert not [e for e in page.console_errors if "elemental" in e.lower()], page.console_errors

@@ -1,0 +1,290 @@
+"""The ElementalMerge node on real ComfyUI objects: every merged weight against the formula, key by key.
+
+The three test checkpoints are loaded once for the module with ComfyUI's own loader (A at ComfyUI's CPU
+defaults: UNet fp32, text encoder fp16; B and C with an fp16 UNet, which holds the file's values exactly and
+halves the RAM). The merged weights are computed by ComfyUI's own patch path (`patch_weight_to_device`, what
+`patch_model` runs for each key) one key at a time and put back right away, so A is never held twice.
+
+The expected values are computed here from the safetensors files (not from ComfyUI objects) twice:
+* with the mode's formula in float64 (independent of how the merge is expressed), within the rounding
+  error two or three fp32 operations can make;
+* in fp32 in the order ComfyUI applies the patch steps, which the UNet (fp32) must equal bit for bit; the
+  fp16 text encoder, which ComfyUI rounds stochastically, must be within one fp16 ulp of it.
+All ratios are dyadic with few bits, so every product is exact and only the additions round.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.inprocess.conftest import pack_module
+
+MODES = ["Weight sum", "Add difference", "Triple sum", "Sum twice"]
+
+# The mode formulas in float64, written out here rather than taken from merge_core.
+FORMULA = {
+    "Weight sum": lambda A, B, C, a, b: A * (1 - a) + B * a,
+    "Add difference": lambda A, B, C, a, b: A + (B - C) * a,
+    "Triple sum": lambda A, B, C, a, b: A * (1 - a - b) + B * a + C * b,
+    "Sum twice": lambda A, B, C, a, b: (A * (1 - a) + B * a) * (1 - b) + C * b,
+}
+# The same in fp32, rounding where ComfyUI's patch steps round (w = w * strength_model + strength * source).
+FP32_ORDER = {
+    "Weight sum": lambda A, B, C, a, b: A * (1 - a) + a * B if a != 0 else A,
+    "Add difference": lambda A, B, C, a, b: (A + a * B) + (-a) * C if a != 0 else A,
+    "Triple sum": lambda A, B, C, a, b: _steps(A, [(B, a, 1 - a - b), (C, b, 1.0)]),
+    "Sum twice": lambda A, B, C, a, b: _steps(A, [(B, a, 1 - a), (C, b, 1 - b)]),
+}
+
+
+def _steps(w, steps):
+    for src, s, sm in steps:
+        if s == 0 and sm == 1:
+            continue
+        if sm != 1:
+            w = w * sm
+        w = w + s * src
+    return w
+
+
+BLOCK_WEIGHTS_ALPHA = ("0.25, 0.5,0.5,0.75,0.75,0.125,0.125,0.875,0.875,1,1,0,0, 0.5, "
+                       "0.25,0.25,0.375,0.375,0.625,0.625,0.75,0.75,0.875,0.875,0.5,0.5")
+# Block weights, NOT on blocks and on elements, ranges, and a later entry overriding an earlier one.
+SPEC_ALPHA = """IN01-IN03::0.75
+NOT IN04 IN05 M00 BASE:attn1:0.375
+OUT03-OUT05:NOT norm:0.625
+BASE:layers.1.:0.125
+OUT04::1
+IN00:time_embed:0"""
+BLOCK_WEIGHTS_BETA = "FLAT_25"
+SPEC_BETA = """M00::0.5
+BASE:NOT mlp:0.125
+OUT10-OUT11:proj:0.375"""
+
+ALPHA, BETA = 0.5, 0.25
+FILE_PREFIX = {"diffusion_model.": "model.diffusion_model.", "clip_l.transformer.": "cond_stage_model.transformer."}
+
+
+def file_key(key: str) -> str:
+    for comfy_prefix, file_prefix in FILE_PREFIX.items():
+        if key.startswith(comfy_prefix):
+            return file_prefix + key[len(comfy_prefix):]
+    raise KeyError(key)
+
+
+@pytest.fixture(scope="module")
+def comfy_objects(checkpoint_paths):
+    merge_nodes = pack_module("merge_nodes")
+    import comfy.sd
+
+    out = {}
+    for name in "ABC":
+        opts = {} if name == "A" else {"dtype": torch.float16}
+        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
+            checkpoint_paths[name], output_vae=False, output_clip=True, model_options=opts)
+        pack_module("model_info").set_source_name(model, f"test_{name}.safetensors")
+        out[name] = (model, clip)
+    files = {n: safe_open(checkpoint_paths[n], "pt") for n in "ABC"}
+    yield merge_nodes, out, files
+    out.clear()
+
+
+def patched_weights(patcher, prefix):
+    """(key, weight as the sampler would see it) for every key under `prefix`, via ComfyUI's patch path."""
+    import comfy.utils
+
+    cpu = torch.device("cpu")
+    for key in list(patcher.model_state_dict(filter_prefix=prefix).keys()):
+        if key in patcher.patches:
+            patcher.patch_weight_to_device(key, device_to=cpu)
+            weight = comfy.utils.get_attr(patcher.model, key)
+            backup = patcher.backup.pop(key)
+            comfy.utils.set_attr_param(patcher.model, key, backup.weight)
+            yield key, weight.detach()
+        else:
+            yield key, comfy.utils.get_attr(patcher.model, key).detach()
+    assert not patcher.backup
+
+
+def run_merge(merge_nodes, objs, mode, **kw):
+    T = merge_nodes.TextInput
+    (ma, ca), (mb, cb), (mc, cc) = objs["A"], objs["B"], objs["C"]
+    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=mode,
+                alpha=ALPHA, beta=BETA, print_change=True,
+                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
+                elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, "sd1"))
+    args.update(kw)
+    return merge_nodes.ElementalMerge.execute(**args)
+
+
+def expected_ratios(keys, spec_text, weights_text, ratio):
+    """Per-key ratios from merge_core (tested on its own), spot-checked by hand in the test below."""
+    import merge_core as mc
+
+    arch = mc.get_architecture("sd1")
+    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
+                            mc.parse_spec(spec_text, arch, keys=keys))
+    return res.ratios
+
+
+def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
+    h = x.half()
+    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
+    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
+    return torch.maximum(up, down)
+
+
+def source_tensor(files, patchers, name, key):
+    """A source weight from its file; from the loaded model for the few keys ComfyUI makes up itself
+    (the SD1 text encoder's text_projection, an identity the checkpoint does not store)."""
+    fk = file_key(key)
+    if fk in files[name].keys():
+        return files[name].get_tensor(fk)
+    return patchers[name].model_state_dict(filter_prefix=key)[key].clone()
+
+
+def check_patcher(patcher, prefix, files, mode, ra, rb, label, patchers):
+    checked = 0
+    for key, got in patched_weights(patcher, prefix):
+        if not got.is_floating_point() or key.endswith((".position_ids", ".logit_scale")):
+            continue
+        A, B, C = (source_tensor(files, patchers, n, key) for n in "ABC")
+        a, b = ra[key], rb[key]
+        ordered = FP32_ORDER[mode](A.float(), B.float(), C.float(), a, b)
+        # The fp32 order is the formula up to fp32 rounding (checked on a slice of every key: it is a
+        # property of the test's arithmetic; the merged weight is compared in full below).
+        s = [t.flatten()[:4096].double() for t in (A, B, C, ordered)]
+        exact = FORMULA[mode](s[0], s[1], s[2], a, b)
+        bound = 4 * 2.0 ** -24 * (s[0].abs() + s[1].abs() + s[2].abs())
+        assert ((s[3] - exact).abs() <= bound).all(), f"{label} {key}: fp32 order is not the formula"
+        if got.dtype == torch.float32:
+            assert torch.equal(got, ordered), f"{label} {key} ({mode}, a={a}, b={b}) differs from the formula"
+        else:
+            assert got.dtype == torch.float16
+            err = (got.float() - ordered).abs()
+            assert (err <= fp16_ulp(ordered)).all(), f"{label} {key}: more than one fp16 ulp off"
+        checked += 1
+    return checked
+
+
+def test_ratios_spot_checks(comfy_objects):
+    merge_nodes, objs, _ = comfy_objects
+    keys = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
+    keys += list(objs["A"][1].patcher.model_state_dict().keys())
+    ra = expected_ratios(keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    assert ra["diffusion_model.input_blocks.1.1.proj_in.weight"] == 0.75            # IN01: range over 0.5
+    assert ra["diffusion_model.input_blocks.7.1.transformer_blocks.0.attn1.to_q.weight"] == 0.375  # NOT IN04..
+    assert ra["diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"] == 0.125  # block wt
+    assert ra["diffusion_model.output_blocks.4.0.in_layers.2.weight"] == 1.0         # overrides OUT03-OUT05
+    assert ra["diffusion_model.output_blocks.5.0.in_layers.0.weight"] == 0.625       # NOT norm selects it
+    assert ra["diffusion_model.output_blocks.3.1.norm.weight"] == 0.375              # norm: block weight
+    assert ra["diffusion_model.time_embed.0.weight"] == 0.0
+    assert ra["clip_l.transformer.text_model.encoder.layers.1.mlp.fc1.weight"] == 0.125
+    assert ra["clip_l.transformer.text_model.encoder.layers.2.mlp.fc1.weight"] == 0.25  # BASE block weight
+    assert ra["clip_l.transformer.text_model.encoder.layers.10.mlp.fc1.weight"] == 0.25
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_weight_equals_formula(comfy_objects, mode):
+    merge_nodes, objs, files = comfy_objects
+    out = run_merge(merge_nodes, objs, mode)
+    model, clip, report = out.args
+    assert model is not objs["A"][0] and clip is not objs["A"][1]
+    unet_keys = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
+    clip_keys = list(objs["A"][1].patcher.model_state_dict().keys())
+    ra = expected_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    rb = expected_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    n_unet = check_patcher(model, "diffusion_model.", files, mode, ra, rb, "UNet",
+                           {n: objs[n][0] for n in "ABC"})
+    n_clip = check_patcher(clip.patcher, "clip_l.", files, mode, ra, rb, "text encoder",
+                           {n: objs[n][1].patcher for n in "ABC"})
+    assert n_unet == len(unet_keys) == 686
+    assert n_clip == len([k for k in clip_keys if not k.endswith((".position_ids", ".logit_scale"))]) == 197
+    # print_change: the report is returned and shown on the node
+    assert out.ui == {"text": [report]}
+    assert "diffusion_model.output_blocks.4.0.in_layers.2.weight" in report
+    recipe = model.model_options["elemental_merge_recipe"]
+    assert recipe["mode"] == mode and recipe["models"]["A"] == "test_A.safetensors"
+    assert recipe["elemental_alpha"] == SPEC_ALPHA
+
+
+def test_print_change_off_gives_report_without_ui(comfy_objects):
+    merge_nodes, objs, _ = comfy_objects
+    out = run_merge(merge_nodes, objs, "Weight sum", print_change=False)
+    assert out.ui is None and "UNet:" in out.args[2]
+
+
+@pytest.mark.parametrize("inpaint_side", ["A", "B"])
+def test_shape_mismatch_merges_common_channels(comfy_objects, inpaint_side):
+    """A 9-channel input conv (inpainting) against a 4-channel one: A 9-channel merges channels 0..3 and
+    keeps 4..8; B 9-channel cannot be expressed on A's smaller weight and keeps A's, reported."""
+    import comfy.utils
+
+    merge_nodes, objs, files = comfy_objects
+    key = "diffusion_model.input_blocks.0.0.weight"
+    owner = objs[inpaint_side][0]
+    original = comfy.utils.get_attr(owner.model, key)
+    extra = torch.linspace(-1, 1, original.shape[0] * 5 * 9).reshape(original.shape[0], 5, 3, 3)
+    comfy.utils.set_attr_param(owner.model, key, torch.cat([original, extra.to(original.dtype)], dim=1))
+    try:
+        out = run_merge(merge_nodes, objs, "Weight sum", elemental_alpha=None, block_weights_alpha=None)
+        model, _, report = out.args
+        got = dict(patched_weights(model, "diffusion_model.input_blocks.0."))[key]
+        A, B = (files[n].get_tensor(file_key(key)).float() for n in "AB")
+        if inpaint_side == "A":
+            assert got.shape == (320, 9, 3, 3)
+            assert torch.equal(got[:, :4], A * (1 - ALPHA) + ALPHA * B)
+            assert torch.equal(got[:, 4:], extra)
+            assert f"common channels only: {key} (dim 1: 4 of 9)" in report
+        else:
+            assert torch.equal(got, A)
+            assert f"kept from A: {key}" in report and "(320, 9, 3, 3)" in report
+    finally:
+        comfy.utils.set_attr_param(owner.model, key, original)
+
+
+def sdxl_model_on_meta():
+    """A real ComfyUI SDXL model object, weights on the meta device (no RAM): enough for detection."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet_config = {
+        "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+        "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+        "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+        "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "use_temporal_attention": False, "use_temporal_resblock": False,
+    }
+    config = comfy.supported_models.SDXL(unet_config)
+    config.set_inference_dtype(torch.float16, None)
+    model = config.get_model({}, device="meta")
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))
+
+
+def test_mismatched_architectures_name_both(comfy_objects):
+    merge_nodes, objs, _ = comfy_objects
+    xl = sdxl_model_on_meta()
+    with pytest.raises(ValueError) as err:
+        run_merge(merge_nodes, objs, "Weight sum", model_b=xl, clip_b=None)
+    text = str(err.value)
+    assert "SD1.x" in text and "SDXL" in text and "test_A.safetensors" in text and "model_b" in text
+    assert not objs["A"][0].patches
+
+
+def test_sources_unchanged(comfy_objects):
+    """Runs last: after every merge above, A, B and C hold their files' values and no patches."""
+    merge_nodes, objs, files = comfy_objects
+    for name in "ABC":
+        model, clip = objs[name]
+        assert not model.patches and not clip.patcher.patches, f"{name} got patches"
+        for patcher, prefix in ((model, "diffusion_model."), (clip.patcher, "clip_l.transformer.")):
+            for key, weight in patcher.model_state_dict(filter_prefix=prefix).items():
+                if key.endswith(".position_ids"):
+                    continue
+                if file_key(key) not in files[name].keys():
+                    continue
+                expected = files[name].get_tensor(file_key(key)).to(weight.dtype)
+                assert torch.equal(weight, expected), f"{name} {key} changed"

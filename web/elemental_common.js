@@ -1,0 +1,166 @@
+// Shared by the Elemental Merge editors: the server routes (/elemental/...), cached per architecture, and
+// how a node finds the architecture it is written for.
+//
+// Why the graph walk: a spec's meaning depends on the models it will be applied to (block names, element
+// names, key counts), and in the graph those models are known from the loaders upstream of the merge node
+// the spec feeds, not from the spec node itself. The loader's checkpoint is asked to the server
+// (/elemental/detect reads only the safetensors header), so no model has to be loaded to edit a spec.
+import { api } from "../../scripts/api.js";
+
+export const PACK_NODES = new Set([
+  "MergeCheckpointLoader", "ElementalSpec", "BlockWeights", "ElementalMerge", "SaveMergedCheckpoint",
+  "ElementalXYPlot", "ElementalDiffChecker",
+]);
+
+export function isPackNode(nodeData) {
+  return PACK_NODES.has(nodeData?.name) || String(nodeData?.python_module ?? "").includes("elemental");
+}
+
+/** JSON from a pack route; rejects with the route's own error message on a 4xx/5xx. */
+export async function callRoute(path, body) {
+  const options = body === undefined ? {} : {
+    method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+  };
+  const resp = await api.fetchApi("/elemental" + path, options);
+  let data = null;
+  try { data = await resp.json(); } catch { /* not JSON */ }
+  if (!resp.ok) throw new Error(data?.error ?? `${path}: HTTP ${resp.status}`);
+  return data;
+}
+
+const infoCache = new Map();
+/** Blocks, elements per block and presets of an architecture (one request per architecture per page). */
+export function archInfo(name) {
+  if (!infoCache.has(name)) {
+    const p = callRoute("/architectures/" + encodeURIComponent(name));
+    p.catch(() => infoCache.delete(name));
+    infoCache.set(name, p);
+  }
+  return infoCache.get(name);
+}
+
+const detectCache = new Map();
+function detectCheckpoint(ckpt) {
+  if (!detectCache.has(ckpt)) {
+    const p = callRoute("/detect?ckpt_name=" + encodeURIComponent(ckpt)).catch(() => ({ arch: null }));
+    detectCache.set(ckpt, p);
+  }
+  return detectCache.get(ckpt);
+}
+
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+export function widget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+/** Calls `after(value)` whenever the widget's value is set (typing, loading a workflow, code). */
+export function onWidgetChange(w, after) {
+  if (!w) return;
+  const previous = w.callback;
+  w.callback = function (...args) {
+    const r = previous?.apply(this, args);
+    after(w.value);
+    return r;
+  };
+}
+
+function linkOf(graph, id) {
+  if (id == null || !graph) return null;
+  return graph.getLink?.(id) ?? graph.links?.get?.(id) ?? graph.links?.[id] ?? null;
+}
+
+/** Checkpoint names of the loaders that feed the MODEL inputs of `node`, walking up through other nodes. */
+function upstreamCheckpoints(node, depth = 0, seen = new Set()) {
+  if (!node || depth > 12 || seen.has(node.id)) return [];
+  seen.add(node.id);
+  const ckpt = widget(node, "ckpt_name");
+  if (ckpt?.value) return [String(ckpt.value)];
+  const found = [];
+  for (const [i, input] of (node.inputs ?? []).entries()) {
+    if (input.link == null) continue;
+    if (input.type !== "MODEL" && input.type !== "*" && node.type !== "Reroute") continue;
+    found.push(...upstreamCheckpoints(node.getInputNode?.(i), depth + 1, seen));
+  }
+  return found;
+}
+
+/** Nodes that consume any output of `node`. */
+function downstreamNodes(node) {
+  const out = [];
+  for (const output of node.outputs ?? []) {
+    for (const id of output.links ?? []) {
+      const link = linkOf(node.graph, id);
+      const target = link && node.graph.getNodeById?.(link.target_id);
+      if (target) out.push(target.type === "Reroute" ? downstreamNodes(target) : [target]);
+    }
+  }
+  return out.flat();
+}
+
+/**
+ * The architecture `node` is edited for: {arch, label, source, note}. Order: the checkpoint of a model
+ * connected to the node or to the merge node it feeds (the models decide at merge time); then the node's
+ * `architecture` widget; else "auto" (the server picks the first architecture the text is valid for).
+ */
+export async function resolveArchitecture(node) {
+  const chosen = widget(node, "architecture")?.value;
+  const ckpts = [...upstreamCheckpoints(node)];
+  if (!ckpts.length) {
+    for (const target of downstreamNodes(node)) ckpts.push(...upstreamCheckpoints(target));
+  }
+  for (const ckpt of ckpts) {
+    const found = await detectCheckpoint(ckpt);
+    if (found?.arch) {
+      const note = chosen && chosen !== "auto" && chosen !== found.arch
+        ? `the architecture widget says ${chosen} but the connected model is ${found.label}: the merge will refuse it`
+        : "";
+      return { arch: found.arch, label: found.label, source: `from ${ckpt}`, note };
+    }
+  }
+  if (chosen && chosen !== "auto") return { arch: chosen, label: chosen, source: "from the architecture widget", note: "" };
+  return { arch: "auto", label: "auto", source: "no model connected", note: "" };
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) e.append(c);
+  return e;
+}
+
+/** Adds a DOM widget that is never saved in the workflow nor sent with the prompt. */
+export function addPanelWidget(node, name, element, minHeight, maxHeight) {
+  const w = node.addDOMWidget(name, "elemental_panel", element, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => minHeight,
+    getMaxHeight: () => maxHeight,
+  });
+  w.serialize = false;
+  // Keep pointer and wheel events for the panel (scrolling a key list must not zoom the canvas).
+  element.addEventListener("wheel", (e) => e.stopPropagation());
+  return w;
+}
+
+let cssLoaded = false;
+export function loadCss() {
+  if (cssLoaded) return;
+  cssLoaded = true;
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = new URL("./elemental.css", import.meta.url).href;
+  document.head.append(link);
+}
