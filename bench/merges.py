@@ -116,17 +116,23 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
 
 def xy_native(src: Sources, ratios: dict) -> tuple[float, list[float]]:
     """The same plot by re-queueing ModelMergeBlocks with its `input` ratio changed per cell: a new clone,
-    which ComfyUI's next load re-patches in full. CLIP is not re-merged (ComfyUI caches it)."""
-    from comfy_extras.nodes_model_merging import ModelMergeBlocks
+    which ComfyUI's next load re-patches in full. The first cell also merges and loads the text encoder
+    (CLIPMergeSimple), as ours does; later cells do not re-merge it (ComfyUI caches that node's output and
+    the loaded CLIP stays loaded), exactly like ours, whose cells leave the text encoder alone."""
+    from comfy_extras.nodes_model_merging import CLIPMergeSimple, ModelMergeBlocks
 
     times = []
-    previous = None
+    previous = clip = None
     for r in workloads.XY_RATIOS:
         t0 = time.perf_counter()
         model = ModelMergeBlocks().merge(src.model_a, src.model_b, input=1.0 - r, middle=ratios["middle"],
                                          out=ratios["out"])[0]
-        _mm().load_models_gpu([model])
+        to_load = [model]
+        if clip is None:
+            clip = CLIPMergeSimple().merge(src.clip_a, src.clip_b, ratios["clip"])[0]
+            to_load.append(clip.load_model())
+        _mm().load_models_gpu(to_load)
         times.append(time.perf_counter() - t0)
         previous = model  # ComfyUI's cache holds the latest output until the node runs again
-    del previous
+    del previous, clip
     return times[0], times[1:]

@@ -102,14 +102,17 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
 
     # 5. floor
     fl = tw["floor"]
-    f_t = _med(fl["times"])
+    f_t = fl["strict_s"]
     r_floor = o_tot / f_t
     on_gpu = fl["device"].startswith("cuda")
     ok_floor = (r_floor <= T_FLOOR) if on_gpu else None
+    gbps = 3 * fl["model_bytes"] / f_t / 1e9
     out.append(f"[5] floor: torch.lerp(a, b, r) over the {fl['tensors']} merged tensors already in memory "
                f"({fl['model_bytes'] / 1e9:.2f} GB per model, {fl['dtype']} on {fl['device']}; median of "
-               f"{len(fl['times'])}): {_s(f_t)} | ours full / floor {r_floor:.1f}x | native full / floor "
-               f"{n_tot / f_t:.1f}x [target <= {T_FLOOR:.0f}x on a GPU: "
+               f"{len(fl['strict'])}): {_s(f_t)} into preallocated outputs ({gbps:.1f} GB/s), "
+               f"{_s(fl['alloc_s'])} into fresh tensors | ours full / floor {r_floor:.1f}x "
+               f"(/ fresh-tensor floor {o_tot / fl['alloc_s']:.1f}x) | native full / floor {n_tot / f_t:.1f}x "
+               f"[target <= {T_FLOOR:.0f}x on a GPU: "
                f"{_verdict(ok_floor) if on_gpu else 'not measurable here (no GPU), CPU figure shown'}]")
     out.append("[SDXL] full merge at SDXL size: skipped (GPU only; this machine has none)" if not on_gpu else
                "[SDXL] full merge at SDXL size: no SDXL-layout checkpoints provisioned; skipped")

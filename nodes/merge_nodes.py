@@ -87,8 +87,11 @@ def validate_text(kind: str, text: str, architecture: str, check) -> bool | str:
             return True
         found[name] = errors
     name = min(found, key=lambda n: len(found[n]))
-    checked = "any architecture" if architecture == AUTO else ARCHITECTURES[name].label
-    lines = [f"invalid {kind} (checked against {checked}; closest: {ARCHITECTURES[name].label}):"]
+    label = ARCHITECTURES[name].label
+    if architecture == AUTO:
+        lines = [f"invalid {kind}: valid for no architecture; as {label}:"]
+    else:
+        lines = [f"invalid {kind} for {label}:"]
     lines += [d.format() if hasattr(d, "format") else str(d) for d in found[name]]
     return "\n".join(lines)
 
@@ -140,8 +143,11 @@ class ElementalSpec(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, spec, architecture):
-        return validate_text("elemental spec", spec, architecture, _spec_errors)
+    def validate_inputs(cls, spec=None, architecture=AUTO):
+        # `spec` is None when it comes from a link: then only the merge can check it.
+        if spec is None:
+            return True
+        return validate_text("elemental spec", spec, architecture or AUTO, _spec_errors)
 
     @classmethod
     def execute(cls, spec, architecture):
@@ -162,10 +168,12 @@ class BlockWeights(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, weights, architecture):
+    def validate_inputs(cls, weights=None, architecture=AUTO):
+        if weights is None:  # linked: checked by the merge
+            return True
         if not weights.strip():
             return "block weights: empty (give a preset name or one weight per block)"
-        return validate_text("block weights", weights, architecture, _weights_errors)
+        return validate_text("block weights", weights, architecture or AUTO, _weights_errors)
 
     @classmethod
     def execute(cls, weights, architecture):

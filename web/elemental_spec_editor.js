@@ -243,7 +243,7 @@ class SpecEditor {
       const e = r.entries[entry.index];
       box.replaceChildren(...Object.entries(e.keys ?? {}).map(([block, keys]) => el("details", { open: "" },
         el("summary", { text: `${block} (${keys.length})` }),
-        ...keys.map((k) => el("div", { class: "elemental-key", text: `${k.key}  → ${k.ratio}` })))));
+        ...keys.map((k) => el("div", { class: "elemental-key", text: `${k.key} → ${k.ratio}` })))));
     } catch (err) {
       box.textContent = err.message;
     }

@@ -5,63 +5,29 @@ weight text, and the change report shown on the merge node after a run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.support.workflows import WORKFLOW_DIR, load_ui_workflow
+from tests.support.workflows import load_ui_workflow
 
 pytestmark = pytest.mark.browser
 
-EXAMPLE = "elemental_merge_basic"
 APP = "window.comfyAPI.app.app"
 
-# Until the example workflow exists, the same graph is built in the page: two merge loaders, a spec and block
-# weights into an Elemental Merge with print_change, sampled at 64x64 for one step so that the run is short.
-BUILD_GRAPH_JS = """() => {
-  const app = window.comfyAPI.app.app, LG = window.LiteGraph, g = app.graph;
-  g.clear();
-  const add = (type, x, y, values = {}) => {
-    const n = LG.createNode(type); n.pos = [x, y]; g.add(n);
-    for (const [k, v] of Object.entries(values)) n.widgets.find((w) => w.name === k).value = v;
-    return n;
-  };
-  const a = add("MergeCheckpointLoader", 20, 20, { ckpt_name: "test_A.safetensors" });
-  const b = add("MergeCheckpointLoader", 20, 260, { ckpt_name: "test_B.safetensors" });
-  const spec = add("ElementalSpec", 380, 20, { spec: "IN04:attn2:0.3" });
-  const bw = add("BlockWeights", 380, 420, { weights: "FLAT_25" });
-  const m = add("ElementalMerge", 860, 20, { print_change: true });
-  const pos = add("CLIPTextEncode", 860, 520, { text: "a red cube" });
-  const neg = add("CLIPTextEncode", 860, 720, { text: "" });
-  const lat = add("EmptyLatentImage", 1260, 520, { width: 64, height: 64, batch_size: 1 });
-  const ks = add("KSampler", 1260, 20, { seed: 7, steps: 1, cfg: 5.0 });
-  const dec = add("VAEDecode", 1260, 420);
-  const out = add("PreviewImage", 1560, 420);
-  a.connect(0, m, "model_a"); b.connect(0, m, "model_b"); a.connect(1, m, "clip_a"); b.connect(1, m, "clip_b");
-  spec.connect(0, m, "elemental_alpha"); bw.connect(0, m, "block_weights_alpha");
-  m.connect(1, pos, "clip"); m.connect(1, neg, "clip");
-  m.connect(0, ks, "model"); pos.connect(0, ks, "positive"); neg.connect(0, ks, "negative");
-  lat.connect(0, ks, "latent_image"); ks.connect(0, dec, "samples"); a.connect(2, dec, "vae");
-  dec.connect(0, out, "images");
-  g.setDirtyCanvas(true, true);
-}"""
+BASIC = "elemental_merge_basic"                  # loaders -> ElementalSpec -> ElementalMerge (print_change)
+WITH_WEIGHTS = "add_difference_block_weights"    # the same with BlockWeights (GRAD_V) and a third model
 
 
-def load_workflow(page) -> str:
-    """Loads the example workflow (or builds the same graph); returns which one."""
-    if os.path.isfile(os.path.join(WORKFLOW_DIR, f"{EXAMPLE}.json")):
-        workflow = load_ui_workflow(EXAMPLE)
-        page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", workflow)
-        source = EXAMPLE
-    else:
-        page.evaluate(BUILD_GRAPH_JS)
-        source = "built in the page"
-    page.evaluate(f"() => {{ {APP}.canvas.ds.scale = 0.85; {APP}.canvas.ds.offset = [10, 10]; "
-                  f"{APP}.graph.setDirtyCanvas(true, true); }}")
-    return source
+def load_workflow(page, name: str, focus_type: str | None = None) -> None:
+    """Loads an example workflow through the app, as the workflow menu does, and centres a node."""
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", load_ui_workflow(name))
+    if focus_type:
+        page.evaluate(f"(t) => {{ const c = {APP}.canvas; const n = {APP}.graph.nodes.find((n) => n.type === t);"
+                      " c.centerOnNode(n); c.setDirty(true, true); }", focus_type)
+    page.wait_for_timeout(300)
 
 
 def node_id(page, node_type: str) -> int:
@@ -96,7 +62,7 @@ def wait_state(page, nid: int, state: str, text: str):
 
 def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_server):
     page = comfy_page
-    source = load_workflow(page)
+    load_workflow(page, BASIC, "ElementalSpec")
     spec_id = node_id(page, "ElementalSpec")
     panel = page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]')
     panel.wait_for(timeout=15_000)
@@ -115,12 +81,11 @@ def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_serv
     # The mark sits on the second line of the textarea, right of the text before it.
     area = page.locator(f'textarea[data-elemental-spec="{spec_id}"]').bounding_box()
     box = mark.bounding_box()
-    line_height = page.evaluate(f"(id) => parseFloat(getComputedStyle(document.querySelector("
-                                f"`textarea[data-elemental-spec='${{id}}']`).lineHeight)) || 0", spec_id)
-    assert area["y"] + line_height * 0.9 < box["y"] < area["y"] + line_height * 2.5, (area, box, line_height)
+    screenshot(page, "spec_error")
+    line_height = box["height"]  # the mark is one line of text high
+    assert area["y"] + line_height * 0.9 < box["y"] < area["y"] + line_height * 2.5, (area, box)
     assert box["x"] > area["x"] + 40
     assert "SD1.x from test_A.safetensors" in panel.locator(".elemental-status").inner_text()
-    screenshot(page, "spec_error")
 
     # Fixed: every entry's count equals what the preview route says.
     good = "IN04:attn2:0.3\nOUT03-OUT05::0, OUT09:attn1:0.5"
@@ -142,15 +107,14 @@ def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_serv
     keys.first.wait_for(timeout=10_000)
     assert keys.count() == 5
     assert keys.nth(1).inner_text() == \
-        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight  → 0.3"
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight → 0.3"
     assert rows.nth(0).locator("summary").inner_text() == "IN04 (5)"
     screenshot(page, "spec_ok_keys")
-    print(f"workflow: {source}")
 
 
 def test_spec_editor_completes_block_and_element_names(comfy_page):
     page = comfy_page
-    load_workflow(page)
+    load_workflow(page, BASIC, "ElementalSpec")
     spec_id = node_id(page, "ElementalSpec")
     page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]').wait_for(timeout=15_000)
     set_spec(page, spec_id, "OUT1")
@@ -172,29 +136,36 @@ def test_spec_editor_completes_block_and_element_names(comfy_page):
 
 def test_block_weight_preset_writes_the_text_and_the_sliders(comfy_page, comfy_server):
     page = comfy_page
-    load_workflow(page)
+    load_workflow(page, WITH_WEIGHTS, "BlockWeights")
     bw_id = node_id(page, "BlockWeights")
     panel = page.locator(f'.elemental-weights-panel[data-node="{bw_id}"]')
     panel.wait_for(timeout=15_000)
     page.wait_for_function("(id) => document.querySelector(`.elemental-weights-panel[data-node='${id}']`)"
                            "?.dataset.arch === 'sd1'", arg=bw_id, timeout=15_000)
-    before = widget_value(page, bw_id, "weights")
-    panel.locator("select.elemental-preset").select_option("GRAD_V")
-    grad_v = json.loads(comfy_server.request("GET", "/elemental/presets?arch=sd1")[1])["presets"]["GRAD_V"]
-    expected = ",".join(f"{v:.10g}" for v in grad_v)
-    assert expected.startswith("0,1,0.9166666667,0.8333333333,0.75,")
-    page.wait_for_function(f"([id, t]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights')"
-                           ".value === t", arg=[bw_id, expected], timeout=5_000)
-    assert widget_value(page, bw_id, "weights") != before
+    # The workflow's text names a preset: the menu shows it and the sliders show its values.
+    assert widget_value(page, bw_id, "weights") == "GRAD_V"
+    page.wait_for_function("(id) => document.querySelector(`.elemental-weights-panel[data-node='${id}'] "
+                           "input[data-block='IN01']`)?.value === '0.9166666667'", arg=bw_id, timeout=10_000)
+    assert panel.locator("select.elemental-preset").input_value() == "GRAD_V"
     sliders = panel.locator("input.elemental-slider")
     assert sliders.count() == 26
     assert [sliders.nth(i).get_attribute("data-block") for i in (0, 1, 13, 25)] == ["BASE", "IN00", "M00", "OUT11"]
     assert [float(sliders.nth(i).input_value()) for i in (0, 1, 2, 13)] == [0.0, 1.0, 0.9166666667, 0.0]
+    screenshot(page, "block_weights_loaded")
+
+    # Picking another preset writes its values into the text.
+    panel.locator("select.elemental-preset").select_option("GRAD_A")
+    grad_a = json.loads(comfy_server.request("GET", "/elemental/presets?arch=sd1")[1])["presets"]["GRAD_A"]
+    expected = ",".join(f"{v:.10g}" for v in grad_a)
+    assert expected.startswith("0,0,0.08333333333,0.1666666667,0.25,")
+    page.wait_for_function(f"([id, t]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights')"
+                           ".value === t", arg=[bw_id, expected], timeout=5_000)
+    assert [float(sliders.nth(i).input_value()) for i in (0, 1, 2, 13)] == [0.0, 0.0, 0.08333333333, 1.0]
     # Moving a slider writes the text; the select no longer names a preset.
     page.evaluate("(id) => { const s = document.querySelector(`.elemental-weights-panel[data-node='${id}'] "
                   "input[data-block='M00']`); s.value = '0.5'; s.dispatchEvent(new Event('input')); }", bw_id)
     values = widget_value(page, bw_id, "weights").split(",")
-    assert values[13] == "0.5" and values[:3] == ["0", "1", "0.9166666667"]
+    assert values[13] == "0.5" and values[:3] == ["0", "0", "0.08333333333"] and len(values) == 26
     assert panel.locator("select.elemental-preset").input_value() == ""
     # And the text typed in the widget moves the sliders.
     page.evaluate(f"(id) => {{ {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights').value = "
@@ -207,7 +178,7 @@ def test_block_weight_preset_writes_the_text_and_the_sliders(comfy_page, comfy_s
 
 def test_change_report_is_shown_on_the_merge_node_after_a_run(comfy_page):
     page = comfy_page
-    load_workflow(page)
+    load_workflow(page, BASIC, "ElementalMerge")
     spec_id = node_id(page, "ElementalSpec")
     merge_id = node_id(page, "ElementalMerge")
     page.evaluate(f"([s, m]) => {{ const g = {APP}.graph;"

@@ -69,6 +69,7 @@ def test_all_ratios_give_one_source_bit_identical(comfy_server, spec, source):
     assert np.array_equal(merged, plain), f"spec {spec!r} did not give model {source}'s image"
     report = outputs["4"]["text"][0]
     assert "Weight sum" in report and "test_A.safetensors" in report
+    assert "[Elemental Merge]" in comfy_server.log_text()  # print_change logs the report too
 
 
 def test_sources_untouched_by_a_merge_graph(comfy_server):
@@ -126,29 +127,18 @@ def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(up, down)
 
 
-def test_saved_merge_reloads_equal_to_formula(comfy_server, checkpoints):
-    """merge_then_save's file: the recipe in its metadata, and every UNet and text-encoder tensor equal to
-    A(1-a)+Ba computed here from the source files (UNet: fp32 merge rounded to fp16 once; text encoder:
-    fp16 weights merged with ComfyUI's stochastic rounding, so within one fp16 ulp). VAE is A's."""
+def check_weight_sum_file(path: str, checkpoints: dict, alpha: float, spec: str) -> dict:
+    """Every UNet and text-encoder tensor of a saved Weight-sum merge of A and B against A(1-a)+Ba computed
+    here from the source files: the UNet is merged in fp32 (exact when saved as fp32, rounded once when
+    saved as fp16); the fp16 text encoder is merged with ComfyUI's stochastic rounding, so within one fp16
+    ulp. Tensors in no block (the VAE) are A's. Returns the file's metadata."""
     import merge_core as mc
 
-    prompt = load_api_workflow("merge_then_save")
-    comfy_server.run(prompt)
-    saved = sorted(glob.glob(os.path.join(comfy_server.output_dir, "checkpoints", "merge_then_save_*_.safetensors")))
-    assert saved, os.listdir(comfy_server.output_dir)
-    spec_node = next(n for n in prompt.values() if n["class_type"] == "ElementalSpec")
-    merge_node = next(n for n in prompt.values() if n["class_type"] == "ElementalMerge")
-    alpha = merge_node["inputs"]["alpha"]
-
-    with safe_open(saved[-1], "pt") as out, safe_open(checkpoints["A"], "pt") as fa, \
+    with safe_open(path, "pt") as out, safe_open(checkpoints["A"], "pt") as fa, \
             safe_open(checkpoints["B"], "pt") as fb:
-        recipe = json.loads(out.metadata()["elemental_merge_recipe"])
-        assert recipe["mode"] == "Weight sum" and recipe["alpha"] == alpha
-        assert recipe["elemental_alpha"] == spec_node["inputs"]["spec"]
-        assert recipe["models"] == {"A": "unnamed model", "B": "unnamed model"}  # stock loaders
         arch = mc.get_architecture("sd1")
         keys = [k for k in fa.keys() if arch.block_of(k) is not None and not k.endswith("position_ids")]
-        ratios = mc.resolve_ratios(keys, arch, alpha, spec=mc.parse_spec(spec_node["inputs"]["spec"], arch, keys=keys)).ratios
+        ratios = mc.resolve_ratios(keys, arch, alpha, spec=mc.parse_spec(spec, arch, keys=keys)).ratios
         assert set(out.keys()) >= set(fa.keys()) - {"cond_stage_model.transformer.text_model.embeddings.position_ids"}
         for key in fa.keys():
             got = out.get_tensor(key)
@@ -159,11 +149,56 @@ def test_saved_merge_reloads_equal_to_formula(comfy_server, checkpoints):
             a = ratios[key]
             A, B = fa.get_tensor(key).float(), fb.get_tensor(key).float()
             expected = A * (1 - a) + a * B if a != 0 else A
-            assert got.dtype == torch.float16
             if key.startswith("model."):
-                assert torch.equal(got, expected.half()), key
+                assert torch.equal(got, expected.to(got.dtype)), f"{key} (a={a})"
             else:
-                assert ((got.float() - expected).abs() <= fp16_ulp(expected)).all(), key
+                assert got.dtype == torch.float16
+                assert ((got.float() - expected).abs() <= fp16_ulp(expected)).all(), f"{key} (a={a})"
+        return out.metadata()
+
+
+def newest(output_dir: str, prefix: str) -> str:
+    saved = sorted(glob.glob(os.path.join(output_dir, "checkpoints", f"{prefix}_*_.safetensors")))
+    assert saved, os.listdir(output_dir)
+    return saved[-1]
+
+
+def test_saved_merge_reloads_equal_to_formula(comfy_server, checkpoints):
+    """merge_then_save's file (fp16): every tensor equals the formula, and the recipe is in its metadata."""
+    prompt = load_api_workflow("merge_then_save")
+    comfy_server.run(prompt)
+    spec = next(n for n in prompt.values() if n["class_type"] == "ElementalSpec")["inputs"]["spec"]
+    alpha = next(n for n in prompt.values() if n["class_type"] == "ElementalMerge")["inputs"]["alpha"]
+    metadata = check_weight_sum_file(newest(comfy_server.output_dir, "merge_then_save"), checkpoints, alpha, spec)
+    recipe = json.loads(metadata["elemental_merge_recipe"])
+    assert recipe["mode"] == "Weight sum" and recipe["alpha"] == alpha and recipe["elemental_alpha"] == spec
+    assert recipe["models"] == {"A": "unnamed model", "B": "unnamed model"}  # stock loaders: no names
+
+
+def test_save_never_overwrites(comfy_server):
+    """A second save with the same prefix gets the next number (the graph changes so that it runs again)."""
+    prompt = {**loaders(), **merge("::0.5"),
+              "5": {"class_type": "SaveMergedCheckpoint", "inputs": {
+                  "model": ["4", 0], "filename_prefix": "checkpoints/twice", "precision": "fp16"}}}
+    comfy_server.run(prompt)
+    comfy_server.run(with_inputs(prompt, "3", spec="::0.25"))
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(comfy_server.output_dir, "checkpoints", "twice_*")))
+    assert names == ["twice_00001_.safetensors", "twice_00002_.safetensors"]
+    with safe_open(os.path.join(comfy_server.output_dir, "checkpoints", names[0]), "pt") as f:
+        recipe = json.loads(f.metadata()["elemental_merge_recipe"])
+    assert recipe["models"] == {"A": "test_A.safetensors", "B": "test_B.safetensors"}
+    assert recipe["elemental_alpha"] == "::0.5"
+
+
+def test_stock_checkpoint_save_saves_the_merge(comfy_server, checkpoints):
+    """ComfyUI's own CheckpointSave writes the merged weights (fp32 UNet: bit-exact to the formula)."""
+    spec = "OUT00-OUT11::0.75"
+    prompt = {**loaders(), **merge(spec),
+              "5": {"class_type": "CheckpointSave", "inputs": {
+                  "model": ["4", 0], "clip": ["4", 1], "vae": ["1", 2], "filename_prefix": "checkpoints/stock"}}}
+    comfy_server.run(prompt)
+    metadata = check_weight_sum_file(newest(comfy_server.output_dir, "stock"), checkpoints, 0.5, spec)
+    assert "ElementalMerge" in metadata["prompt"]  # the stock node records the graph, not our recipe
 
 
 def _widget_names(info: dict) -> list[tuple[str, bool]]:

@@ -112,7 +112,8 @@ def test_incremental_equals_full_remerge(objs, counter):
             expect = {k for k in eng.keys if want[k] != prev[k]}
             assert expect, f"cell {i} changes nothing: bad test sequence"
             assert changed == expect, f"cell {i}: {len(changed)} keys re-merged, expected {len(expect)}"
-            assert sorted(counter) == sorted(expect), f"cell {i}: recomputed keys are not the changed ones"
+            # a key going to ratio 0 is restored from the backup (A's weight): nothing to compute
+            assert sorted(counter) == sorted(k for k in expect if want[k] != 0), f"cell {i}: recomputed keys"
             assert sum(eng.last.in_place.values()) == len(expect) and not eng.last.deferred
         counter.clear()
         eng.load()  # what the sampler / text encoder does before using the model
