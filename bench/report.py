@@ -43,23 +43,34 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
     out.append(f"# checkpoints: SD1.5 layout, random weights ({tw['unet_keys']} UNet + {tw['clip_keys']} "
                f"text-encoder keys merged); each worker loads A and B once ({tw['load_s']:.0f} s), untimed")
 
-    # 1. full merge
-    o_tot = _med([t for _, t in tw["ours"]])
-    n_tot = _med([t for _, t in tw["native"]])
-    o_b = _med([b for b, _ in tw["ours"]])
-    n_b = _med([b for b, _ in tw["native"]])
-    r_full = o_tot / n_tot
+    # 1. full merge: runs are (build_s, total_s, cpu_s); pairs were interleaved, so the median of the
+    # per-pair ratios cancels drift from other jobs better than the ratio of the medians.
+    o_tot = _med([r[1] for r in tw["ours"]])
+    n_tot = _med([r[1] for r in tw["native"]])
+    o_b = _med([r[0] for r in tw["ours"]])
+    n_b = _med([r[0] for r in tw["native"]])
+    r_full = _med([o[1] / n[1] for o, n in zip(tw["ours"], tw["native"])])
+    r_cpu = _med([o[2] / n[2] for o, n in zip(tw["ours"], tw["native"])])
     ok_full = r_full <= T_FULL
     nr = tw["native_ratios"]
     out.append(f"[1] full merge, queue -> weights ready (in-process: node execute + load_models_gpu of UNet and "
-               f"text encoder; warm; median of {len(tw['ours'])} interleaved pairs): ours {_s(o_tot)} "
-               f"(build {_s(o_b)}) | native {_s(n_tot)} (build {_s(n_b)}) | ours/native {r_full:.3f} "
-               f"[target <= {T_FULL}: {_verdict(ok_full)}]")
+               f"text encoder; warm; {len(tw['ours'])} interleaved pairs): ours {_s(o_tot)} (build {_s(o_b)}) | "
+               f"native {_s(n_tot)} (build {_s(n_b)}) | ours/native {r_full:.3f} (median of per-pair ratios; "
+               f"ratio of medians {o_tot / n_tot:.3f}; CPU time {r_cpu:.3f}) [target <= {T_FULL}: {_verdict(ok_full)}]")
     out.append(f"    ours: ElementalMerge Weight sum, 10-entry spec (mean UNet alpha {nr['unet_mean_alpha']:.3f}); "
                f"native: ModelMergeBlocks input/middle/out {nr['input']:.3f}/{nr['middle']:.3f}/{nr['out']:.3f} "
-               f"+ CLIPMergeSimple {nr['clip']:.3f} (model1 shares); all runs ours "
-               f"{', '.join(f'{t:.2f}' for _, t in tw['ours'])} s, native "
-               f"{', '.join(f'{t:.2f}' for _, t in tw['native'])} s")
+               f"+ CLIPMergeSimple {nr['clip']:.3f} (model1 shares); keys patched ours {tw['ours'][0][3]}, native "
+               f"{tw['native'][0][3]}; all runs (wall) ours "
+               f"{', '.join(f'{r[1]:.2f}' for r in tw['ours'])} s, native "
+               f"{', '.join(f'{r[1]:.2f}' for r in tw['native'])} s")
+    dg = tw.get("diagnose")
+    if dg:
+        pk, gl, gp = dg["per_key_list"], dg["grouped_list"], dg["grouped_plain"]
+        out.append(f"[1] where it goes (UNet only, ours' ratios, best of {dg['rounds']}; bench/diagnose.py): build with "
+                   f"one add_patches per key {_s(pk['build'])} vs one per ratio ({dg['groups']} calls) "
+                   f"{_s(gl['build'])}; load with get_key_patches() list sources {_s(gl['load'])} vs plain "
+                   f"(weight,) sources {_s(gp['load'])}; both changes: {_s(pk['build'] + pk['load'])} -> "
+                   f"{_s(gp['build'] + gp['load'])}")
     out.append(f"[1] cold: first merge in a fresh process (1 run each, from the memory workers): ours "
                f"{_s(ow['full']['total'])} | native {_s(nw['full']['total'])} | ours/native "
                f"{ow['full']['total'] / nw['full']['total']:.3f}")

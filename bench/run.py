@@ -17,6 +17,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 from . import report
@@ -134,9 +135,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "latest.txt"))
     args = p.parse_args(argv)
 
+    if not os.path.isfile(os.path.join(os.environ.get("COMFYUI_DIR", ""), "main.py")):
+        print("COMFYUI_DIR must point at a ComfyUI tree: run bench/run.sh, or `source scripts/env.sh` first",
+              file=sys.stderr)
+        return 2
     started = time.perf_counter()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    log_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    log_dir = os.path.join(tempfile.gettempdir(), "elemental-bench-logs")  # ComfyUI's logs, one per worker
     os.makedirs(log_dir, exist_ok=True)
     info = machine()
     resolve_lines, resolve = run_resolve()

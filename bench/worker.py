@@ -2,7 +2,8 @@
 
 Roles (``python -m bench.worker ROLE``):
   timing  full merges, ours and native interleaved in one process (a warm-up of each, then `--reps` pairs
-          in alternating order, so drift from other load on the machine hits both alike), then the floor.
+          in alternating order, so drift from other load on the machine hits both alike), then the floor
+          and `bench.diagnose` (where the patch path's time goes).
   ours    peak RSS of one full merge, then of the XY plot (incremental engine), with their times.
   native  the same with ModelMergeBlocks / CLIPMergeSimple and re-queued ModelMergeBlocks per XY cell.
 Ours and native peaks come from separate processes so that neither sees the other's allocations.
@@ -18,7 +19,7 @@ MARK = "BENCH_RESULT "
 
 
 def _timing(src, reps: int) -> dict:
-    from . import floor, merges, workloads
+    from . import diagnose, floor, merges, workloads
 
     ratios = workloads.native_ratios(src.unet_keys, src.clip_keys)
     runs = {"ours": lambda: merges.full_ours(src), "native": lambda: merges.full_native(src, ratios)}
@@ -32,6 +33,7 @@ def _timing(src, reps: int) -> dict:
             out[name].append(runs[name]())
             merges.reset()
     out["floor"] = floor.measure(src)
+    out["diagnose"] = diagnose.measure(src)
     return out
 
 
@@ -42,8 +44,9 @@ def _memory(src, role: str) -> dict:
     ratios = workloads.native_ratios(src.unet_keys, src.clip_keys)
     out = {"rss_sources": rss_bytes()}
     with PeakRSS() as p:
-        build, total = merges.full_ours(src) if role == "ours" else merges.full_native(src, ratios)
-    out["full"] = {"build": build, "total": total, "rss_start": p.start, "rss_peak": p.peak, "method": p.method}
+        build, total, cpu, patched = (merges.full_ours(src) if role == "ours" else
+                                      merges.full_native(src, ratios))
+    out["full"] = {"build": build, "total": total, "cpu": cpu, "patched": patched, "rss_start": p.start, "rss_peak": p.peak, "method": p.method}
     merges.reset()
     with PeakRSS() as p:
         if role == "ours":

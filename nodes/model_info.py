@@ -8,10 +8,7 @@ ride on the ModelPatcher's `model_options`, which `ModelPatcher.clone()` deep-co
 """
 from __future__ import annotations
 
-try:  # loaded by ComfyUI as custom_nodes/<pack>/nodes/model_info.py
-    from ..merge_core import detect_architecture, get_architecture
-except ImportError:  # pragma: no cover - the pack is always imported as a package
-    from merge_core import detect_architecture, get_architecture  # type: ignore
+from ..merge_core import detect_architecture, get_architecture
 
 # ComfyUI's supported_models class name -> merge_core architecture. Subclasses with another block layout
 # (SSD-1B, Vega, KOALA, the SDXL refiner) are left out on purpose: key detection decides for them.

@@ -164,3 +164,13 @@ export function loadCss() {
   link.href = new URL("./elemental.css", import.meta.url).href;
   document.head.append(link);
 }
+
+/** Grows a node that a saved workflow made too small for its widgets (never shrinks it). */
+export function fitNode(node, minWidth = 0) {
+  const min = node.computeSize?.();
+  if (!min) return;
+  const w = Math.max(node.size[0], min[0], minWidth);
+  const h = Math.max(node.size[1], min[1]);
+  if (w !== node.size[0] || h !== node.size[1]) node.setSize([w, h]);
+  node.setDirtyCanvas?.(true, true);
+}

@@ -6,7 +6,7 @@
 // Validation and counts come from the server (/elemental/preview), so the editor can never disagree with
 // what the merge will do.
 import {
-  addPanelWidget, archInfo, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
+  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
 } from "./elemental_common.js";
 
 const DEBOUNCE_MS = 300;
@@ -176,6 +176,7 @@ class SpecEditor {
     this.checkedText = text;
     this.info = await archInfo(result.arch).catch(() => null);
     this.render();
+    if (!this.fitted) { this.fitted = true; fitNode(this.node, 360); }
   }
 
   render() {

@@ -5,7 +5,7 @@
 // presets, SD1 lists given for SDXL and missing BASE exactly as the merge will; sliders and presets ->
 // text write one number per block, so what the sliders show is what the text says.
 import {
-  addPanelWidget, archInfo, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
+  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
 } from "./elemental_common.js";
 
 /** A weight as text: up to 10 significant digits, no trailing zeros ("0.9166666667", "1", "0.25"). */
@@ -54,6 +54,7 @@ class WeightsEditor {
     this.info = info;
     this.archLabel.textContent = `${info.label} ${arch.arch === "auto" ? "(auto)" : arch.source}`;
     if (archChanged) this.buildSliders();
+    if (!this.fitted) { this.fitted = true; fitNode(this.node, 360); }
     const errors = result.diagnostics.filter((d) => d.severity === "error");
     this.panel.dataset.state = errors.length ? "error" : "ok";
     this.panel.dataset.arch = info.name;
@@ -74,7 +75,7 @@ class WeightsEditor {
       ...names.map((n) => el("option", { value: n, text: n })));
     this.sliders.replaceChildren(...this.info.blocks.map((b, i) => {
       const input = el("input", {
-        type: "range", min: "0", max: "1", step: "0.01", class: "elemental-slider", title: b,
+        type: "range", min: "0", max: "1", step: "any", class: "elemental-slider", title: b,
         dataset: { block: b }, oninput: () => this.sliderMoved(i, input),
       });
       return el("label", { class: "elemental-slot" }, el("span", { class: "elemental-value" }), input,

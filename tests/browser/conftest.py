@@ -57,8 +57,9 @@ def comfy_page(chromium_browser, comfy_server):
     page.goto(comfy_server.url, wait_until="domcontentloaded")
     page.wait_for_function(
         "() => window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.extensions?.some"
-        f"(e => e.name === {json.dumps(EXTENSION_NAME)})", timeout=90_000)
-    page.keyboard.press("Escape")  # any dialog that still opened
+        f"(e => e.name === {json.dumps(EXTENSION_NAME)}) && window.comfyAPI.app.app.canvas?.canvas",
+        timeout=90_000)
+    page.wait_for_timeout(1000)  # let the front end finish restoring its (empty) workflow
     try:
         yield page
     finally:

@@ -24,10 +24,13 @@ WITH_WEIGHTS = "add_difference_block_weights"    # the same with BlockWeights (G
 def load_workflow(page, name: str, focus_type: str | None = None) -> None:
     """Loads an example workflow through the app, as the workflow menu does, and centres a node."""
     page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", load_ui_workflow(name))
-    if focus_type:
+    if focus_type:  # zoom out a little and put that node in the middle of the window
         page.evaluate(f"(t) => {{ const c = {APP}.canvas; const n = {APP}.graph.nodes.find((n) => n.type === t);"
-                      " c.centerOnNode(n); c.setDirty(true, true); }", focus_type)
-    page.wait_for_timeout(300)
+                      " const s = 0.8; c.ds.scale = s;"
+                      " c.ds.offset = [c.canvas.clientWidth / 2 / s - n.pos[0] - n.size[0] / 2,"
+                      "                c.canvas.clientHeight / 2 / s - n.pos[1] - n.size[1] / 2];"
+                      " c.setDirty(true, true); }", focus_type)
+    page.wait_for_timeout(500)
 
 
 def node_id(page, node_type: str) -> int:
@@ -157,15 +160,15 @@ def test_block_weight_preset_writes_the_text_and_the_sliders(comfy_page, comfy_s
     panel.locator("select.elemental-preset").select_option("GRAD_A")
     grad_a = json.loads(comfy_server.request("GET", "/elemental/presets?arch=sd1")[1])["presets"]["GRAD_A"]
     expected = ",".join(f"{v:.10g}" for v in grad_a)
-    assert expected.startswith("0,0,0.08333333333,0.1666666667,0.25,")
+    assert expected.startswith("0,0,0.0833333333,0.1666666667,0.25,")
     page.wait_for_function(f"([id, t]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights')"
                            ".value === t", arg=[bw_id, expected], timeout=5_000)
-    assert [float(sliders.nth(i).input_value()) for i in (0, 1, 2, 13)] == [0.0, 0.0, 0.08333333333, 1.0]
+    assert [float(sliders.nth(i).input_value()) for i in (0, 1, 2, 13)] == [0.0, 0.0, 0.0833333333, 1.0]
     # Moving a slider writes the text; the select no longer names a preset.
     page.evaluate("(id) => { const s = document.querySelector(`.elemental-weights-panel[data-node='${id}'] "
                   "input[data-block='M00']`); s.value = '0.5'; s.dispatchEvent(new Event('input')); }", bw_id)
     values = widget_value(page, bw_id, "weights").split(",")
-    assert values[13] == "0.5" and values[:3] == ["0", "0", "0.08333333333"] and len(values) == 26
+    assert values[13] == "0.5" and values[:3] == ["0", "0", "0.0833333333"] and len(values) == 26
     assert panel.locator("select.elemental-preset").input_value() == ""
     # And the text typed in the widget moves the sliders.
     page.evaluate(f"(id) => {{ {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'weights').value = "
