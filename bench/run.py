@@ -131,7 +131,7 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description="Elemental Merge benchmark (issue 7)")
-    p.add_argument("--reps", type=int, default=5, help="timed full-merge pairs after the warm-up (default 5)")
+    p.add_argument("--reps", type=int, default=6, help="timed full-merge pairs after the warm-up (default 6)")
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "latest.txt"))
     args = p.parse_args(argv)
 

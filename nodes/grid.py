@@ -147,15 +147,18 @@ def draw_bar_chart(rows, title: str, series=("mean abs diff", "changed fraction"
     label_w = int(min(width * 0.4, max([font.getlength(r[0]) for r in rows] + [font.getlength("target")]) + size))
     bar_w = width - label_w - size * 9
     row_h = 2 * line_h + size // 2
-    head = 2 * line_h + line_h
+    title_lines = wrap(title, font, width - size, 3)
+    legend_y = len(title_lines) * line_h
+    head = legend_y + 2 * line_h
     height = head + max(1, len(rows)) * row_h + size
     img = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    draw.text((size // 2, size // 3), title, fill=INK, font=font)
+    for i, line in enumerate(title_lines):
+        draw.text((size // 2, size // 3 + i * line_h), line, fill=INK, font=font)
     x = size // 2
     for colour, name in zip(BAR_COLOURS, series):
-        draw.rectangle((x, line_h + 4, x + size, line_h + 4 + size), fill=colour)
-        draw.text((x + size + 4, line_h + 2), name, fill=INK, font=font)
+        draw.rectangle((x, legend_y + 4, x + size, legend_y + 4 + size), fill=colour)
+        draw.text((x + size + 4, legend_y + 2), name, fill=INK, font=font)
         x += int(size * 2 + font.getlength(name) + size)
     maxima = [max([abs(r[1 + i]) for r in rows] + [0.0]) or 1.0 for i in range(2)]
     for n, row in enumerate(rows):

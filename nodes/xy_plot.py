@@ -214,7 +214,8 @@ class ElementalXYPlot(io.ComfyNode):
         x_title, y_title = plot_axes.axis_title(x, y), plot_axes.axis_title(y, x)
         title = " | ".join(t for t in (f"X: {x_title}" if x.type != plot_axes.NONE else "",
                                       f"Y: {y_title}" if y.type != plot_axes.NONE else "") if t)
-        title = f"{job.method.name} {' + '.join(job.names.values())} — {title}" if title else job.method.name
+        names = " + ".join(plot_axes.safe_name(n, n) for n in job.names.values())
+        title = f"{job.method.name}: {names} | {title}" if title else f"{job.method.name}: {names}"
         firsts = [grid.to_uint8(im[0]) for im in images]
         pil, _ = grid.draw_grid(firsts, len(x.items), len(y.items), [i.label for i in x.items],
                                 [i.label for i in y.items], title)

@@ -166,11 +166,11 @@ export function loadCss() {
 }
 
 /** Grows a node that a saved workflow made too small for its widgets (never shrinks it). */
-export function fitNode(node, minWidth = 0) {
+export function fitNode(node, minWidth = 0, minHeight = 0) {
   const min = node.computeSize?.();
   if (!min) return;
   const w = Math.max(node.size[0], min[0], minWidth);
-  const h = Math.max(node.size[1], min[1]);
+  const h = Math.max(node.size[1], min[1], minHeight);
   if (w !== node.size[0] || h !== node.size[1]) node.setSize([w, h]);
   node.setDirtyCanvas?.(true, true);
 }

@@ -167,6 +167,7 @@ class SpecEditor {
     } catch (err) {
       if (seq !== this.seq) return;
       this.result = null;
+      this.lastKey = null; // try again on the next check
       this.status.textContent = `cannot check: ${err.message}`;
       this.panel.dataset.state = "failed";
       return;
@@ -176,7 +177,7 @@ class SpecEditor {
     this.checkedText = text;
     this.info = await archInfo(result.arch).catch(() => null);
     this.render();
-    if (!this.fitted) { this.fitted = true; fitNode(this.node, 360); }
+    if (!this.fitted) { this.fitted = true; fitNode(this.node, 360, 250); }
   }
 
   render() {

@@ -27,7 +27,7 @@ class WeightsEditor {
     this.sliders = el("div", { class: "elemental-sliders" });
     this.panel = el("div", { class: "elemental-panel elemental-weights-panel" },
       el("div", { class: "elemental-row" }, this.presetSelect, this.archLabel), this.sliders, this.status);
-    this.panelWidget = addPanelWidget(node, "weights_editor", this.panel, 170, 240);
+    this.panelWidget = addPanelWidget(node, "weights_editor", this.panel, 150, 220);
     this.schedule = debounce(() => this.refresh(), 250);
     onWidgetChange(textWidget, () => { if (!this.writing) this.schedule(); });
     onWidgetChange(widget(node, "architecture"), () => this.schedule());
@@ -67,6 +67,7 @@ class WeightsEditor {
       this.showValues();
     }
     this.syncPresetSelect(text);
+    this.node.setDirtyCanvas?.(true, true); // the text widget is drawn on the canvas
   }
 
   buildSliders() {
