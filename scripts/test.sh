@@ -11,7 +11,7 @@ echo "[test] ComfyUI: $COMFYUI_DIR" >&2
 if [[ -x scripts/browser.sh ]]; then bash scripts/browser.sh; fi
 echo "[test] provisioned in $(( $(date +%s) - start )) s" >&2
 set +e
-"$PYTHON" -m pytest tests -ra "$@"
+"$PYTHON" -m pytest -ra "$@"  # no path given: pytest.ini testpaths (tests/)
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then
