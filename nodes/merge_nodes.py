@@ -193,7 +193,7 @@ def _parse(what: str, fn, *a, **kw):
         raise ValueError(f"{what}: {exc}") from None
 
 
-def _resolve(keys, arch, ratio, weights: TextInput | None, spec: TextInput | None, label: str):
+def resolve_side(keys, arch, ratio, weights: TextInput | None, spec: TextInput | None, label: str):
     """merge_core's Resolution for one ratio (alpha or beta), after checking the texts against `arch`."""
     _check_written_for(f"block_weights_{label}", weights, arch)
     _check_written_for(f"elemental_{label}", spec, arch)
@@ -206,7 +206,7 @@ def _resolve(keys, arch, ratio, weights: TextInput | None, spec: TextInput | Non
     return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
 
 
-def _ratio_lookup(resolution, default: float):
+def ratio_lookup(resolution, default: float):
     """Keys outside every block merge at the plain ratio, as SuperMerger does."""
     ratios = resolution.ratios if resolution is not None else {}
     return lambda key: ratios.get(key, default)
@@ -273,9 +273,9 @@ class ElementalMerge(io.ComfyNode):
         unet_shapes = model_info.unet_shapes(model_a)
         clip_shapes, clip_sources = _clip_state(method, clip_a, clip_b, clip_c)
         keys = list(unet_shapes) + list(clip_shapes)
-        res_a = _resolve(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
-        res_b = _resolve(keys, arch, beta, block_weights_beta, elemental_beta, "beta") if method.uses_beta else None
-        ratio_a, ratio_b = _ratio_lookup(res_a, alpha), _ratio_lookup(res_b, beta)
+        res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
+        res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta") if method.uses_beta else None
+        ratio_a, ratio_b = ratio_lookup(res_a, alpha), ratio_lookup(res_b, beta)
 
         merged = model_a.clone()
         unet_sources = {"b": model_b.get_key_patches(model_info.UNET_PREFIX)}

@@ -24,7 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from . import grid, model_info, plot_axes
 from .cell_render import CellRenderer, PlotProgress, empty_latent
-from .merge_nodes import (AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, _ratio_lookup, _resolve,
+from .merge_nodes import (AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, ratio_lookup, resolve_side,
                           get_merge_method)
 from .plot_axes import AxisError, Settings
 from .remerge import IncrementalMerge
@@ -110,11 +110,11 @@ def settings_ratios(method, arch, keys, s: Settings, tags: dict | None = None):
     (`tags`: the architecture each connected text was written for, checked like ElementalMerge does)."""
     tags = tags or {}
     ti = lambda text, tag: TextInput(text, tags.get(tag, AUTO)) if text else None  # noqa: E731
-    res_a = _resolve(keys, arch, s.alpha, ti(s.block_weights_alpha, "bwa"), ti(s.elemental_alpha, "spa"), "alpha")
+    res_a = resolve_side(keys, arch, s.alpha, ti(s.block_weights_alpha, "bwa"), ti(s.elemental_alpha, "spa"), "alpha")
     res_b = None
     if method.uses_beta:
-        res_b = _resolve(keys, arch, s.beta, ti(s.block_weights_beta, "bwb"), ti(s.elemental_beta, "spb"), "beta")
-    return _ratio_lookup(res_a, s.alpha), _ratio_lookup(res_b, s.beta)
+        res_b = resolve_side(keys, arch, s.beta, ti(s.block_weights_beta, "bwb"), ti(s.elemental_beta, "spb"), "beta")
+    return ratio_lookup(res_a, s.alpha), ratio_lookup(res_b, s.beta)
 
 
 def unused_path(folder: str, stem: str, ext: str, counter: int = 1) -> tuple[str, int]:
