@@ -51,6 +51,9 @@ def _handler(fn):
             return _json(await fn(request))
         except RequestError as e:
             return _error(e.status, e.message)
+        except ConnectionError:  # the editor went away mid-request (page closed, newer keystroke): no answer
+            log.debug("[Elemental Merge] %s %s: client disconnected", request.method, request.path)
+            raise
         except Exception as e:  # a bug must answer, not hang the editor or print a traceback page
             log.exception("[Elemental Merge] %s %s failed", request.method, request.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")
