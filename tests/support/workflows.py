@@ -9,10 +9,13 @@ import os
 from .server import REPO_ROOT
 
 WORKFLOW_DIR = os.path.join(REPO_ROOT, "example_workflows")
+# The API-format twins live one folder down: ComfyUI lists every *.json directly in example_workflows/ as a
+# template, and an API-format file opened as a template would not load as a graph.
+API_WORKFLOW_DIR = os.path.join(WORKFLOW_DIR, "api")
 
 
 def load_api_workflow(name: str) -> dict:
-    with open(os.path.join(WORKFLOW_DIR, f"{name}.api.json")) as f:
+    with open(os.path.join(API_WORKFLOW_DIR, f"{name}.json")) as f:
         return json.load(f)
 
 
