@@ -5,6 +5,8 @@ scripts/test.sh sets after provisioning; a missing ComfyUI is an error, never a 
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import sys
 
@@ -43,9 +45,28 @@ def comfy_server(comfyui_dir, checkpoints):
     server = ComfyServer(comfyui_dir, python, checkpoints=checkpoints)
     try:
         server.start()
+        _RUNNING_SERVERS.append(server)
         yield server
     finally:
+        _RUNNING_SERVERS.remove(server) if server in _RUNNING_SERVERS else None
         server.cleanup()
+
+
+_RUNNING_SERVERS: list[ComfyServer] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_module():
+    """Each test module leaves the machine's memory as it found it: the in-process suites' checkpoints are
+    returned to the OS, and the server drops its models and cache (see ComfyServer.free_memory)."""
+    yield
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    for server in _RUNNING_SERVERS:
+        server.free_memory()
 
 
 @pytest.hookimpl(hookwrapper=True)

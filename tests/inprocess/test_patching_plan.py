@@ -74,7 +74,15 @@ def test_missing_and_mismatched_keys_keep_a_and_are_reported(mods):
     assert "not a narrowing of A" in kept["bigger"]
     assert "sources disagree" in kept["disagree"]
     assert notes.narrowed == [("inpaint", "dim 1: 4 of 9")]
-    patched_keys = [next(iter(patches)) for patches, _, _ in target.calls]
-    assert patched_keys == ["same", "same", ("inpaint", (1, 0, 4)), ("inpaint", (1, 0, 4))]
+    # Each patched key gets Add difference's two steps, in order: +a*B, then -a*C (grouped calls may carry
+    # several keys each; what counts is each key's own sequence).
+    per_key = {}
+    for patches, sp, sm in target.calls:
+        for k, src in patches.items():
+            name = k if isinstance(k, str) else k[0]
+            which = next(s for s in "bc" if src is sources[s][name])
+            per_key.setdefault(k, []).append((which, sp, sm))
+    assert per_key == {"same": [("b", 0.5, 1.0), ("c", -0.5, 1.0)],
+                       ("inpaint", (1, 0, 4)): [("b", 0.5, 1.0), ("c", -0.5, 1.0)]}
     summary = notes.summary("UNet")
     assert "3 kept from A" in summary and "kept from A: bigger" in summary
