@@ -145,6 +145,18 @@ def _spec_errors(text: str, arch) -> list:
     return [d for d in validate_spec(text, arch) if d.severity == "error"]
 
 
+def _spec_errors_everywhere(text: str, arch) -> list | None:
+    """None when the spec is valid for `arch` (or, with arch None, for some architecture); else the errors
+    it has in each architecture tried, for `_first_error` to pick the closest."""
+    per_arch = []
+    for a in _archs(arch):
+        errors = _spec_errors(text, a)
+        if not errors:
+            return None
+        per_arch.append(errors)
+    return per_arch
+
+
 # ---- targets (pinpoint axes and the diff checker) ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -179,14 +191,8 @@ def parse_targets(text: str, arch=None, where: str = "targets", kind: str = PIN_
             target = parse_target(entry, kind)
         except ValueError as exc:
             raise AxisError(f"{where} line {line}: '{entry}': {exc}") from None
-        probe = target.spec_line(0.0)
-        per_arch = []
-        for a in _archs(arch):
-            errors = _spec_errors(probe, a)
-            if not errors:
-                break
-            per_arch.append(errors)
-        else:
+        per_arch = _spec_errors_everywhere(target.spec_line(0.0), arch)
+        if per_arch is not None:
             raise AxisError(_first_error(where, line, entry, per_arch))
         items.append(Item(entry, line, target))
     if not items:
@@ -214,13 +220,8 @@ def _parse_numbers(text: str, where: str) -> list[Item]:
 def _parse_elemental(text: str, arch, where: str) -> list[Item]:
     items = []
     for group, start in _groups(text):
-        per_arch = []
-        for a in _archs(arch):
-            errors = _spec_errors(group, a)
-            if not errors:
-                break
-            per_arch.append(errors)
-        else:
+        per_arch = _spec_errors_everywhere(group, arch)
+        if per_arch is not None:
             best = min(per_arch, key=len)
             d = best[0]
             raise AxisError(f"{where} line {start + d.line - 1}: {d.format().split(': ', 1)[1]}")
