@@ -27,9 +27,10 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 
 from ..merge_core import (ARCHITECTURES, MergeSpecError, format_change_report, get_merge_method,
-                          MERGE_METHODS, parse_block_weights, parse_spec, resolve_ratios, validate_spec)
+                          MERGE_METHODS, parse_block_weights, parse_spec, resolve_ratios)
 from . import model_info
 from .patching import MergeNotes, apply_merge
+from .text_checks import errors_per_architecture, spec_errors, weights_errors
 
 log = logging.getLogger("elemental_merge")
 
@@ -54,24 +55,6 @@ class TextInput:
 
 # ---- queue-time validation --------------------------------------------------------------------------------
 
-def _errors(diagnostics) -> list:
-    return [d for d in diagnostics if d.severity == "error"]
-
-
-def _spec_errors(text: str, arch) -> list:
-    return _errors(validate_spec(text, arch))
-
-
-def _weights_errors(text: str, arch) -> list:
-    try:
-        parse_block_weights(text, arch)
-    except MergeSpecError as exc:
-        return exc.errors or exc.diagnostics
-    except ValueError as exc:  # a preset lookup may fail with a plain ValueError
-        return [str(exc)]
-    return []
-
-
 def validate_text(kind: str, text: str, architecture: str, check) -> bool | str:
     """True, or a readable message naming line and column, for `check(text, arch) -> errors`.
 
@@ -79,13 +62,10 @@ def validate_text(kind: str, text: str, architecture: str, check) -> bool | str:
     the one reported (the user most likely meant that one)."""
     if not text.strip():
         return True
-    names = list(ARCHITECTURES) if architecture == AUTO else [architecture]
-    found = {}
-    for name in names:
-        errors = check(text, ARCHITECTURES[name])
-        if not errors:
-            return True
-        found[name] = errors
+    archs = list(ARCHITECTURES.values()) if architecture == AUTO else [ARCHITECTURES[architecture]]
+    found = errors_per_architecture(text, archs, check)
+    if found is None:
+        return True
     name = min(found, key=lambda n: len(found[n]))
     label = ARCHITECTURES[name].label
     if architecture == AUTO:
@@ -147,7 +127,7 @@ class ElementalSpec(io.ComfyNode):
         # `spec` is None when it comes from a link: then only the merge can check it.
         if spec is None:
             return True
-        return validate_text("elemental spec", spec, architecture or AUTO, _spec_errors)
+        return validate_text("elemental spec", spec, architecture or AUTO, spec_errors)
 
     @classmethod
     def execute(cls, spec, architecture):
@@ -173,7 +153,7 @@ class BlockWeights(io.ComfyNode):
             return True
         if not weights.strip():
             return "block weights: empty (give a preset name or one weight per block)"
-        return validate_text("block weights", weights, architecture or AUTO, _weights_errors)
+        return validate_text("block weights", weights, architecture or AUTO, weights_errors)
 
     @classmethod
     def execute(cls, weights, architecture):

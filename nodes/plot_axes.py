@@ -19,7 +19,8 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from ..merge_core import ARCHITECTURES, MergeSpecError, get_architecture, parse_block_weights, validate_spec
+from ..merge_core import ARCHITECTURES, get_architecture
+from .text_checks import errors_per_architecture, spec_errors, weights_errors
 
 NONE, ELEMENTAL, PIN_ELEMENT, PIN_BLOCKS, ALPHA, BETA, PRESET = (
     "none", "elemental", "pinpoint element", "pinpoint blocks", "alpha", "beta", "block weights preset")
@@ -141,20 +142,11 @@ def _first_error(where: str, line: int, entry: str, per_arch: list) -> str:
     return f"{where} line {line}: '{entry}': {detail}"
 
 
-def _spec_errors(text: str, arch) -> list:
-    return [d for d in validate_spec(text, arch) if d.severity == "error"]
-
-
-def _spec_errors_everywhere(text: str, arch) -> list | None:
-    """None when the spec is valid for `arch` (or, with arch None, for some architecture); else the errors
+def _errors_everywhere(text: str, arch, check) -> list | None:
+    """None when `text` is valid for `arch` (or, with arch None, for some architecture); else the errors
     it has in each architecture tried, for `_first_error` to pick the closest."""
-    per_arch = []
-    for a in _archs(arch):
-        errors = _spec_errors(text, a)
-        if not errors:
-            return None
-        per_arch.append(errors)
-    return per_arch
+    found = errors_per_architecture(text, _archs(arch), check)
+    return None if found is None else list(found.values())
 
 
 # ---- targets (pinpoint axes and the diff checker) ------------------------------------------------------------
@@ -191,7 +183,7 @@ def parse_targets(text: str, arch=None, where: str = "targets", kind: str = PIN_
             target = parse_target(entry, kind)
         except ValueError as exc:
             raise AxisError(f"{where} line {line}: '{entry}': {exc}") from None
-        per_arch = _spec_errors_everywhere(target.spec_line(0.0), arch)
+        per_arch = _errors_everywhere(target.spec_line(0.0), arch, spec_errors)
         if per_arch is not None:
             raise AxisError(_first_error(where, line, entry, per_arch))
         items.append(Item(entry, line, target))
@@ -220,7 +212,7 @@ def _parse_numbers(text: str, where: str) -> list[Item]:
 def _parse_elemental(text: str, arch, where: str) -> list[Item]:
     items = []
     for group, start in _groups(text):
-        per_arch = _spec_errors_everywhere(group, arch)
+        per_arch = _errors_everywhere(group, arch, spec_errors)
         if per_arch is not None:
             best = min(per_arch, key=len)
             d = best[0]
@@ -237,16 +229,8 @@ def _parse_presets(text: str, arch, where: str) -> list[Item]:
         entry = raw.split("#", 1)[0].strip()
         if not entry:
             continue
-        per_arch = []
-        for a in _archs(arch):
-            try:
-                parse_block_weights(entry, a)
-                break
-            except MergeSpecError as exc:
-                per_arch.append(exc.errors or exc.diagnostics)
-            except ValueError as exc:
-                per_arch.append([str(exc)])
-        else:
+        per_arch = _errors_everywhere(entry, arch, weights_errors)
+        if per_arch is not None:
             raise AxisError(_first_error(where, n, entry, per_arch))
         items.append(Item(entry, n, entry))
     if not items:
