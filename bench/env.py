@@ -20,7 +20,7 @@ CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR,
 def checkpoint_path(name: str) -> str:
     path = os.path.join(CHECKPOINT_DIR, f"test_{name}.safetensors")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} missing: run `python -m tests.support.checkpoints {CHECKPOINT_DIR}`")
+        raise FileNotFoundError(f"{path} missing: run `python -m devkit.checkpoints {CHECKPOINT_DIR}`")
     return path
 
 
@@ -28,7 +28,7 @@ def setup_comfy():
     """Imports ComfyUI (CPU unless CUDA is usable) and returns its model_management module."""
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-    from tests.support.comfy_env import import_comfy
+    from devkit.comfy_env import import_comfy
 
     import_comfy()
     import comfy.model_management as mm

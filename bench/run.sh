@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
-flock /tmp/elemental-heavy.lock "$PYTHON" -m tests.support.checkpoints "$ELEMENTAL_CHECKPOINTS" >/dev/null
+flock /tmp/elemental-heavy.lock "$PYTHON" -m devkit.checkpoints "$ELEMENTAL_CHECKPOINTS" >/dev/null
 exec "$PYTHON" -m bench.run "$@"

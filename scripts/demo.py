@@ -16,9 +16,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support.checkpoints import ensure_checkpoints  # noqa: E402
-from tests.support.server import ComfyError, ComfyServer, free_port  # noqa: E402
-from tests.support.workflows import load_api_workflow  # noqa: E402
+from devkit.checkpoints import ensure_checkpoints  # noqa: E402
+from devkit.server import ComfyError, ComfyServer, free_port  # noqa: E402
+from devkit.workflows import load_api_workflow  # noqa: E402
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".sft")
 DEMO_NAMES = ("test_A.safetensors", "test_B.safetensors", "test_C.safetensors")

@@ -62,7 +62,7 @@ _COMFY_TE: list[str] = []
 
 
 def sd1() -> list[str]:
-    from tests.support.checkpoints import sd15_meta_state_dict
+    from devkit.checkpoints import sd15_meta_state_dict
     import comfy.sd1_clip
     _meta_sd(comfy.sd1_clip.SD1ClipModel(device="meta"))
     return [k for k in sd15_meta_state_dict() if not k.startswith("first_stage_model.")]
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join("merge_core", "keylists"))
     p.add_argument("archs", nargs="*", default=list(BUILDERS))
     a = p.parse_args(argv)
-    from tests.support.comfy_env import import_comfy
+    from devkit.comfy_env import import_comfy
     import_comfy(cpu=True)
     os.makedirs(a.out, exist_ok=True)
     for name in a.archs:

@@ -7,7 +7,7 @@ start=$(date +%s)
 source scripts/env.sh
 echo "[test] python: $PYTHON" >&2
 echo "[test] ComfyUI: $COMFYUI_DIR" >&2
-"$PYTHON" -m tests.support.checkpoints "$ELEMENTAL_CHECKPOINTS" >/dev/null
+"$PYTHON" -m devkit.checkpoints "$ELEMENTAL_CHECKPOINTS" >/dev/null
 if [[ -x scripts/browser.sh ]]; then bash scripts/browser.sh; fi
 echo "[test] provisioned in $(( $(date +%s) - start )) s" >&2
 set +e

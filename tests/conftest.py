@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.support.server import ComfyServer
+from devkit.server import ComfyServer
 
 CACHE_DIR = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
 CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR, "checkpoints"))
@@ -33,7 +33,7 @@ def comfyui_dir() -> str:
 @pytest.fixture(scope="session")
 def checkpoints(comfyui_dir) -> dict[str, str]:
     """name ('A', 'B', 'C') -> path of the seeded random-weight SD1.5-layout test checkpoints."""
-    from tests.support.checkpoints import ensure_checkpoints
+    from devkit.checkpoints import ensure_checkpoints
 
     return ensure_checkpoints(CHECKPOINT_DIR)
 

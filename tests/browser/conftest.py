@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.support.server import REPO_ROOT
+from devkit.server import REPO_ROOT
 
 CHROMIUM = os.environ.get("ELEMENTAL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.support.workflows import load_ui_workflow
+from devkit.workflows import load_ui_workflow
 
 pytestmark = pytest.mark.browser
 

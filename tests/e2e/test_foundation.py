@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from tests.support.server import PACK_DIR_NAME
+from devkit.server import PACK_DIR_NAME
 
-from tests.support.workflows import png_pixels
+from devkit.workflows import png_pixels
 
 PACK_NODES = {"MergeCheckpointLoader", "ElementalSpec", "BlockWeights", "ElementalMerge",
               "SaveMergedCheckpoint"}

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.support.workflows import load_api_workflow, load_ui_workflow, png_pixels, with_inputs
+from devkit.workflows import load_api_workflow, load_ui_workflow, png_pixels, with_inputs
 
 WORKFLOWS = ["elemental_merge_basic", "add_difference_block_weights", "merge_then_save"]
 

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from merge_core import ARCHITECTURES, get_architecture, parse_spec, resolve_ratios
-from tests.support.server import REPO_ROOT
+from devkit.server import REPO_ROOT
 
 
 def _load_route_logic():

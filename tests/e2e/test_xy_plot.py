@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.workflows import WORKFLOW_DIR, load_api_workflow, load_ui_workflow, png_pixels
+from devkit.workflows import WORKFLOW_DIR, load_api_workflow, load_ui_workflow, png_pixels
 
 SAMPLING = {"seed": 11, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
 POSITIVE, NEGATIVE = "a red cube", "blurry"

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.support.comfy_env import import_comfy
+from devkit.comfy_env import import_comfy
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACK = "elemental_merge_pack"
@@ -34,6 +34,6 @@ def pack_module(name: str):
 
 @pytest.fixture(scope="session")
 def checkpoint_paths() -> dict[str, str]:
-    from tests.support.checkpoints import ensure_checkpoints
+    from devkit.checkpoints import ensure_checkpoints
 
     return ensure_checkpoints(CHECKPOINT_DIR)

@@ -7,7 +7,7 @@ import glob
 import json
 import os
 
-from tests.support.workflows import API_WORKFLOW_DIR, WORKFLOW_DIR
+from devkit.workflows import API_WORKFLOW_DIR, WORKFLOW_DIR
 
 E2E_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e")
 

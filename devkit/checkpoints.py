@@ -6,7 +6,7 @@ seeded per key, so a file is the same whatever order it is written in and whiche
 Values are scaled like a fan-in initialisation (norms at 1, biases small) so that sampling and decoding stay
 finite.
 
-Run as a script:  python -m tests.support.checkpoints OUT_DIR [--names A B C]
+Run as a script:  python -m devkit.checkpoints OUT_DIR [--names A B C]
 (with ComfyUI's folder importable: COMFYUI_DIR on sys.path).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ SEEDS = {"A": 1, "B": 2, "C": 3}
 
 def sd15_meta_state_dict() -> dict[str, torch.Tensor]:
     """Checkpoint-form keys -> meta tensors of the real shapes (UNet, CLIP-L, VAE)."""
-    from tests.support.comfy_env import import_comfy
+    from devkit.comfy_env import import_comfy
 
     import_comfy()
     import comfy.ops
