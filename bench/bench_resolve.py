@@ -14,23 +14,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from merge_core import ARCHITECTURES, parse_block_weights, parse_spec, resolve_ratios  # noqa: E402
-from merge_core import keys as _keys, ratios as _ratios, spec as _spec  # noqa: E402
+from merge_core import (ARCHITECTURES, clear_caches, parse_block_weights, parse_spec,  # noqa: E402
+                        resolve_ratios)
 
 SPEC = """OUT03 OUT04 OUT05:attn2 attn1.to_out:0.5
 OUT06:attn:0.5, OUT06:attn2.to_k:0.2
 NOT OUT04:attn:1
 OUT05:NOT attn proj:0.2
 IN01-IN05:proj_in proj_out:0.35"""
-
-
-def clear_caches() -> None:
-    for a in ARCHITECTURES.values():
-        a._cache.clear()
-    _keys._canonical.cache_clear()
-    _spec._POOLS.clear()
-    _spec._PARSED.clear()
-    _ratios._KEYMAPS.clear()
 
 
 def once(arch: str, keys: list[str]) -> float:

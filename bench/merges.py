@@ -96,7 +96,7 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
     calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
     remerge = pack_module("nodes.remerge")
     xy_plot = pack_module("nodes.xy_plot")
-    plot_axes = pack_module("nodes.plot_axes")
+    plot_axes = pack_module("merge_core.plot_axes")
     method = pack_module("merge_core").get_merge_method(workloads.MODE)
     times = []
     inc = None

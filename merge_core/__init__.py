@@ -6,8 +6,13 @@ The core of the Elemental Merge node pack, usable without ComfyUI:
 * `keys`: one canonical checkpoint-style name for checkpoint and ComfyUI key forms.
 * `spec`: the elemental spec language (``blocks:elements:ratio``) with positioned diagnostics.
 * `block_weights`: SuperMerger weight strings and presets.
-* `ratios`: per-key ratio resolution, the change report, and the preview CLI.
+* `resolve`: per-key ratio resolution (`resolve_ratios`); `report`: the change report; `__main__`: the preview
+  CLI (``python -m merge_core``, also run as ``python -m merge_core.ratios``, the old module name).
+* `validation`: is a spec / weight string valid, and which architecture did the user mean.
 * `methods`: the merge-method registry (formulas and equivalent ModelPatcher steps).
+* `plot_axes`: XY-plot axes and diff-checker targets, parsed into each cell's merge settings.
+* `elements`: element names per block (editor completion); `checkpoint_header`: architecture of a file.
+* `cache` / `key_index`: every memo behind functools.lru_cache; `clear_caches()` empties them all.
 
 Block names
 -----------
@@ -28,32 +33,24 @@ Checkpoint (``model.diffusion_model.``, ``cond_stage_model.``, ``conditioner.emb
 from .architectures import ARCHITECTURES, Architecture, detect_architecture, get_architecture
 from .block_weights import (expected_counts, list_presets, load_user_presets, parse_block_weights,
                             sd1_to_sdxl)
+from .cache import clear_caches
+from .checkpoint_header import detect_file, safetensors_keys
 from .diagnostics import Diagnostic, MergeSpecError
+from .elements import element_of, elements_by_block
 from .keys import canonical_key
 from .methods import MERGE_METHODS, MergeMethod, PatchStep, apply_steps, get_merge_method
+from .report import format_change_report
+from .resolve import Change, Resolution, resolve_ratios
 from .spec import ElementalSpec, SpecEntry, describe_blocks, parse_spec, validate_spec
+from .validation import AUTO, ArchitectureFit, closest_architecture, text_problem, validate_block_weights
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "detect_architecture", "get_architecture",
     "expected_counts", "list_presets", "load_user_presets", "parse_block_weights", "sd1_to_sdxl",
-    "Diagnostic", "MergeSpecError", "canonical_key",
+    "clear_caches", "detect_file", "safetensors_keys",
+    "Diagnostic", "MergeSpecError", "canonical_key", "element_of", "elements_by_block",
     "MERGE_METHODS", "MergeMethod", "PatchStep", "apply_steps", "get_merge_method",
     "Change", "Resolution", "format_change_report", "resolve_ratios",
     "ElementalSpec", "SpecEntry", "describe_blocks", "parse_spec", "validate_spec",
+    "AUTO", "ArchitectureFit", "closest_architecture", "text_problem", "validate_block_weights",
 ]
-
-
-# `merge_core.ratios` is also run as a script (python -m merge_core.ratios); importing it here eagerly would
-# make runpy warn that the module is already loaded. Its names are loaded on first use instead (PEP 562).
-_LAZY = {"Change", "Resolution", "format_change_report", "resolve_ratios"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        from . import ratios
-        return getattr(ratios, name)
-    raise AttributeError(f"module 'merge_core' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | _LAZY)

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .cache import cached
 from .keys import canonical_key
 
 _KEYLIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keylists")
@@ -47,18 +48,20 @@ class Architecture:
     rules: tuple[tuple[str, str], ...] = field(repr=False)
     keylist: str = field(default="", repr=False)
     has_base: bool = field(default=False, repr=False)
-    _cache: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_compiled", tuple((re.compile(p), t) for p, t in self.rules))
         object.__setattr__(self, "_block_set", frozenset(self.blocks))
 
+    def __hash__(self) -> int:  # names are unique; hashing the rule table on every cache lookup would cost
+        return hash(self.name)
+
     def block_of(self, key: str) -> str | None:
         """The block of ``key`` (any accepted form), or None (VAE, unknown keys)."""
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
+        return _block_of(self, key)
+
+    def match_block(self, key: str) -> str | None:
+        """`block_of` without the cache: the first rule that matches the canonical name decides."""
         canon = canonical_key(key, self.name)
         block = None
         for pattern, template in self._compiled:
@@ -68,7 +71,6 @@ class Architecture:
                 if block not in self._block_set:
                     block = None  # e.g. input_blocks.12 in a layout that has no IN12
                 break
-        self._cache[key] = block
         return block
 
     def default_keys(self) -> list[str]:
@@ -81,14 +83,15 @@ class Architecture:
         return m.group(1) if m else block
 
 
-_KEYLIST_CACHE: dict[str, tuple[str, ...]] = {}
+@cached(maxsize=1 << 18)
+def _block_of(arch: Architecture, key: str) -> str | None:
+    return arch.match_block(key)
 
 
+@cached(maxsize=None)
 def _load_keylist(name: str) -> tuple[str, ...]:
-    if name not in _KEYLIST_CACHE:
-        with gzip.open(os.path.join(_KEYLIST_DIR, f"{name}.txt.gz"), "rt", encoding="utf-8") as f:
-            _KEYLIST_CACHE[name] = tuple(line.strip() for line in f if line.strip())
-    return _KEYLIST_CACHE[name]
+    with gzip.open(os.path.join(_KEYLIST_DIR, f"{name}.txt.gz"), "rt", encoding="utf-8") as f:
+        return tuple(line.strip() for line in f if line.strip())
 
 
 _SD_UNET_RULES = lambda last_out: (  # noqa: E731 - shared by SD1/SD2/SDXL, differing in the last OUT block

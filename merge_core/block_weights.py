@@ -16,12 +16,12 @@ import os
 import re
 
 from .architectures import Architecture, get_architecture
+from .cache import cached
 from .diagnostics import ERROR, Diagnostic, MergeSpecError
 from .spec import describe_blocks
 
 _PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 _PRESET_FILES = {"sd1": "sd1.tsv", "sd2": "sd1.tsv", "sdxl": "sdxl.tsv"}
-_PRESET_CACHE: dict[str, dict[str, tuple[float, ...]]] = {}
 
 
 def sd1_to_sdxl(values) -> tuple[float, ...]:
@@ -72,10 +72,13 @@ def list_presets(arch) -> dict[str, tuple[float, ...]]:
     fname = _PRESET_FILES.get(a.name)
     if fname is None:
         return {}
-    if fname not in _PRESET_CACHE:
-        with open(os.path.join(_PRESET_DIR, fname), encoding="utf-8") as f:
-            _PRESET_CACHE[fname] = _parse_tsv(f.read(), fname)
-    return dict(_PRESET_CACHE[fname])
+    return dict(_builtin_presets(fname))
+
+
+@cached(maxsize=None)
+def _builtin_presets(fname: str) -> dict[str, tuple[float, ...]]:
+    with open(os.path.join(_PRESET_DIR, fname), encoding="utf-8") as f:
+        return _parse_tsv(f.read(), fname)
 
 
 def expected_counts(arch) -> str:

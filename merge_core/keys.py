@@ -30,7 +30,8 @@ SDXL, ``clip_h`` -> SD2, ``t5xxl`` -> ``text_encoders.``.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+
+from .cache import cached
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -78,7 +79,7 @@ _TEXT_ENCODER_FORMS = {
 _GUESS = {"clip_l.": "sd1", "clip_h.": "sd2", "clip_g.": "sdxl", "t5xxl.": "flux"}
 
 
-@lru_cache(maxsize=65536)
+@cached(maxsize=65536)
 def _canonical(key: str, arch_name: str | None) -> str:
     if key.startswith(UNET_PREFIX):
         return key

@@ -29,7 +29,8 @@ from typing import Iterable
 
 from .architectures import Architecture, get_architecture
 from .diagnostics import ERROR, WARNING, Diagnostic, MergeSpecError
-from .keys import canonical_key
+from .cache import cached
+from .key_index import key_index
 
 
 @dataclass(frozen=True)
@@ -109,140 +110,138 @@ def _suggest(word: str, arch: Architecture) -> str | None:
     return close[0] if close else None
 
 
-class _Pool:
-    """Canonical names of a key set, joined for fast "does any key contain X" tests."""
-
-    def __init__(self, arch: Architecture, keys: tuple[str, ...]):
-        self.items = [(arch.block_of(k), canonical_key(k, arch)) for k in keys]
-        self.items = [(b, c) for b, c in self.items if b is not None]
-        self.joined = "\n".join(c for _, c in self.items)
-
-
-_POOLS: dict[tuple, _Pool] = {}
-_PARSED: dict[tuple, ElementalSpec] = {}
-_CACHE_LIMIT = 256
-
-
-def _pool(arch: Architecture, keys: tuple[str, ...] | None) -> _Pool:
-    cache_key = (arch.name, keys)
-    pool = _POOLS.get(cache_key)
-    if pool is None:
-        if len(_POOLS) > _CACHE_LIMIT:
-            _POOLS.clear()
-        pool = _POOLS[cache_key] = _Pool(arch, tuple(arch.default_keys()) if keys is None else keys)
-    return pool
-
-
 def _words(text: str, col0: int):
     """(word, 1-based column) for each non-empty word of ``text`` starting at 0-based column ``col0``."""
     return [(m.group(0), col0 + m.start() + 1) for m in re.finditer(r"\S+", text)]
 
 
+class _Entry:
+    """One entry being parsed: where it is, and the diagnostics it adds to the spec's list."""
+
+    def __init__(self, arch: Architecture, diags: list[Diagnostic], line: int, start: int, source: str):
+        self.arch, self.diags, self.line, self.start, self.source = arch, diags, line, start, source
+        self.failed = False
+
+    def err(self, col: int, msg: str, hint: str = "") -> None:
+        self.failed = True
+        self.diags.append(Diagnostic(self.line, col, msg, ERROR, self.source, hint))
+
+    def unknown(self, col: int, word: str) -> None:
+        s = _suggest(word, self.arch)
+        hint = (f"did you mean {s}? " if s else "") + f"valid: {describe_blocks(self.arch)}"
+        self.err(col, f"unknown block '{word}'", hint)
+
+
+def _block_range(e: _Entry, word: str, col: int) -> list[str]:
+    """The blocks of ``IN02-IN05`` (either order, one family), or [] after reporting what is wrong."""
+    arch = e.arch
+    by_upper = {b.upper(): b for b in arch.blocks}
+    a, b = word.upper().split("-")
+    ca, cb = by_upper.get(a), by_upper.get(b)
+    if ca is None:
+        e.unknown(col, word.split("-")[0])
+    if cb is None:
+        e.unknown(col + len(a) + 1, word.split("-")[1])
+    if ca is None or cb is None:
+        return []
+    if arch.group_of(ca) != arch.group_of(cb) or arch.group_of(ca) == ca:
+        e.err(col, f"range '{word}' crosses block families ({arch.group_of(ca)} and {arch.group_of(cb)})",
+              "a range stays within one family, e.g. IN02-IN05; list other blocks separately")
+        return []
+    lo, hi = sorted((arch.blocks.index(ca), arch.blocks.index(cb)))
+    return list(arch.blocks[lo:hi + 1])
+
+
+def _parse_blocks(e: _Entry, field: str, col0: int) -> tuple[frozenset, bool]:
+    """(blocks listed, NOT first) of the blocks field; an empty field is every block."""
+    by_upper = {b.upper(): b for b in e.arch.blocks}
+    words = _words(field, col0)
+    invert = bool(words) and words[0][0].upper() == "NOT"
+    if invert:
+        words = words[1:]
+    if not words and not invert:
+        return frozenset(e.arch.blocks), False
+    chosen: set[str] = set()
+    for word, col in words:
+        up = word.upper()
+        if up in by_upper:
+            chosen.add(by_upper[up])
+        elif up == "NOT":
+            e.err(col, "'NOT' must be the first word of the blocks field")
+        elif up.count("-") == 1 and not up.startswith("-") and not up.endswith("-"):
+            chosen.update(_block_range(e, word, col))
+        else:
+            e.unknown(col, word)
+    return frozenset(chosen), invert
+
+
+def _parse_elements(field: str, col0: int) -> tuple[tuple[str, ...], bool, list]:
+    """(distinct words, NOT first (upper case), (word, column) pairs) of the elements field."""
+    words = _words(field, col0)
+    invert = bool(words) and words[0][0] == "NOT"
+    if invert:
+        words = words[1:]
+    return tuple(dict.fromkeys(w for w, _ in words)), invert, words
+
+
+def _parse_ratio(e: _Entry, field: str, col0: int) -> float:
+    """The ratio field as a finite float (NaN after reporting a missing or non-finite one)."""
+    text = field.strip()
+    col = col0 + (len(field) - len(field.lstrip())) + 1
+    if not text:
+        e.err(col, "missing ratio")
+        return math.nan
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = math.nan
+    if not math.isfinite(ratio):
+        e.err(col, f"ratio '{text}' is not a finite number")
+    return ratio
+
+
+def _segments(text: str):
+    """(line number, 0-based column of the entry, entry text) for each comma/newline-separated entry."""
+    for line_no, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        for seg in re.finditer(r"[^,]+", raw.split("#", 1)[0]):
+            seg_text = seg.group(0)
+            if seg_text.strip():
+                lead = len(seg_text) - len(seg_text.lstrip())
+                yield line_no, seg.start() + lead, seg_text[lead:]
+
+
+def _parse_entry(e: _Entry, body: str, keys: tuple[str, ...] | None) -> SpecEntry | None:
+    fields = body.split(":")
+    if len(fields) != 3:
+        e.err(e.start + 1, f"expected 'blocks:elements:ratio' (3 fields separated by ':'), "
+                           f"found {len(fields)} field{'s' if len(fields) != 1 else ''}")
+        return None
+    offs = [e.start, e.start + len(fields[0]) + 1, e.start + len(fields[0]) + len(fields[1]) + 2]
+    blocks, invert_blocks = _parse_blocks(e, fields[0], offs[0])
+    elements, invert_elements, ewords = _parse_elements(fields[1], offs[1])
+    ratio = _parse_ratio(e, fields[2], offs[2])
+    if e.failed:
+        return None
+    entry = SpecEntry(blocks, elements, invert_blocks, invert_elements, ratio, e.line, e.start + 1, e.source)
+    # Warnings need the key set: elements that match nothing, entries that select nothing.
+    index = key_index(e.arch, keys)
+    for word, col in ewords:
+        if word != "NOT" and not index.matches_any(word):
+            e.diags.append(Diagnostic(e.line, col, f"element '{word}' matches no key of {e.arch.label}",
+                                      WARNING, e.source))
+    if not index.select(entry):
+        e.diags.append(Diagnostic(e.line, e.start + 1, "entry selects no key", WARNING, e.source))
+    return entry
+
+
+@cached(maxsize=256)
 def _parse(text: str, arch: Architecture, keys: tuple[str, ...] | None) -> ElementalSpec:
     diags: list[Diagnostic] = []
-    entries: list[SpecEntry] = []
-    by_upper = {b.upper(): b for b in arch.blocks}
-    index = {b: i for i, b in enumerate(arch.blocks)}
-    valid = describe_blocks(arch)
-
-    def err(line, col, msg, entry, hint=""):
-        diags.append(Diagnostic(line, col, msg, ERROR, entry, hint))
-
-    def unknown(line, col, word, entry):
-        s = _suggest(word, arch)
-        hint = (f"did you mean {s}? " if s else "") + f"valid: {valid}"
-        err(line, col, f"unknown block '{word}'", entry, hint)
-
-    for line_no, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
-        line = raw.split("#", 1)[0]
-        for seg in re.finditer(r"[^,]+", line):
-            seg_text = seg.group(0)
-            if not seg_text.strip():
-                continue
-            lead = len(seg_text) - len(seg_text.lstrip())
-            start = seg.start() + lead  # 0-based column of the entry's first character
-            source = seg_text.strip()
-            fields = seg_text[lead:].split(":")
-            if len(fields) != 3:
-                err(line_no, start + 1, f"expected 'blocks:elements:ratio' (3 fields separated by ':'), "
-                                        f"found {len(fields)} field{'s' if len(fields) != 1 else ''}", source)
-                continue
-            offs = [start, start + len(fields[0]) + 1, start + len(fields[0]) + len(fields[1]) + 2]
-            n_err = len([d for d in diags if d.severity == ERROR])
-
-            # Blocks.
-            bwords = _words(fields[0], offs[0])
-            invert_blocks = False
-            if bwords and bwords[0][0].upper() == "NOT":
-                invert_blocks = True
-                bwords = bwords[1:]
-            chosen: set[str] = set()
-            for word, col in bwords:
-                up = word.upper()
-                if up in by_upper:
-                    chosen.add(by_upper[up])
-                    continue
-                if up == "NOT":
-                    err(line_no, col, "'NOT' must be the first word of the blocks field", source)
-                    continue
-                if up.count("-") == 1 and not up.startswith("-") and not up.endswith("-"):
-                    a, b = up.split("-")
-                    ca, cb = by_upper.get(a), by_upper.get(b)
-                    if ca is None:
-                        unknown(line_no, col, word.split("-")[0], source)
-                    if cb is None:
-                        unknown(line_no, col + len(a) + 1, word.split("-")[1], source)
-                    if ca is None or cb is None:
-                        continue
-                    if arch.group_of(ca) != arch.group_of(cb) or arch.group_of(ca) == ca:
-                        err(line_no, col, f"range '{word}' crosses block families "
-                                          f"({arch.group_of(ca)} and {arch.group_of(cb)})", source,
-                            "a range stays within one family, e.g. IN02-IN05; list other blocks separately")
-                        continue
-                    lo, hi = sorted((index[ca], index[cb]))
-                    chosen.update(arch.blocks[lo:hi + 1])
-                    continue
-                unknown(line_no, col, word, source)
-            if not bwords and not invert_blocks:
-                chosen = set(arch.blocks)
-
-            # Elements.
-            ewords = _words(fields[1], offs[1])
-            invert_elements = False
-            if ewords and ewords[0][0] == "NOT":
-                invert_elements = True
-                ewords = ewords[1:]
-            elements = tuple(dict.fromkeys(w for w, _ in ewords))
-
-            # Ratio.
-            rtext = fields[2].strip()
-            rcol = offs[2] + (len(fields[2]) - len(fields[2].lstrip())) + 1
-            ratio = math.nan
-            if not rtext:
-                err(line_no, rcol, "missing ratio", source)
-            else:
-                try:
-                    ratio = float(rtext)
-                except ValueError:
-                    ratio = math.nan
-                if not math.isfinite(ratio):
-                    err(line_no, rcol, f"ratio '{rtext}' is not a finite number", source)
-            if len([d for d in diags if d.severity == ERROR]) > n_err:
-                continue
-
-            entry = SpecEntry(frozenset(chosen), elements, invert_blocks, invert_elements, ratio, line_no,
-                              start + 1, source)
+    entries = []
+    for line_no, start, body in _segments(text):
+        entry = _parse_entry(_Entry(arch, diags, line_no, start, body.strip()), body, keys)
+        if entry is not None:
             entries.append(entry)
-
-            # Warnings need the key set: elements that match nothing, entries that select nothing.
-            pool = _pool(arch, keys)
-            for word, col in ewords:
-                if word != "NOT" and word not in pool.joined:
-                    diags.append(Diagnostic(line_no, col, f"element '{word}' matches no key of {arch.label}",
-                                            WARNING, source))
-            if not any(entry.selects(b, c) for b, c in pool.items):
-                diags.append(Diagnostic(line_no, start + 1, "entry selects no key", WARNING, source))
-
     return ElementalSpec(text, arch.name, tuple(entries), tuple(diags))
 
 
@@ -255,14 +254,7 @@ def _spec(text, arch, keys) -> ElementalSpec:
         a = get_architecture(arch)
     except ValueError as e:
         raise MergeSpecError([Diagnostic(1, 1, str(e), ERROR)]) from None
-    key_tuple = None if keys is None else tuple(keys)
-    cache_key = (text, a.name, key_tuple)
-    spec = _PARSED.get(cache_key)
-    if spec is None:
-        if len(_PARSED) > _CACHE_LIMIT:
-            _PARSED.clear()
-        spec = _PARSED[cache_key] = _parse(text, a, key_tuple)
-    return spec
+    return _parse(text, a, None if keys is None else tuple(keys))
 
 
 def parse_spec(text: str, arch: Architecture | str, keys: Iterable[str] | None = None) -> ElementalSpec:

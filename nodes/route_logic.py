@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import struct
 
-try:  # loaded by ComfyUI as custom_nodes/<pack>/nodes/route_logic.py
-    from ..merge_core import (ARCHITECTURES, Diagnostic, MergeSpecError, canonical_key, detect_architecture,
-                              get_architecture, list_presets, parse_block_weights, parse_spec, resolve_ratios,
-                              validate_spec)
-except ImportError:  # pragma: no cover - the pack is always imported as a package
-    from merge_core import (ARCHITECTURES, Diagnostic, MergeSpecError, canonical_key,  # type: ignore
-                            detect_architecture, get_architecture, list_presets, parse_block_weights,
-                            parse_spec, resolve_ratios, validate_spec)
+from ..merge_core import (ARCHITECTURES, AUTO, closest_architecture, elements_by_block,
+                          get_architecture, list_presets, parse_block_weights, parse_spec, resolve_ratios,
+                          validate_block_weights, validate_spec)
 
-AUTO = "auto"
 MAX_BODY_BYTES = 256 * 1024  # a request body larger than this is refused (413) before it is parsed
 MAX_TEXT_CHARS = 64 * 1024   # a spec or weight string longer than this is refused (413)
 MAX_LINES = 2000
 MAX_NAME_CHARS = 512         # checkpoint names, architecture names
-MAX_HEADER_BYTES = 64 * 1024 * 1024  # a safetensors header claiming more than this is not trusted
-
-_PARAM_SUFFIXES = ("weight", "bias", "scale")  # scale: the RMSNorm parameter of Flux/SD3
-# Path segments that name a container, not a part: never offered as an element on their own.
-_ROOTS = {"model", "diffusion_model", "cond_stage_model", "transformer", "text_model", "conditioner", "embedders",
-          "text_encoders", "clip_l", "clip_g", "t5xxl", "encoder"}
-_CONTAINER = re.compile(r"(?:blocks|block|layers|layer|resblocks)$")
 
 
 class RequestError(Exception):
@@ -134,54 +119,6 @@ def list_architectures() -> dict:
         for a in ARCHITECTURES.values()]}
 
 
-def element_of(canon: str) -> str | None:
-    """The element a user would type to pick this parameter: ``attn2.to_k``, ``ff.net``, ``norm1``, ``proj_in``.
-
-    The path after the innermost numbered container (``transformer_blocks.0``, ``layers.5``, ``input_blocks.4``),
-    without leading module indices, cut before the next index, without ``.weight``/``.bias``. A parameter
-    outside any container gives its last two named segments (``embeddings.token_embedding``, ``time_embed``).
-    """
-    segs = canon.split(".")
-    if len(segs) > 1 and segs[-1] in _PARAM_SUFFIXES:
-        segs = segs[:-1]
-    start = None
-    for i in range(1, len(segs) - 1):
-        if segs[i].isdigit() and _CONTAINER.search(segs[i - 1]) and not all(s.isdigit() for s in segs[i + 1:]):
-            start = i + 1
-    if start is not None:
-        tail = segs[start:]
-        while tail and tail[0].isdigit():
-            tail = tail[1:]
-        out = []
-        for s in tail:
-            if s.isdigit():
-                break
-            out.append(s)
-        return ".".join(out) or None
-    named = [s for s in segs if not s.isdigit() and s not in _ROOTS]
-    return ".".join(named[-2:]) or None
-
-
-_ELEMENT_CACHE: dict[str, dict[str, list[str]]] = {}
-
-
-def elements_by_block(arch) -> dict[str, list[str]]:
-    """block -> the distinct elements of its keys (built-in key list), in block order, each sorted."""
-    a = get_architecture(arch)
-    cached = _ELEMENT_CACHE.get(a.name)
-    if cached is None:
-        found: dict[str, set[str]] = {b: set() for b in a.blocks}
-        for key in a.default_keys():
-            block = a.block_of(key)
-            if block is None:
-                continue
-            element = element_of(canonical_key(key, a))
-            if element:
-                found[block].add(element)
-        cached = _ELEMENT_CACHE[a.name] = {b: sorted(found[b]) for b in a.blocks}
-    return {b: list(v) for b, v in cached.items()}
-
-
 def architecture_info(name) -> dict:
     """GET /elemental/architectures/{arch}: blocks, elements per block and presets of one architecture."""
     try:
@@ -214,26 +151,19 @@ def presets(query: dict) -> dict:
     return {"arch": a.name, "blocks": list(a.blocks), "presets": {k: list(v) for k, v in list_presets(a).items()}}
 
 
-def _pick_auto(check) -> tuple:
-    """(architecture, diagnostics) for "auto": the first architecture without errors, else the one with fewest."""
-    best = None
-    for a in ARCHITECTURES.values():
-        diags = check(a)
-        n = sum(1 for d in diags if d.severity == "error")
-        if n == 0:
-            return a, diags
-        if best is None or n < best[0]:
-            best = (n, a, diags)
-    return best[1], best[2]
+def _weights(text: str, a, alpha: float | None) -> tuple[list, dict | None]:
+    """(diagnostics, block -> weight or None when invalid) of a preset name or weight string."""
+    diags = validate_block_weights(text, a, alpha=alpha)
+    if any(d.is_error for d in diags):
+        return diags, None
+    return diags, parse_block_weights(text, a, alpha=alpha)
 
 
-def _weights_diagnostics(text: str, a, alpha: float | None) -> tuple[list, dict | None]:
-    try:
-        return [], parse_block_weights(text, a, alpha=alpha)
-    except MergeSpecError as e:
-        return list(e.diagnostics), None
-    except ValueError as e:  # a defensive net: a lookup failing with a plain ValueError
-        return [Diagnostic(1, 1, str(e), "error")], None
+def _report(a, diags: list) -> dict:
+    """The fields every checking answer has: the architecture checked against and its diagnostics."""
+    errors = sum(1 for d in diags if d.is_error)
+    return {"arch": a.name, "label": a.label, "ok": errors == 0, "errors": errors,
+            "diagnostics": [diagnostic_json(d) for d in diags]}
 
 
 def validate(body: dict) -> dict:
@@ -247,22 +177,64 @@ def validate(body: dict) -> dict:
     if kind not in ("spec", "block_weights"):
         raise RequestError(400, f"'kind' must be 'spec' or 'block_weights', not {str(kind)[:40]!r}")
     a = architecture(body.get("arch", AUTO), allow_auto=True)
-    weights = None
+    candidates = None if a is None else [a]
     if kind == "spec":
-        check = lambda arch: validate_spec(text, arch)  # noqa: E731
-        a, diags = _pick_auto(check) if a is None else (a, check(a))
+        fit = closest_architecture(text, validate_spec, candidates)
+        a, diags = fit.architecture, fit.diagnostics
     else:
         alpha = _number(body, "alpha", 0.5) if "alpha" in body else None
-        check = lambda arch: _weights_diagnostics(text, arch, alpha)[0]  # noqa: E731
-        if a is None:
-            a, _ = _pick_auto(check)
-        diags, weights = _weights_diagnostics(text, a, alpha)
-    errors = sum(1 for d in diags if d.severity == "error")
-    out = {"arch": a.name, "label": a.label, "kind": kind, "ok": errors == 0, "errors": errors,
-           "warnings": len(diags) - errors, "diagnostics": [diagnostic_json(d) for d in diags]}
+        fit = closest_architecture(text, lambda t, arch: validate_block_weights(t, arch, alpha=alpha), candidates)
+        a = fit.architecture
+        diags, weights = _weights(text, a, alpha)
+    out = _report(a, diags)
+    out.update(kind=kind, warnings=len(diags) - out["errors"])
     if kind == "block_weights":
         out["weights"] = weights
     return out
+
+
+def _entry_filter(body: dict) -> int | None:
+    value = body.get("entry")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise RequestError(400, "'entry' must be a non-negative integer (0-based entry index)")
+    return value
+
+
+def _entries_json(spec, res, include_keys: bool, entry_filter: int | None) -> tuple[list, dict]:
+    """Per entry: where it is, how many keys it selects per block (and which, when asked); and key -> the
+    index of the entry that decides it (the last one that selects it)."""
+    entries = spec.entries if spec else ()
+    decided: dict[str, int] = {}
+    per_entry: list[list[str]] = [[] for _ in entries]
+    entry_index = {id(e): i for i, e in enumerate(entries)}
+    for c in res.changes:
+        i = entry_index[id(c.entry)]
+        per_entry[i].append(c.key)
+        decided[c.key] = i
+    out = []
+    for i, e in enumerate(entries):
+        by_block: dict[str, list[str]] = {}
+        for k in per_entry[i]:
+            by_block.setdefault(res.blocks[k], []).append(k)
+        item = {"index": i, "line": e.line, "column": e.column, "source": e.source, "ratio": e.ratio,
+                "count": len(per_entry[i]), "effective": sum(1 for k in per_entry[i] if decided[k] == i),
+                "blocks": {b: len(v) for b, v in by_block.items()}}
+        if include_keys and (entry_filter is None or entry_filter == i):
+            item["keys"] = {b: [{"key": k, "ratio": res.ratios[k]} for k in v] for b, v in by_block.items()}
+        out.append(item)
+    if entry_filter is not None and entry_filter >= len(out):
+        raise RequestError(400, f"'entry' {entry_filter} is out of range: the spec has {len(out)} entries")
+    return out, decided
+
+
+def _block_summary(a, res, decided: dict) -> dict:
+    summary: dict[str, dict] = {}
+    for k, r in res.ratios.items():
+        s = summary.setdefault(res.blocks[k], {"keys": 0, "min": r, "max": r, "changed": 0})
+        s["keys"] += 1
+        s["min"], s["max"] = min(s["min"], r), max(s["max"], r)
+        s["changed"] += k in decided
+    return {b: summary[b] for b in a.blocks if b in summary}
 
 
 def preview(body: dict) -> dict:
@@ -277,86 +249,22 @@ def preview(body: dict) -> dict:
     text = _text(body, "spec")
     alpha = _number(body, "alpha", 0.5)
     include_keys = _flag(body, "include_keys")
-    entry_filter = body.get("entry")
-    if entry_filter is not None and (isinstance(entry_filter, bool) or not isinstance(entry_filter, int)
-                                     or entry_filter < 0):
-        raise RequestError(400, "'entry' must be a non-negative integer (0-based entry index)")
+    entry_filter = _entry_filter(body)
     a = architecture(body.get("arch", AUTO), allow_auto=True)
     if a is None:
-        a, _ = _pick_auto(lambda arch: validate_spec(text, arch))
+        a = closest_architecture(text, validate_spec).architecture
     weights_text = _text(body, "block_weights", None)
-    weights = None
-    diags = []
+    weights, diags = None, []
     if weights_text is not None and weights_text.strip():
-        wdiags, weights = _weights_diagnostics(weights_text, a, alpha)
-        diags.extend(wdiags)
-    spec_diags = validate_spec(text, a)
-    diags.extend(spec_diags)
-    keys = tuple(a.default_keys())
-    errors = sum(1 for d in diags if d.severity == "error")
-    out = {"arch": a.name, "label": a.label, "alpha": alpha, "ok": errors == 0, "errors": errors,
-           "diagnostics": [diagnostic_json(d) for d in diags], "total_keys": 0, "block_weights": weights,
+        diags, weights = _weights(weights_text, a, alpha)
+    diags = diags + validate_spec(text, a)
+    out = {**_report(a, diags), "alpha": alpha, "total_keys": 0, "block_weights": weights,
            "entries": [], "blocks": {}}
-    if errors:
+    if not out["ok"]:
         return out
     spec = parse_spec(text, a) if text.strip() else None
-    res = resolve_ratios(keys, a, alpha, block_weights=weights, spec=spec)
+    res = resolve_ratios(tuple(a.default_keys()), a, alpha, block_weights=weights, spec=spec)
     out["total_keys"] = len(res.ratios)
-    decided: dict[str, int] = {}
-    per_entry: list[list[str]] = [[] for _ in (spec.entries if spec else ())]
-    entry_index = {id(e): i for i, e in enumerate(spec.entries)} if spec else {}
-    for c in res.changes:
-        i = entry_index[id(c.entry)]
-        per_entry[i].append(c.key)
-        decided[c.key] = i
-    for i, e in enumerate(spec.entries if spec else ()):
-        hit = per_entry[i]
-        by_block: dict[str, list[str]] = {}
-        for k in hit:
-            by_block.setdefault(res.blocks[k], []).append(k)
-        item = {"index": i, "line": e.line, "column": e.column, "source": e.source, "ratio": e.ratio,
-                "count": len(hit), "effective": sum(1 for k in hit if decided[k] == i),
-                "blocks": {b: len(v) for b, v in by_block.items()}}
-        if include_keys and (entry_filter is None or entry_filter == i):
-            item["keys"] = {b: [{"key": k, "ratio": res.ratios[k]} for k in v] for b, v in by_block.items()}
-        out["entries"].append(item)
-    if entry_filter is not None and entry_filter >= len(out["entries"]):
-        raise RequestError(400, f"'entry' {entry_filter} is out of range: the spec has {len(out['entries'])} "
-                                "entries")
-    summary: dict[str, dict] = {}
-    for k, r in res.ratios.items():
-        s = summary.setdefault(res.blocks[k], {"keys": 0, "min": r, "max": r, "changed": 0})
-        s["keys"] += 1
-        s["min"], s["max"] = min(s["min"], r), max(s["max"], r)
-        s["changed"] += k in decided
-    out["blocks"] = {b: summary[b] for b in a.blocks if b in summary}
+    out["entries"], decided = _entries_json(spec, res, include_keys, entry_filter)
+    out["blocks"] = _block_summary(a, res, decided)
     return out
-
-
-# ---- checkpoint architecture ---------------------------------------------------------------------------------
-
-def safetensors_keys(path: str) -> list[str]:
-    """Tensor names of a .safetensors file, read from its JSON header only (no tensor data)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file too short for a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n <= 0 or n > MAX_HEADER_BYTES:
-            raise ValueError(f"implausible safetensors header length {n}")
-        header = json.loads(f.read(n).decode("utf-8"))
-    if not isinstance(header, dict):
-        raise ValueError("safetensors header is not an object")
-    return [k for k in header if k != "__metadata__"]
-
-
-def detect_file(path: str) -> dict:
-    """The architecture of a checkpoint file, from its key names; ``arch`` None when it cannot be told cheaply."""
-    if not path.lower().endswith(".safetensors"):
-        return {"arch": None, "label": None, "reason": "only .safetensors headers can be read without loading"}
-    try:
-        keys = safetensors_keys(path)
-        a = detect_architecture(keys)
-    except (OSError, ValueError) as e:
-        return {"arch": None, "label": None, "reason": str(e)[:300]}
-    return {"arch": a.name, "label": a.label, "reason": f"{len(keys)} keys"}

@@ -12,8 +12,10 @@ import asyncio
 import functools
 import logging
 
+import folder_paths  # ComfyUI's checkpoint folders (this module only runs inside ComfyUI's server)
 from aiohttp import web
 
+from ..merge_core import detect_file
 from . import route_logic
 from .route_logic import RequestError
 
@@ -101,8 +103,6 @@ async def preview(request):
 @_handler
 async def detect(request):
     """GET /elemental/detect?ckpt_name=...: a checkpoint's architecture from its safetensors header."""
-    import folder_paths  # ComfyUI's; imported here so that route_logic stays importable without it
-
     name = request.query.get("ckpt_name", "")
     if not name or len(name) > route_logic.MAX_NAME_CHARS:
         raise RequestError(400, "'ckpt_name' must be a checkpoint name of 1 to "
@@ -112,7 +112,7 @@ async def detect(request):
     path = folder_paths.get_full_path("checkpoints", name)
     if path is None:
         raise RequestError(404, f"no checkpoint named {name[:120]!r}")
-    out = await _off_loop(route_logic.detect_file, path)
+    out = await _off_loop(detect_file, path)
     return {"ckpt_name": name, **out}
 
 

@@ -1,35 +1,18 @@
 """The /elemental/ routes on the real ComfyUI server: what the editor relies on, and that malformed or
 oversized requests get a 4xx with a message (never a 500, never a dead server).
 
-The last tests need no server: they pin `route_logic` details (element names, the safetensors header reader)
-that the server tests only see through the routes.
+The details the routes build on (element names, the safetensors header reader) are pinned without a server
+in tests/unit/test_elements.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import struct
 import urllib.error
 import urllib.request
 
 import pytest
 
 from merge_core import ARCHITECTURES, get_architecture, parse_spec, resolve_ratios
-from devkit.server import REPO_ROOT
-
-
-def _load_route_logic():
-    # ComfyUI owns the top-level name `nodes`, so the pack's module is loaded from its file (it falls back to
-    # the top-level merge_core when it has no parent package).
-    spec = importlib.util.spec_from_file_location("elemental_route_logic",
-                                                  os.path.join(REPO_ROOT, "nodes", "route_logic.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-route_logic = _load_route_logic()
 
 IN04_ATTN2_KEYS = [
     "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_q.weight",
@@ -229,53 +212,3 @@ def test_wrong_method_is_refused_and_the_server_survives_the_bad_requests(comfy_
     assert "Traceback" not in "\n".join(l for l in log.splitlines()[-400:] if "elemental" in l.lower())
     crashed = [l for l in log.splitlines() if l.startswith(("[Elemental Merge] POST", "[Elemental Merge] GET"))]
     assert crashed == []  # no handler failed (each failure logs one such line with its traceback)
-
-
-# ---- route_logic alone (no server) -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("canon,element", [
-    ("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", "attn2.to_k"),
-    ("model.diffusion_model.input_blocks.4.1.transformer_blocks.0.ff.net.0.proj.weight", "ff.net"),
-    ("model.diffusion_model.middle_block.1.transformer_blocks.0.norm1.bias", "norm1"),
-    ("model.diffusion_model.input_blocks.1.1.proj_in.weight", "proj_in"),
-    ("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", "in_layers"),
-    ("model.diffusion_model.output_blocks.8.0.skip_connection.bias", "skip_connection"),
-    ("model.diffusion_model.time_embed.0.weight", "time_embed"),
-    ("model.diffusion_model.out.2.bias", "out"),
-    ("cond_stage_model.transformer.text_model.encoder.layers.5.self_attn.k_proj.weight", "self_attn.k_proj"),
-    ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", "embeddings.token_embedding"),
-    ("text_encoders.t5xxl.transformer.encoder.block.3.layer.1.DenseReluDense.wo.weight", "DenseReluDense.wo"),
-    ("model.diffusion_model.double_blocks.3.img_attn.qkv.weight", "img_attn.qkv"),
-])
-def test_element_names(canon, element):
-    assert route_logic.element_of(canon) == element
-
-
-def test_every_element_is_a_substring_of_a_key_of_its_block():
-    for arch in ARCHITECTURES.values():
-        canon = {}
-        for key in arch.default_keys():
-            block = arch.block_of(key)
-            if block:
-                canon.setdefault(block, []).append(route_logic.canonical_key(key, arch))
-        for block, names in route_logic.elements_by_block(arch).items():
-            joined = "\n".join(canon.get(block, []))
-            assert all(n in joined for n in names), (arch.name, block)
-
-
-def test_safetensors_header_reader(tmp_path):
-    header = json.dumps({"__metadata__": {"a": "b"},
-                         "model.diffusion_model.input_blocks.0.0.weight": {"dtype": "F16", "shape": [1],
-                                                                           "data_offsets": [0, 2]},
-                         "model.diffusion_model.double_blocks.0.img_attn.qkv.weight": {
-                             "dtype": "F16", "shape": [1], "data_offsets": [2, 4]}}).encode()
-    good = tmp_path / "m.safetensors"
-    good.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
-    assert route_logic.safetensors_keys(str(good)) == ["model.diffusion_model.input_blocks.0.0.weight",
-                                                       "model.diffusion_model.double_blocks.0.img_attn.qkv.weight"]
-    assert route_logic.detect_file(str(good)) == {"arch": "flux", "label": "Flux", "reason": "2 keys"}
-    bad = tmp_path / "b.safetensors"
-    bad.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
-    assert route_logic.detect_file(str(bad)) == {"arch": None, "label": None,
-                                                 "reason": f"implausible safetensors header length {1 << 40}"}
-    assert route_logic.detect_file(str(tmp_path / "x.ckpt"))["arch"] is None
