@@ -17,6 +17,7 @@ NODE_MODULES = (
     "merge_nodes",
     "xy_plot",
     "diff_checker",
+    "adjust_node",
     "routes",
 )
 
