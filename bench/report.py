@@ -31,20 +31,22 @@ def _s(x: float) -> str:
     return f"{x:.2f} s" if x >= 0.1 else f"{x * 1000:.1f} ms"
 
 
-def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: dict, wall: float) -> list[str]:
-    tw, ow, nw = workers["timing"], workers["ours"], workers["native"]
-    out = []
+def _header(stamp: str, info: dict, tw: dict) -> list[str]:
     gpu = info.get("gpu") or "no GPU"
-    out.append(f"# Elemental Merge benchmark, {stamp}")
-    out.append(f"# machine: {info['cpu']}, {info['cores']} cores, {info.get('ram_gib', 0):.1f} GiB RAM, {gpu}; "
-               f"torch {tw['torch']} ({tw['threads']} threads), Python {info['python']}; merge device "
-               f"{tw['device']}, weights {tw['unet_dtype']}; load average at start "
-               f"{' '.join(f'{x:.2f}' for x in info['load_at_start'])} (machine shared: figures are noisy)")
-    out.append(f"# checkpoints: SD1.5 layout, random weights ({tw['unet_keys']} UNet + {tw['clip_keys']} "
-               f"text-encoder keys merged); each worker loads A and B once ({tw['load_s']:.0f} s), untimed")
+    return [
+        f"# Elemental Merge benchmark, {stamp}",
+        f"# machine: {info['cpu']}, {info['cores']} cores, {info.get('ram_gib', 0):.1f} GiB RAM, {gpu}; "
+        f"torch {tw['torch']} ({tw['threads']} threads), Python {info['python']}; merge device "
+        f"{tw['device']}, weights {tw['unet_dtype']}; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in info['load_at_start'])} (machine shared: figures are noisy)",
+        f"# checkpoints: SD1.5 layout, random weights ({tw['unet_keys']} UNet + {tw['clip_keys']} "
+        f"text-encoder keys merged); each worker loads A and B once ({tw['load_s']:.0f} s), untimed"]
 
-    # 1. full merge: runs are (build_s, total_s, cpu_s); pairs were interleaved, so the median of the
-    # per-pair ratios cancels drift from other jobs better than the ratio of the medians.
+
+def _full_merge(out: list, tw: dict, ow: dict, nw: dict) -> tuple[float, bool, float, float]:
+    """[1] lines; returns (ours/native, met, ours' median total, native's). Runs are (build_s, total_s,
+    cpu_s); pairs were interleaved, so the median of the per-pair ratios cancels drift from other jobs better
+    than the ratio of the medians."""
     o_tot = _med([r[1] for r in tw["ours"]])
     n_tot = _med([r[1] for r in tw["native"]])
     o_b = _med([r[0] for r in tw["ours"]])
@@ -77,7 +79,10 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
                f"{_s(ow['full']['total'])} | native {_s(nw['full']['total'])} | ours/native "
                f"{ow['full']['total'] / nw['full']['total']:.3f}")
 
-    # 2. XY re-merge
+    return r_full, ok_full, o_tot, n_tot
+
+
+def _xy(out: list, ow: dict, nw: dict) -> tuple[float, bool]:
     o_cell = _med(ow["xy"]["cells"])
     n_cell = _med(nw["xy"]["cells"])
     r_xy = n_cell / o_cell
@@ -90,7 +95,10 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
     out.append(f"    first cell (a full merge on both sides): ours {_s(ow['xy']['first'])} | native "
                f"{_s(nw['xy']['first'])}")
 
-    # 3. resolution
+    return r_xy, ok_xy
+
+
+def _resolution(out: list, resolve_lines: list, resolve: dict) -> tuple:
     out.append("[3] ratio resolution, all keys (bench/bench_resolve.py):")
     out += [f"    {l}" for l in resolve_lines]
     sdxl = resolve.get(("sdxl", "cached"))
@@ -100,20 +108,20 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
         out.append(f"[3] SDXL resolution (cached, as on every re-queue): {sdxl:.2f} ms; cold {sdxl_cold:.2f} ms "
                    f"[target < {T_RESOLVE:.0f} ms: {_verdict(ok_res)}]")
 
-    # 4. memory
-    def peak_line(phase, label):
-        o, n = ow[phase], nw[phase]
-        r = o["rss_peak"] / n["rss_peak"]
-        out.append(f"[4] peak RSS during {label} (separate processes, VmHWM): ours {o['rss_peak'] / GIB:.2f} GiB "
-                   f"(+{(o['rss_peak'] - ow['rss_sources']) / GIB:.2f} over A+B loaded) | native "
-                   f"{n['rss_peak'] / GIB:.2f} GiB (+{(n['rss_peak'] - nw['rss_sources']) / GIB:.2f}) | "
-                   f"ours/native {r:.3f} [target <= {T_PEAK}: {_verdict(r <= T_PEAK)}]")
-        return r
+    return sdxl, ok_res
 
-    r_pf = peak_line("full", "the full merge")
-    r_px = peak_line("xy", "the XY plot (8 cells)")
 
-    # 5. floor
+def _peak_line(out: list, ow: dict, nw: dict, phase: str, label: str) -> float:
+    o, n = ow[phase], nw[phase]
+    r = o["rss_peak"] / n["rss_peak"]
+    out.append(f"[4] peak RSS during {label} (separate processes, VmHWM): ours {o['rss_peak'] / GIB:.2f} GiB "
+               f"(+{(o['rss_peak'] - ow['rss_sources']) / GIB:.2f} over A+B loaded) | native "
+               f"{n['rss_peak'] / GIB:.2f} GiB (+{(n['rss_peak'] - nw['rss_sources']) / GIB:.2f}) | "
+               f"ours/native {r:.3f} [target <= {T_PEAK}: {_verdict(r <= T_PEAK)}]")
+    return r
+
+
+def _floor(out: list, tw: dict, o_tot: float, n_tot: float) -> tuple:
     fl = tw["floor"]
     f_t = fl["strict_s"]
     r_floor = o_tot / f_t
@@ -129,6 +137,18 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
                f"{_verdict(ok_floor) if on_gpu else 'not measurable here (no GPU), CPU figure shown'}]")
     out.append("[SDXL] full merge at SDXL size: skipped (GPU only; this machine has none)" if not on_gpu else
                "[SDXL] full merge at SDXL size: no SDXL-layout checkpoints provisioned; skipped")
+    return r_floor, ok_floor, on_gpu
+
+
+def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: dict, wall: float) -> list[str]:
+    tw, ow, nw = workers["timing"], workers["ours"], workers["native"]
+    out = _header(stamp, info, tw)
+    r_full, ok_full, o_tot, n_tot = _full_merge(out, tw, ow, nw)
+    r_xy, ok_xy = _xy(out, ow, nw)
+    sdxl, ok_res = _resolution(out, resolve_lines, resolve)
+    r_pf = _peak_line(out, ow, nw, "full", "the full merge")
+    r_px = _peak_line(out, ow, nw, "xy", "the XY plot (8 cells)")
+    r_floor, ok_floor, on_gpu = _floor(out, tw, o_tot, n_tot)
     out.append(f"# run took {wall:.0f} s")
 
     res = f"{sdxl:.2f} ms ({_verdict(ok_res)})" if sdxl is not None else "n/a"

@@ -138,10 +138,19 @@ def _problem(text: str, arch, validate):
     return None if fit.valid else fit.errors
 
 
-def _first_error(where: str, line: int, entry: str, errors: list) -> str:
-    """Message for an entry invalid in every architecture tried, from the closest one's errors."""
-    detail = "; ".join(d.message + (f" ({d.hint})" if d.hint else "") for d in errors)
-    return f"{where} line {line}: '{entry}': {detail}"
+def _require_valid(text: str, arch, validate, where: str, line: int, entry: str) -> None:
+    """AxisError naming the input, line and entry when `text` is valid for no architecture tried; the
+    closest architecture's errors are the ones shown."""
+    errors = _problem(text, arch, validate)
+    if errors is not None:
+        detail = "; ".join(d.message + (f" ({d.hint})" if d.hint else "") for d in errors)
+        raise AxisError(f"{where} line {line}: '{entry}': {detail}")
+
+
+def _nonempty(items: list, message: str) -> list:
+    if not items:
+        raise AxisError(message)
+    return items
 
 
 # ---- targets (pinpoint axes and the diff checker) ------------------------------------------------------------
@@ -178,13 +187,9 @@ def parse_targets(text: str, arch=None, where: str = "targets", kind: str = PIN_
             target = parse_target(entry, kind)
         except ValueError as exc:
             raise AxisError(f"{where} line {line}: '{entry}': {exc}") from None
-        errors = _problem(target.spec_line(0.0), arch, validate_spec)
-        if errors is not None:
-            raise AxisError(_first_error(where, line, entry, errors))
+        _require_valid(target.spec_line(0.0), arch, validate_spec, where, line, entry)
         items.append(Item(entry, line, target))
-    if not items:
-        raise AxisError(f"{where}: no entry given")
-    return items
+    return _nonempty(items, f"{where}: no entry given")
 
 
 # ---- axes ---------------------------------------------------------------------------------------------------
@@ -199,9 +204,7 @@ def _parse_numbers(text: str, where: str) -> list[Item]:
         if not math.isfinite(v):
             raise AxisError(f"{where} line {line}: '{entry}' is not a finite number")
         items.append(Item(f"{v:g}", line, v))
-    if not items:
-        raise AxisError(f"{where}: no number given")
-    return items
+    return _nonempty(items, f"{where}: no number given")
 
 
 def _parse_elemental(text: str, arch, where: str) -> list[Item]:
@@ -212,9 +215,7 @@ def _parse_elemental(text: str, arch, where: str) -> list[Item]:
             d = errors[0]
             raise AxisError(f"{where} line {start + d.line - 1}: {d.format().split(': ', 1)[1]}")
         items.append(Item(_one_line(group), start, group))
-    if not items:
-        raise AxisError(f"{where}: no spec given (separate the specs of the cells by blank lines)")
-    return items
+    return _nonempty(items, f"{where}: no spec given (separate the specs of the cells by blank lines)")
 
 
 def _parse_presets(text: str, arch, where: str) -> list[Item]:
@@ -223,13 +224,9 @@ def _parse_presets(text: str, arch, where: str) -> list[Item]:
         entry = raw.split("#", 1)[0].strip()
         if not entry:
             continue
-        errors = _problem(entry, arch, validate_block_weights)
-        if errors is not None:
-            raise AxisError(_first_error(where, n, entry, errors))
+        _require_valid(entry, arch, validate_block_weights, where, n, entry)
         items.append(Item(entry, n, entry))
-    if not items:
-        raise AxisError(f"{where}: no preset given (one preset name or weight string per line)")
-    return items
+    return _nonempty(items, f"{where}: no preset given (one preset name or weight string per line)")
 
 
 def parse_axis(axis_type: str, text: str, arch=None, where: str = "values") -> Axis:

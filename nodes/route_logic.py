@@ -2,9 +2,10 @@
 
 The web extension asks the server, as the user types, whether a spec is valid and which keys each entry hits.
 Keeping the answers here, apart from the aiohttp glue in `routes.py`, lets them be tested without a server
-and keeps every rule about what a well-formed request is in one place: a request that breaks one raises
+or ComfyUI (tests/unit/test_route_logic.py imports this module under a bare parent package) and keeps every rule about what a well-formed request is in one place: a request that breaks one raises
 `RequestError` with a 4xx status and a message the editor can show, never an exception that would become a
-500. Everything else (what a spec means, which block a key is in, presets) comes from merge_core.
+500. Everything else (what a spec means, which architecture a text fits, which block a key is in, element
+names, presets) comes from merge_core.
 """
 from __future__ import annotations
 
