@@ -18,6 +18,7 @@ import re
 from .architectures import Architecture, get_architecture
 from .cache import cached
 from .diagnostics import ERROR, Diagnostic, MergeSpecError
+from .numbers import finite_float
 from .spec import describe_blocks
 
 _PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
@@ -140,11 +141,8 @@ def parse_block_weights(text_or_preset: str, arch, alpha: float | None = None,
     values: list[float] = []
     for n, line in enumerate(text.splitlines(), start=1):
         for m in re.finditer(r"[^,\s]+", line):
-            try:
-                v = float(m.group(0))
-            except ValueError:
-                v = math.nan
-            if not math.isfinite(v):
+            v = finite_float(m.group(0))
+            if v is None:
                 names = ", ".join(sorted(set(list_presets(a)) | set(user_presets or {})))
                 hint = f"presets: {names}" if names else ""
                 what = "not a finite number or a preset name" if "," in text or " " in text else \

@@ -25,9 +25,13 @@ class Diagnostic:
     def is_error(self) -> bool:
         return self.severity == ERROR
 
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == WARNING
+
     def format(self) -> str:
         head = f"line {self.line}, column {self.column}: "
-        if self.severity == WARNING:
+        if self.is_warning:
             head += "warning: "
         text = head + self.message
         if self.entry:
@@ -45,13 +49,11 @@ class MergeSpecError(ValueError):
 
     def __init__(self, diagnostics):
         self.diagnostics: list[Diagnostic] = list(diagnostics)
-        errors = [d for d in self.diagnostics if d.severity == ERROR] or self.diagnostics
-        super().__init__("\n".join(d.format() for d in errors))
+        super().__init__(str(self))
 
     @property
     def errors(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == ERROR]
+        return [d for d in self.diagnostics if d.is_error]
 
     def __str__(self) -> str:
-        errors = [d for d in self.diagnostics if d.severity == ERROR] or self.diagnostics
-        return "\n".join(d.format() for d in errors)
+        return "\n".join(d.format() for d in self.errors or self.diagnostics)

@@ -16,10 +16,10 @@ share this code, and its tests run without ComfyUI.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 
+from .numbers import finite_float
 from .spec import validate_spec
 from .validation import closest_architecture, validate_block_weights
 
@@ -197,11 +197,8 @@ def parse_targets(text: str, arch=None, where: str = "targets", kind: str = PIN_
 def _parse_numbers(text: str, where: str) -> list[Item]:
     items = []
     for entry, line in _entries(text):
-        try:
-            v = float(entry)
-        except ValueError:
-            v = math.nan
-        if not math.isfinite(v):
+        v = finite_float(entry)
+        if v is None:
             raise AxisError(f"{where} line {line}: '{entry}' is not a finite number")
         items.append(Item(f"{v:g}", line, v))
     return _nonempty(items, f"{where}: no number given")

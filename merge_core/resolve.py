@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .architectures import Architecture, get_architecture
+from .architectures import get_architecture
 from .diagnostics import WARNING, Diagnostic
 from .key_index import key_index
 from .spec import ElementalSpec, SpecEntry
@@ -55,7 +55,7 @@ def resolve_ratios(keys: Iterable[str], arch, alpha: float, block_weights: dict[
     if spec is not None:
         if get_architecture(spec.arch_name).blocks != a.blocks:
             raise ValueError(f"spec was parsed for {spec.arch_name}, not {a.name}")
-        warnings.extend(d for d in spec.diagnostics if d.severity == WARNING)
+        warnings.extend(spec.warnings)
         seen = {(d.line, d.column, d.message) for d in warnings}
         for e in spec.entries:
             hit = km.select(e)

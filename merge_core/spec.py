@@ -31,6 +31,7 @@ from .architectures import Architecture, get_architecture
 from .diagnostics import ERROR, WARNING, Diagnostic, MergeSpecError
 from .cache import cached
 from .key_index import key_index
+from .numbers import finite_float
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,11 @@ class ElementalSpec:
 
     @property
     def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == WARNING]
+        return [d for d in self.diagnostics if d.is_warning]
 
     @property
     def errors(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == ERROR]
+        return [d for d in self.diagnostics if d.is_error]
 
 
 def describe_blocks(arch: Architecture) -> str:
@@ -191,12 +192,10 @@ def _parse_ratio(e: _Entry, field: str, col0: int) -> float:
     if not text:
         e.err(col, "missing ratio")
         return math.nan
-    try:
-        ratio = float(text)
-    except ValueError:
-        ratio = math.nan
-    if not math.isfinite(ratio):
+    ratio = finite_float(text)
+    if ratio is None:
         e.err(col, f"ratio '{text}' is not a finite number")
+        return math.nan
     return ratio
 
 
