@@ -1,0 +1,168 @@
+"""Seeded random LoRA files in real key layouts, named from ComfyUI's own LoRA key maps.
+
+No real LoRA can be fetched on CI, so the tests write their own. Module names and shapes come from ComfyUI:
+the UNet's diffusers names from `comfy.utils.unet_to_diffusers` on the SD1.5 config, the text encoder's from
+`comfy.lora.LORA_CLIP_MAP`, shapes from the real modules built on the meta device; every LoRA name written is
+checked to be in `comfy.lora.model_lora_keys_unet` / `model_lora_keys_clip`, i.e. one ComfyUI loads.
+
+Layouts (SD1.5):
+* ``kohya``: ``lora_unet_<diffusers name>`` / ``lora_te_text_model_encoder_layers_<n>_<module>`` with
+  ``lora_down.weight``, ``lora_up.weight`` and ``alpha`` (kohya sd-scripts; conv layers as LoCon).
+* ``peft``: ``unet.<diffusers name>`` / ``text_encoder.text_model.encoder.layers.<n>.<module>`` with
+  ``lora_A.weight`` / ``lora_B.weight`` and no alpha (diffusers/PEFT; attention projections under the
+  ``processor.`` names ComfyUI maps).
+* ``loha``: LyCORIS LoHa, kohya names with ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``, ``alpha``.
+
+The UNet modules are those a kohya LoCon trains (transformer projections, attention, feed-forward, resnet
+convolutions) plus ``conv_in``, ``time_embedding`` and ``conv_out``, so every block, and the keys LoRA Block
+Weight assigns to no block, get a patch. Values are seeded per tensor name (the same file on every machine),
+stored in fp16 like real LoRAs; rank 4 and alpha 2 make the LoRA scale alpha/rank = 0.5, exact in binary.
+
+Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+import torch
+
+from devkit.checkpoints import SD15_UNET_CONFIG, _key_seed
+
+RANK = 4
+ALPHA = 2.0
+LAYOUTS = ("kohya", "peft", "loha")
+SEEDS = {"kohya": 11, "peft": 12, "loha": 13}
+
+# Diffusers UNet module names a LoCon-style LoRA trains, as regexes on the name without ".weight".
+UNET_MODULES = (
+    r"^(?:down_blocks|up_blocks)\.\d+\.attentions\.\d+\.(?:proj_in|proj_out)$",
+    r"^mid_block\.attentions\.0\.(?:proj_in|proj_out)$",
+    r"\.transformer_blocks\.\d+\.(?:attn[12]\.to_(?:q|k|v|out\.0)|ff\.net\.0\.proj|ff\.net\.2)$",
+    r"\.resnets\.\d+\.(?:conv1|conv2)$",
+    r"\.(?:downsamplers|upsamplers)\.0\.conv$",
+    r"^(?:conv_in|conv_out|time_embedding\.linear_[12])$",
+)
+TEXT_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1",
+                "mlp.fc2")
+
+
+def _comfy_parts():
+    """(UNet BaseModel on meta, SD1 CLIP model on meta, unet_to_diffusers map) from ComfyUI's own classes."""
+    from devkit.comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.utils
+
+    config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
+    unet = config.get_model({}, device="meta")
+    clip = comfy.sd1_clip.SD1ClipModel(device="meta")
+    return unet, clip, comfy.utils.unet_to_diffusers(config.unet_config)
+
+
+def sd15_targets() -> list[tuple[str, str, tuple[int, ...], str]]:
+    """(kohya name, PEFT name, weight shape, ComfyUI key) for every module the layouts train."""
+    unet, clip, diffusers = _comfy_parts()
+    import comfy.lora
+
+    unet_sd, clip_sd = unet.state_dict(), clip.state_dict()
+    compiled = [re.compile(p) for p in UNET_MODULES]
+    out = []
+    for dname, cname in sorted(diffusers.items()):
+        module = dname[:-len(".weight")] if dname.endswith(".weight") else None
+        if module is None or not any(p.search(module) for p in compiled):
+            continue
+        key = "diffusion_model." + cname
+        if key not in unet_sd:  # the diffusers map is generic (SD1.5 has no 4th downsampler)
+            continue
+        peft = "unet." + module.replace(".to_", ".processor.to_")
+        peft = peft[:-2] if peft.endswith(".to_out.0") else peft
+        out.append(("lora_unet_" + module.replace(".", "_"), peft, tuple(unet_sd[key].shape), key))
+    for layer in range(12):
+        for m in TEXT_MODULES:
+            key = f"clip_l.transformer.text_model.encoder.layers.{layer}.{m}.weight"
+            out.append((f"lora_te_text_model_encoder_layers_{layer}_{comfy.lora.LORA_CLIP_MAP[m]}",
+                        f"text_encoder.text_model.encoder.layers.{layer}.{m}", tuple(clip_sd[key].shape), key))
+    key_map = comfy.lora.model_lora_keys_clip(clip, comfy.lora.model_lora_keys_unet(unet, {}))
+    for kohya, peft, _, key in out:
+        for name in (kohya, peft):
+            if key_map.get(name) != key:
+                raise AssertionError(f"ComfyUI does not map LoRA name {name} to {key}")
+    return out
+
+
+def _randn(seed: int, name: str, shape, std: float) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(_key_seed(seed, name))
+    return (std * torch.randn(shape, generator=gen)).to(torch.float16)
+
+
+def _factors(seed: int, name: str, shape: tuple[int, ...], tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(up (out, rank[, 1, 1]), down (rank, in[, kh, kw])) with a modest product (~1e-3 per entry)."""
+    out_dim, fan_in = shape[0], 1
+    for d in shape[1:]:
+        fan_in *= d
+    up_shape = (out_dim, RANK) + ((1, 1) if len(shape) == 4 else ())
+    down_shape = (RANK,) + tuple(shape[1:])
+    return (_randn(seed, f"{name}.{tag}up", up_shape, 0.02),
+            _randn(seed, f"{name}.{tag}down", down_shape, fan_in ** -0.5))
+
+
+def lora_state_dict(layout: str, seed: int | None = None, targets=None) -> dict[str, torch.Tensor]:
+    """The tensors of one LoRA file in ``layout`` (see the module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown LoRA layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    seed = SEEDS[layout] if seed is None else seed
+    sd: dict[str, torch.Tensor] = {}
+    alpha = torch.tensor(ALPHA, dtype=torch.float16)
+    for kohya, peft, shape, _ in targets if targets is not None else sd15_targets():
+        if layout == "kohya":
+            sd[f"{kohya}.lora_up.weight"], sd[f"{kohya}.lora_down.weight"] = _factors(seed, kohya, shape, "")
+            sd[f"{kohya}.alpha"] = alpha.clone()
+        elif layout == "peft":
+            sd[f"{peft}.lora_B.weight"], sd[f"{peft}.lora_A.weight"] = _factors(seed, peft, shape, "")
+        else:
+            flat = (shape[0], RANK), (RANK, int(torch.tensor(shape[1:]).prod()))
+            for i in (1, 2):
+                sd[f"{kohya}.hada_w{i}_a"] = _randn(seed, f"{kohya}.w{i}a", flat[0], 0.15)
+                sd[f"{kohya}.hada_w{i}_b"] = _randn(seed, f"{kohya}.w{i}b", flat[1], 0.15)
+            sd[f"{kohya}.alpha"] = alpha.clone()
+    return sd
+
+
+def write_lora(path: str, layout: str, seed: int | None = None, targets=None) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in lora_state_dict(layout, seed, targets).items()}
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata={"elemental_test_layout": layout, "format": "pt"})
+    os.replace(tmp, path)
+
+
+def ensure_loras(out_dir: str, layouts=LAYOUTS) -> dict[str, str]:
+    """Writes the missing test LoRAs (test_lora_<layout>.safetensors) into out_dir; returns layout -> path."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {layout: os.path.join(out_dir, f"test_lora_{layout}.safetensors") for layout in layouts}
+    missing = [layout for layout, p in paths.items() if not os.path.exists(p)]
+    if missing:
+        targets = sd15_targets()
+        for layout in missing:
+            write_lora(paths[layout], layout, targets=targets)
+            print(f"[loras] wrote {paths[layout]}", file=sys.stderr)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
+    args = ap.parse_args()
+    for path in ensure_loras(args.out_dir, args.layouts).values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""A LoRA as per-key ModelPatcher patches, each key at its own strength: the engine of `ElementalLoRA`.
+
+ComfyUI's `LoraLoader` parses a LoRA file into one patch per model key (`comfy.lora.load_lora` with the key
+maps of the model and the text encoder) and adds them all at one strength. Here the same parse is used, so
+every format ComfyUI loads works (kohya, LyCORIS LoHa/LoKr/LoCon, diffusers/PEFT, Flux and the rest), and
+each key's patch is added at ``strength x ratio(key)``. The patch tuples are exactly `LoraLoader`'s, so at
+ratio 1 a key's weight is bit for bit what `LoraLoader` gives; a key at strength 0 gets no patch at all and
+keeps the base weight exactly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import comfy.lora
+import comfy.lora_convert
+import comfy.utils
+
+_FILE_CACHE: dict[str, tuple[float, dict]] = {}  # path -> (mtime, state dict): the last LoRA read, as LoraLoader
+
+
+def read_lora(path: str) -> dict:
+    """The LoRA file's tensors; the last file read is kept, so re-queueing with new weights is cheap."""
+    mtime = os.path.getmtime(path)
+    hit = _FILE_CACHE.get(path)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    _FILE_CACHE.clear()
+    _FILE_CACHE[path] = (mtime, sd)
+    return sd
+
+
+def patch_key(k) -> str:
+    """The model key of a patch-dict key (Flux's fused qkv LoRAs use (key, offset) tuples)."""
+    return k if isinstance(k, str) else k[0]
+
+
+@dataclass
+class ParsedLoRA:
+    """A LoRA file parsed against one model/CLIP pair, split by the object each patch belongs to."""
+    unet: dict = field(default_factory=dict)     # patch key -> adapter, for the MODEL
+    clip: dict = field(default_factory=dict)     # patch key -> adapter, for the CLIP
+    unmatched: list = field(default_factory=list)  # patch keys that are in neither
+
+
+def parse_lora(lora_sd: dict, model, clip) -> ParsedLoRA:
+    """ComfyUI's own parse (`comfy.sd.load_lora_for_models` without adding the patches)."""
+    key_map = {}
+    if model is not None:
+        key_map = comfy.lora.model_lora_keys_unet(model.model, key_map)
+    if clip is not None:
+        key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    loaded = comfy.lora.load_lora(comfy.lora_convert.convert_lora(lora_sd), key_map)
+    unet_keys = set(model.model_state_dict()) if model is not None else set()
+    clip_keys = set(clip.patcher.model_state_dict()) if clip is not None else set()
+    out = ParsedLoRA()
+    for k, adapter in loaded.items():
+        key = patch_key(k)
+        if key in unet_keys:
+            out.unet[k] = adapter
+        elif key in clip_keys:
+            out.clip[k] = adapter
+        else:
+            out.unmatched.append(k)
+    return out
+
+
+def add_scaled_patches(target, patches: dict, strength: float, ratio_of) -> dict:
+    """Adds every patch at ``strength * ratio_of(key)`` to ``target`` (ModelPatcher or CLIP).
+
+    One `add_patches` call per distinct strength (each call walks the model's whole state dict). Returns
+    model key -> the strength it got (0 for the keys left unpatched).
+    """
+    groups: dict[float, dict] = {}
+    applied: dict[str, float] = {}
+    for k, adapter in patches.items():
+        s = float(strength) * float(ratio_of(patch_key(k)))
+        applied[patch_key(k)] = s
+        if s != 0.0:
+            groups.setdefault(s, {})[k] = adapter
+    for s, group in groups.items():
+        target.add_patches(group, s)
+    return applied
