@@ -21,7 +21,6 @@ from .route_logic import RequestError
 
 log = logging.getLogger("elemental_merge")
 PREFIX = "/elemental"
-_registered = False
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -128,13 +127,12 @@ ROUTES = (
 
 
 def register_routes() -> None:
-    """Adds the routes to ComfyUI's route table (once; the pack's entry point may call this again)."""
-    global _registered
-    if _registered:
-        return
+    """Adds the routes to ComfyUI's route table; a route already in the table is not added again, so a
+    second call (a reloaded extension) changes nothing."""
     from server import PromptServer
 
     table = PromptServer.instance.routes
+    present = {(getattr(r, "method", None), getattr(r, "path", None)) for r in table}
     for method, path, handler in ROUTES:
-        table.route(method, PREFIX + path)(handler)
-    _registered = True
+        if (method, PREFIX + path) not in present:
+            table.route(method, PREFIX + path)(handler)
