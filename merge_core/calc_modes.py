@@ -47,6 +47,7 @@ class CalcArgs:
     key: str = ""
     gamma: float = DEFAULT_GAMMA
     stat: CosineStat | None = None
+    b_dtype: torch.dtype | None = None  # B's storage dtype when B is handed over already cast (smoothAdd)
 
 
 def _f32(t):
@@ -96,7 +97,7 @@ def train_difference(A, B, C, a, b, args):
 
 
 def smooth_add(A, B, C, a, b, args):
-    d = (_f32(B) - _f32(C)).to(B.dtype)  # SuperMerger stores B - C in B's tensor, so in B's dtype
+    d = (_f32(B) - _f32(C)).to(args.b_dtype or B.dtype)  # SuperMerger stores B - C in B's tensor (dtype)
     return _f32(A) + a * smooth_difference(d)
 
 

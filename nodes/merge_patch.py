@@ -1,0 +1,158 @@
+"""One fused patch per key: a merge as a ComfyUI weight adapter that computes the merged weight in one pass.
+
+Why an adapter: ComfyUI 0.3.75's `comfy.lora.calculate_weight` calls a `WeightAdapterBase` patch value with
+A's weight (float32, on the device, A's own patches already applied) and uses what it returns. One adapter
+per key can therefore compute any per-key formula, the calc modes included, on the device when the sampler
+loads the model, instead of a chain of `w * strength_model + strength * source` patches that each allocate
+a temporary. The sources are the other models' `get_key_patches()` entries, evaluated here the way ComfyUI
+evaluates a nested patch list, so a source that is itself a merge or carries a LoRA works.
+
+Linear modes run merge_core's patch steps as fused in-place ops on A's weight (`lerp_`, `add_(alpha=)`); the
+only temporaries are the casts of sources not already float32 on the device. Calc modes compute out of place
+(merge_core.calc_modes) and copy the result into A's weight, in checkpoint layout where the mode needs it.
+In place matters: with an `offset` ComfyUI hands over a narrowed view and keeps the full tensor.
+
+Adapters are interned (`make_patch`): equal parameters give the very same object, so the XY re-merge, which
+compares patch lists by identity, sees an unchanged key as unchanged.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+import comfy.lora
+import comfy.model_management
+from comfy.weight_adapter import WeightAdapterBase
+
+from ..merge_core.calc_layout import PLAIN, LayoutUnit, layout_units, part_of, to_checkpoint
+from ..merge_core.calc_modes import STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic, get_calc_mode
+
+
+def entry_dtype(entry) -> torch.dtype:
+    """The storage dtype of a `get_key_patches()` entry's base weight."""
+    return entry[0][0].dtype
+
+
+def source_weight(entry, device, key: str = "") -> torch.Tensor:
+    """A `get_key_patches()` entry's weight, float32 on ``device``: the base weight converted and, when the
+    entry carries patches (a merge, a LoRA), those applied with ComfyUI's own calculate_weight. The result
+    is read-only for the caller unless it was copied (patched entries always are)."""
+    (weight, convert), patches = entry[0], entry[1:]
+    if not patches:
+        return convert(comfy.model_management.cast_to_device(weight, device, torch.float32), inplace=False)
+    base = convert(comfy.model_management.cast_to_device(weight, device, torch.float32, copy=True), inplace=True)
+    return comfy.lora.calculate_weight(patches, base, key, intermediate_dtype=torch.float32)
+
+
+def run_steps(weight: torch.Tensor, steps, sources: dict) -> torch.Tensor:
+    """merge_core PatchSteps (``w = w * strength_model + strength * source``) as fused in-place ops."""
+    for step in steps:
+        src = sources[step.source]
+        if step.strength_model == 1.0:
+            weight.add_(src, alpha=step.strength)
+        elif step.strength_model == 1.0 - step.strength:
+            weight.lerp_(src, step.strength)
+        else:
+            weight.mul_(step.strength_model).add_(src, alpha=step.strength)
+    return weight
+
+
+class MergePatch(WeightAdapterBase):
+    """The merge of one key. ``sources``: name -> tuple of `get_key_patches()` entries, one per key of
+    ``unit`` (a single entry for a plain key); "a" holds A's entries of the unit's other keys (fused q/k/v)."""
+    name = "elemental_merge"
+
+    def __init__(self, key: str, steps=(), calc: str = "normal", a: float = 0.0, b: float = 0.0,
+                 sources=None, unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs()):
+        self.loaded_keys = set()
+        self.weights = []
+        self.key, self.steps, self.calc, self.a, self.b = key, tuple(steps), calc, a, b
+        self.sources = dict(sources or {})
+        self.unit = unit
+        self.args = args
+
+    def __repr__(self):
+        return f"MergePatch({self.key!r}, calc={self.calc}, a={self.a}, b={self.b}, steps={self.steps})"
+
+    def _evaluate(self, name: str, index: int, device) -> torch.Tensor:
+        return source_weight(self.sources[name][index], device, self.key)
+
+    def _calc(self, weight: torch.Tensor) -> torch.Tensor:
+        mode = get_calc_mode(self.calc)
+        device = weight.device
+        names = ["b"] if mode.reads_b else []
+        names += ["c"] if mode.needs_c else []
+        args = self.args
+        if "b" in names:
+            args = CalcArgs(args.key, args.gamma, args.stat, entry_dtype(self.sources["b"][0]))
+        if self.unit is None or self.unit.kind == PLAIN:
+            tensors = {n: self._evaluate(n, 0, device) for n in names}
+            return calc_merge(mode, weight, tensors.get("b"), tensors.get("c"), self.a, self.b, args)
+        own = self.unit.keys.index(self.key)
+        parts_a = [weight if i == own else self._evaluate("a", i, device) for i in range(len(self.unit.keys))]
+        full = {n: to_checkpoint(self.unit, [self._evaluate(n, i, device) for i in range(len(self.unit.keys))])
+                for n in names}
+        merged = calc_merge(mode, to_checkpoint(self.unit, parts_a), full.get("b"), full.get("c"),
+                            self.a, self.b, args)
+        return part_of(self.unit, self.key, merged, [p.shape for p in parts_a])
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        if self.calc == "normal":
+            sources = {n: self._evaluate(n, 0, weight.device) for n in {s.source for s in self.steps}}
+            return run_steps(weight, self.steps, sources)
+        return weight.copy_(self._calc(weight))
+
+
+_INTERNED: "weakref.WeakValueDictionary[tuple, MergePatch]" = weakref.WeakValueDictionary()
+
+
+def _token(value):
+    """A hashable stand-in for a patch parameter: entries (lists of tensors) by identity."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _token(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)) and not isinstance(value, LayoutUnit):
+        return tuple(id(v) for v in value)
+    return value
+
+
+def make_patch(key: str, steps=(), calc: str = "normal", a: float = 0.0, b: float = 0.0, sources=None,
+               unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs()) -> MergePatch:
+    """The MergePatch with these parameters: the same object as long as an equal one is alive."""
+    ident = (key, tuple(steps), calc, a, b, _token(sources or {}), unit, args)
+    patch = _INTERNED.get(ident)
+    if patch is None:
+        patch = MergePatch(key, steps, calc, a, b, sources, unit, args)
+        _INTERNED[ident] = patch
+    return patch
+
+
+def stat_pairs(parts, device=None):
+    """(A, B) float32 checkpoint-layout tensors for the cosine statistic. ``parts``: (architecture, A's
+    get_key_patches(), B's) per patcher (UNet, text encoder). Every floating-point key present in both, with
+    q/k/v fused and text_projection untransposed; a key whose shapes differ is left out (SuperMerger would
+    crash on it)."""
+    device = device or torch.device("cpu")
+    for arch, entries_a, entries_b in parts:
+        keys = [k for k in entries_a if k in entries_b and entries_a[k][0][0].is_floating_point()]
+        for unit in layout_units(keys, arch):
+            A = to_checkpoint(unit, [source_weight(entries_a[k], device, k) for k in unit.keys])
+            B = to_checkpoint(unit, [source_weight(entries_b[k], device, k) for k in unit.keys])
+            if A.shape == B.shape:
+                yield A, B
+
+
+def pair_token(*patchers) -> tuple:
+    """Identity of source models for the statistic cache: the wrapped model and its patch set's uuid (which
+    ComfyUI renews whenever patches change; a clone keeps it, and so keeps the same weights)."""
+    return tuple((id(p.model), p.patches_uuid) if p is not None else None for p in patchers)
+
+
+def cosine_stat(mode: str, token, parts, device=None) -> CosineStat:
+    """The cached statistic of ``mode`` for the pair ``token`` (`pair_token`), computed on first use."""
+    return STAT_CACHE.get(mode, token, lambda: cosine_statistic(stat_pairs(parts, device), mode))
+
+
+__all__ = ["CosineStat", "MergePatch", "cosine_stat", "make_patch", "pair_token", "run_steps", "source_weight",
+           "stat_pairs"]
