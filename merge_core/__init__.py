@@ -11,7 +11,9 @@ The core of the Elemental Merge node pack, usable without ComfyUI:
 * `validation`: is a spec / weight string valid, and which architecture did the user mean.
 * `methods`: the merge-method registry (formulas and equivalent ModelPatcher steps).
 * `plot_axes`: XY-plot axes and diff-checker targets, parsed into each cell's merge settings.
-* `elements`: element names per block (editor completion); `checkpoint_header`: architecture of a file.
+* `elements`: element names per block (editor completion).
+* `checkpoint_header`: a file's architecture from its safetensors header (not imported here: it needs torch
+  through `safetensors_stream`, and ``import merge_core`` stays light for the CLI and the editor's routes).
 * `cache` / `key_index`: every memo behind functools.lru_cache; `clear_caches()` empties them all.
 
 Block names
@@ -34,7 +36,6 @@ from .architectures import ARCHITECTURES, Architecture, detect_architecture, get
 from .block_weights import (expected_counts, list_presets, load_user_presets, parse_block_weights,
                             sd1_to_sdxl)
 from .cache import clear_caches
-from .checkpoint_header import detect_file, safetensors_keys
 from .diagnostics import Diagnostic, MergeSpecError
 from .elements import element_of, elements_by_block
 from .keys import canonical_key
@@ -47,7 +48,7 @@ from .validation import AUTO, ArchitectureFit, closest_architecture, text_proble
 __all__ = [
     "ARCHITECTURES", "Architecture", "detect_architecture", "get_architecture",
     "expected_counts", "list_presets", "load_user_presets", "parse_block_weights", "sd1_to_sdxl",
-    "clear_caches", "detect_file", "safetensors_keys",
+    "clear_caches",
     "Diagnostic", "MergeSpecError", "canonical_key", "element_of", "elements_by_block",
     "MERGE_METHODS", "MergeMethod", "PatchStep", "apply_steps", "get_merge_method",
     "Change", "Resolution", "format_change_report", "resolve_ratios",

@@ -15,7 +15,7 @@ import logging
 import folder_paths  # ComfyUI's checkpoint folders (this module only runs inside ComfyUI's server)
 from aiohttp import web
 
-from ..merge_core import detect_file
+from ..merge_core.checkpoint_header import detect_file
 from . import route_logic
 from .route_logic import RequestError
 
