@@ -1,0 +1,162 @@
+"""Save a (merged) MODEL + CLIP + VAE as a checkpoint, one tensor at a time, with ComfyUI's own names.
+
+Why not `comfy.sd.save_checkpoint`: it patches the whole model (`force_patch_weights`), builds the full
+state dict and serializes it in one buffer, so a save needs the sources, the merged copy and the file's
+bytes in memory together. Here each merged weight is computed only when the streaming writer asks for it,
+written, and dropped.
+
+What stays ComfyUI's:
+- the weights: each key is computed exactly as `ModelPatcher.patch_weight_to_device` computes the live
+  weight (float32 copy of the unpatched weight, `comfy.lora.calculate_weight`, rounded to the weight's own
+  dtype), so an fp32 save holds the live weights bit for bit. The unpatched weight and the patch list come
+  from the public `ModelPatcher.get_key_patches()`, which reads the shared backup when a clone has the
+  model loaded with its patches applied.
+- the names and layout: each part's `process_*_state_dict_for_saving` of the model config, run first on
+  meta tensors. An output that is the very input object is a rename; any other output (SD2/SDXL's fused
+  q/k/v `in_proj`, the transposed `text_projection`, new `position_ids`) is rebuilt by running the same
+  function on the patched inputs, once, when the first such key is written.
+- the extra keys of `comfy_extras/nodes_model_merging.save_checkpoint` and `BaseModel.state_dict_for_saving`
+  (ComfyUI 0.3.75): `v_pred`, `ztsnr`, `edm_vpred.sigma_min/max`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import comfy.float
+import comfy.lora
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import torch
+
+from ..merge_core.safetensors_stream import write_streaming
+from ..merge_core.save_dtypes import cast_for_save, stored_dtype
+
+UNET_PREFIX = "diffusion_model."
+
+
+@dataclass
+class Part:
+    """One component (UNet, text encoder, VAE): its inputs, its config's saving function, and the mapping."""
+    name: str
+    process: Callable[[dict], dict]
+    compute: Callable[[str], torch.Tensor]   # input key -> the tensor as the live model holds it
+    inputs: dict                             # input key -> tensor (unpatched; only dtype/shape are read)
+    renamed: dict | None = None              # output key -> input key
+    derived: dict | None = None              # output key -> (dtype, shape), rebuilt by `process`
+    consumed: list | None = None             # input keys that are not renamed (feed derived outputs)
+
+    def plan(self) -> dict:
+        """Runs `process` on meta tensors: output key -> (dtype, shape); fills renamed/derived/consumed."""
+        meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
+        by_id = {id(v): k for k, v in meta.items()}
+        out = self.process(dict(meta))
+        self.renamed, self.derived, layout = {}, {}, {}
+        for k, v in out.items():
+            if not isinstance(v, torch.Tensor):
+                raise ValueError(f"{self.name}: '{k}' is not a tensor ({type(v).__name__}); quantized models "
+                                 "cannot be saved by this node")
+            layout[k] = (v.dtype, tuple(v.shape))
+            if id(v) in by_id:
+                self.renamed[k] = by_id[id(v)]
+            else:
+                self.derived[k] = layout[k]
+        used = set(self.renamed.values())
+        self.consumed = [k for k in self.inputs if k not in used]
+        return layout
+
+    def rebuild_derived(self) -> dict:
+        """The derived outputs from the patched inputs they are made of (all at once: they are few)."""
+        real = {k: (self.compute(k) if k in self.consumed else v.to("meta")) for k, v in self.inputs.items()}
+        out = self.process(real)
+        return {k: out[k] for k in self.derived}
+
+
+def live_weight(entry: list, key: str, device) -> torch.Tensor:
+    """What `patch_weight_to_device` makes of a `get_key_patches()` entry `[(weight, convert), *patches]`."""
+    (weight, convert), patches = entry[0], entry[1:]
+    if not patches:
+        return weight
+    temp = comfy.model_management.cast_to_device(weight, device, torch.float32, copy=True)
+    temp = convert(temp, inplace=True)
+    out = comfy.lora.calculate_weight(patches, temp, key)
+    out = comfy.float.stochastic_rounding(out, weight.dtype, seed=comfy.model_patcher.string_to_seed(key))
+    return out.to("cpu")
+
+
+def _patcher_part(name: str, patcher, prefix: str, process, extra: dict | None = None) -> Part:
+    entries = patcher.get_key_patches(prefix or None)
+    device = patcher.load_device
+    strip = len(prefix)
+    inputs = {k[strip:]: e[0][0] for k, e in entries.items()}
+    for k, v in (extra or {}).items():
+        inputs.setdefault(k, v)
+
+    def compute(k):
+        if prefix + k in entries:
+            return live_weight(entries[prefix + k], prefix + k, device)
+        return inputs[k]
+    return Part(name, process, compute, inputs)
+
+
+def extra_keys(model) -> dict:
+    """The marker tensors ComfyUI's own checkpoint save adds (v-prediction, zero terminal SNR, EDM sigmas)."""
+    extras = {}
+    sampling = model.get_model_object("model_sampling")
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM) and \
+            isinstance(sampling, comfy.model_sampling.V_PREDICTION):
+        extras["edm_vpred.sigma_max"] = torch.tensor(sampling.sigma_max).float()
+        extras["edm_vpred.sigma_min"] = torch.tensor(sampling.sigma_min).float()
+    if model.model.model_type == comfy.model_base.ModelType.V_PREDICTION:
+        extras["v_pred"] = torch.tensor([])
+        if getattr(sampling, "zsnr", False):
+            extras["ztsnr"] = torch.tensor([])
+    return extras
+
+
+def checkpoint_parts(model, clip=None, vae=None) -> list[Part]:
+    """The parts of the checkpoint ComfyUI would save for (model, clip, vae), in its update order."""
+    config = model.model.model_config
+    if getattr(config, "scaled_fp8", None) is not None or getattr(config, "layer_quant_config", None):
+        raise ValueError("the model is stored as scaled fp8 / quantized: save it with ComfyUI's CheckpointSave")
+    parts = [_patcher_part("UNet", model, UNET_PREFIX, config.process_unet_state_dict_for_saving)]
+    if clip is not None:
+        parts.append(_patcher_part("text encoder", clip.patcher, "", config.process_clip_state_dict_for_saving,
+                                   extra=clip.tokenizer.state_dict()))
+    if vae is not None:
+        vae_sd = vae.get_sd()
+        parts.append(Part("VAE", config.process_vae_state_dict_for_saving, vae_sd.__getitem__, vae_sd))
+    return parts
+
+
+def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metadata: dict,
+                              on_tensor: Callable[[int, str], None] | None = None) -> dict:
+    """Writes the checkpoint; returns {output key: stored dtype}. Peak extra memory: about one tensor."""
+    parts = checkpoint_parts(model, clip, vae)
+    source: dict[str, tuple] = {}   # output key -> (part, input key or None for derived)
+    layout: dict[str, tuple] = {}
+    for part in parts:  # later parts overwrite earlier keys, as state_dict_for_saving's dict.update does
+        for k, (dtype, shape) in part.plan().items():
+            source[k] = (part, part.renamed.get(k))
+            layout[k] = (dtype, shape)
+    for k, t in extra_keys(model).items():
+        source[k], layout[k] = (None, t), (t.dtype, tuple(t.shape))
+    targets = {k: stored_dtype(k, dt, shape, precision) for k, (dt, shape) in layout.items()}
+    derived_cache: dict[int, dict] = {}
+
+    def produce(key: str) -> torch.Tensor:
+        part, ref = source[key]
+        if part is None:
+            t = ref
+        elif ref is not None:
+            t = part.compute(ref)
+        else:
+            if id(part) not in derived_cache:
+                derived_cache[id(part)] = part.rebuild_derived()
+            t = derived_cache[id(part)].pop(key)
+        return cast_for_save(t, targets[key])
+
+    write_streaming(path, {k: (targets[k], layout[k][1]) for k in layout}, produce, metadata, on_tensor)
+    return targets
