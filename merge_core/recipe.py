@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .adjust import NAMES as ADJUST_NAMES
+from .adjust import AdjustError, parse_adjust
 from .architectures import ARCHITECTURES
+from .calc_modes import CALC_MODES
 from .file_hash import is_sha256, short_hash
 from .methods import MERGE_METHODS
 
@@ -30,14 +32,6 @@ VERSION = 2
 METADATA_KEY = "elemental_merge_recipe"   # the safetensors metadata entry that holds the document
 SOURCE_LETTERS = ("A", "B", "C")
 
-# Calc modes (issue 16) and the merge modes each one works with; "normal" works with every mode.
-CALC_MODES: dict[str, tuple[str, ...]] = {
-    "normal": tuple(MERGE_METHODS),
-    "cosineA": ("Weight sum",), "cosineB": ("Weight sum",),
-    "trainDifference": ("Add difference",), "smoothAdd": ("Add difference",), "extract": ("Add difference",),
-    "tensor": ("Weight sum",), "tensor2": ("Weight sum",), "self": ("Weight sum",),
-}
-DEFAULT_CALC_OPTION = 0.3  # extract's gamma, the node's default
 
 
 class RecipeError(ValueError):
@@ -71,10 +65,12 @@ def merge_node(mode: str, alpha: float, beta: float | None, architecture: str, s
             "text_encoder_merged": bool(text_encoder_merged), "sources": dict(sources), "apply": []}
 
 
-def lora_op(name: str, strength_model: float, strength_clip: float, sha256: str | None = None,
-            block_weights: str | None = None, elemental: str | None = None) -> dict:
+def lora_op(name: str, strength_model: float, strength_clip: float | None, sha256: str | None = None,
+            block_weights: str | None = None, elemental: str | None = None, lbw_weights: str | None = None) -> dict:
+    """ElementalLoRA's settings; `strength_clip` None when no CLIP was connected."""
     return {"op": "lora", "name": name, "sha256": sha256, "strength_model": strength_model,
-            "strength_clip": strength_clip, "block_weights": block_weights, "elemental": elemental}
+            "strength_clip": strength_clip, "block_weights": block_weights, "lbw_weights": lbw_weights,
+            "elemental": elemental}
 
 
 def adjust_op(values: dict) -> dict:
@@ -141,19 +137,18 @@ FIELDS = {
               "beta": "num?", "architecture": "str", "block_weights_alpha": "str?", "block_weights_beta": "str?",
               "elemental_alpha": "str?", "elemental_beta": "str?", "text_encoder_merged": "bool",
               "sources": "dict", "apply": "list"},
-    "lora": {"op": "str", "name": "str", "sha256": "sha?", "strength_model": "num", "strength_clip": "num",
-             "block_weights": "str?", "elemental": "str?"},
+    "lora": {"op": "str", "name": "str", "sha256": "sha?", "strength_model": "num", "strength_clip": "num?",
+             "block_weights": "str?", "lbw_weights": "str?", "elemental": "str?"},
     "adjust": {"op": "str", "values": "dict"},
 }
 REQUIRED = {
     "document": ("format", "version", "pack_version", "comfyui_version", "model"),
     "checkpoint": ("kind", "name"),
     "merge": ("kind", "mode", "alpha", "architecture", "text_encoder_merged", "sources"),
-    "lora": ("op", "name", "strength_model", "strength_clip"),
+    "lora": ("op", "name", "strength_model"),
     "adjust": ("op", "values"),
 }
 DEFAULTS = {"calc_mode": "normal", "apply": []}
-USES_BETA_CALC = ("tensor", "tensor2", "extract")
 
 
 def _fields(obj: dict, what: str, path: str, problems: list) -> dict:
@@ -190,9 +185,9 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
         return
     if isinstance(calc, str) and calc not in CALC_MODES:
         problems.append((_join(path, "calc_mode"), f"unknown calc mode '{calc}' (valid: {', '.join(CALC_MODES)})"))
-    elif isinstance(calc, str) and mode not in CALC_MODES[calc]:
+    elif isinstance(calc, str) and mode not in CALC_MODES[calc].merge_modes:
         problems.append((_join(path, "calc_mode"), f"calc mode '{calc}' needs mode "
-                         f"{' or '.join(repr(m) for m in CALC_MODES[calc])}, not '{mode}'"))
+                         f"{' or '.join(repr(m) for m in CALC_MODES[calc].merge_modes)}, not '{mode}'"))
     arch = node.get("architecture")
     if isinstance(arch, str) and arch not in ARCHITECTURES:
         problems.append((_join(path, "architecture"),
@@ -200,7 +195,8 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
     if not isinstance(mode, str):
         return
     method = MERGE_METHODS[mode]
-    if (method.uses_beta or calc in USES_BETA_CALC) and not _is_num(node.get("beta")):
+    calc_beta = isinstance(calc, str) and calc in CALC_MODES and CALC_MODES[calc].uses_beta
+    if (method.uses_beta or calc_beta) and not _is_num(node.get("beta")):
         problems.append((_join(path, "beta"), f"mode '{mode}' with calc mode '{calc}' uses beta: a number is needed"))
     if isinstance(node.get("sources"), dict):
         need = SOURCE_LETTERS if method.needs_c else SOURCE_LETTERS[:2]
@@ -260,6 +256,9 @@ def _check_document(doc: dict, path: str, problems: list, depth: int = 0) -> dic
         except (KeyError, TypeError, AttributeError) as e:
             problems.append((path, f"version 1 recipe without the field {e}"))
             return doc
+        except AdjustError as e:
+            problems.append((_join(path, "adjust"), str(e)))
+            return doc
     version = doc.get("version")
     if _is_num(version) and version > VERSION:
         problems.append((_join(path, "version"), f"recipe version {version} is newer than this pack reads "
@@ -309,11 +308,15 @@ def upgrade_v1(old: dict) -> dict:
         for letter, name in v1["models"].items():
             nested = v1.get(f"model_{letter.lower()}_recipe")
             sources[letter] = node(nested) if nested else checkpoint_node(name)
-        return merge_node(v1["mode"], v1["alpha"], v1.get("beta"), v1["architecture"], sources,
-                          v1.get("text_encoder_merged", False),
-                          block_weights_alpha=v1.get("block_weights_alpha"),
-                          block_weights_beta=v1.get("block_weights_beta"),
-                          elemental_alpha=v1.get("elemental_alpha"), elemental_beta=v1.get("elemental_beta"))
+        merged = merge_node(v1["mode"], v1["alpha"], v1.get("beta"), v1["architecture"], sources,
+                            v1.get("text_encoder_merged", False), calc_mode=v1.get("calc_mode", "normal"),
+                            calc_option=v1.get("calc_option"),
+                            block_weights_alpha=v1.get("block_weights_alpha"),
+                            block_weights_beta=v1.get("block_weights_beta"),
+                            elemental_alpha=v1.get("elemental_alpha"), elemental_beta=v1.get("elemental_beta"))
+        for text in v1.get("adjust") or []:  # ElementalAdjust appended its 8-value strings here
+            merged = with_op(merged, adjust_op(dict(zip(ADJUST_NAMES, parse_adjust(text).values))))
+        return merged
     return document(node(old), "unknown", "unknown")
 
 

@@ -203,3 +203,27 @@ def test_pack_version(tmp_path):
     assert R.pack_version(str(p)) == "1.2.3"
     assert R.pack_version(str(tmp_path / "missing.toml")) == "unknown"
     assert R.pack_version() == "0.1.0"  # this repository's pyproject.toml
+
+
+def test_version_1_with_calc_mode_and_adjust():
+    """The in-memory recipe ElementalMerge/ElementalAdjust keep today (v1 dict plus calc mode and adjust texts)."""
+    v1 = {"version": 1, "mode": "Add difference", "calc_mode": "extract", "calc_option": 0.5, "alpha": 0.5,
+          "beta": 0.25, "architecture": "sd1", "models": {"A": "a", "B": "b", "C": "c"},
+          "text_encoder_merged": True, "adjust": ["2,0,0,0,0,0,0,0", "COL1=-1"]}
+    m = R.parse_recipe(v1)["model"]
+    assert (m["calc_mode"], m["calc_option"], m["beta"]) == ("extract", 0.5, 0.25)
+    assert [op["values"] for op in m["apply"]] == [
+        {"IN": 2.0, "OUT": 0.0, "OUT2": 0.0, "CONT": 0.0, "BRI": 0.0, "COL1": 0.0, "COL2": 0.0, "COL3": 0.0},
+        {"IN": 0.0, "OUT": 0.0, "OUT2": 0.0, "CONT": 0.0, "BRI": 0.0, "COL1": -1.0, "COL2": 0.0, "COL3": 0.0}]
+    v1["adjust"] = ["1,2"]
+    assert _problems(v1) == [("adjust", "adjust: expected 8 numbers (IN, OUT, OUT2, CONT, BRI, COL1, COL2, COL3), "
+                                         "got 2 in '1,2'")]
+
+
+def test_lora_op_without_clip():
+    op = R.lora_op("x.safetensors", 1.0, None, lbw_weights="1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1")
+    node = R.with_op(R.checkpoint_node("a.safetensors"), op)
+    doc = R.parse_recipe(R.document(node, "1", "2"))
+    assert doc["model"]["apply"] == [{"op": "lora", "name": "x.safetensors", "sha256": None, "strength_model": 1.0,
+                                      "strength_clip": None, "block_weights": None,
+                                      "lbw_weights": "1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1", "elemental": None}]
