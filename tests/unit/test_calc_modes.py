@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-import torch.nn.functional as F
 
 from merge_core import calc_layout as cl
 from merge_core import calc_modes as cm
 from merge_core import calc_smooth as cs
+from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
+                                oracle_tensor, oracle_train_difference)
 
 KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "keylists")
 SHAPES = [(), (7,), (320,), (5, 3), (12, 130), (130, 12), (6, 5, 3, 3), (8, 4, 1, 1), (2, 1, 5)]
@@ -35,82 +36,6 @@ def _abc(shape, seed=0, dtype=torch.float32):
 def _close(x, y, rtol=2e-6, atol=2e-6):
     assert x.shape == y.shape, (x.shape, y.shape)
     torch.testing.assert_close(x.to(torch.float32), y.to(torch.float32), rtol=rtol, atol=atol)
-
-
-# ------------------------------------------------------------------ oracles, written from the note
-
-def oracle_stat(pairs, mode):
-    sims = np.array([], dtype=np.float64)
-    for A, B in pairs:
-        A, B = A.float(), B.float()
-        if mode == "cosineA":
-            An, Bn = F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)
-            sims = np.append(sims, F.cosine_similarity(An, Bn, dim=0).numpy())
-        else:
-            s = F.cosine_similarity(A, B, dim=0)
-            m = torch.dot(A.reshape(-1), B.reshape(-1)) / (torch.norm(A) * torch.norm(B))
-            sims = np.append(sims, ((s + m) / 2).numpy())
-    sims = sims[~np.isnan(sims)]
-    sims = np.delete(sims, np.where(sims < np.percentile(sims, 1, method="midpoint")))
-    sims = np.delete(sims, np.where(sims > np.percentile(sims, 99, method="midpoint")))
-    return sims.min(), sims.max()
-
-
-def oracle_cosine(A, B, a, smin, smax, mode):
-    A, B = A.float(), B.float()
-    X, Y = (F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)) if mode == "cosineA" else (A, B)
-    s = F.cosine_similarity(X, Y, dim=0)
-    m = torch.dot(X.reshape(-1), Y.reshape(-1)) / (torch.norm(X) * torch.norm(Y))
-    ratio = abs(a) if mode == "cosineA" else a
-    k = torch.clamp(((s + m) / 2 - smin) / (smax - smin) - ratio, 0, 1)
-    return B * (1 - k) + A * k
-
-
-def oracle_train_difference(A, B, C, a):
-    A, B, C = (t.float().numpy().astype(np.float32) for t in (A, B, C))
-    if np.array_equal(B, C):
-        return torch.from_numpy(np.asarray(A).copy())
-    d0, d1 = np.abs(B - C), np.abs(B - A)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(d0 + d1 == 0, np.float32(0), d1 / (d0 + d1)).astype(np.float32)
-    return torch.from_numpy(np.asarray(A + np.sign(B - C) * s * np.abs(B - C) * np.float32(1.8 * a)))
-
-
-def oracle_smooth_add(A, B, C, a):
-    D = (B.float() - C.float()).to(B.dtype).float().numpy()
-    Fd = ndi.gaussian_filter(ndi.median_filter(D, size=3), sigma=1)
-    return A.float() + a * torch.from_numpy(np.asarray(Fd))
-
-
-def oracle_extract(A, B, C, a, b, gamma):
-    A = A.float()
-    P, Q = B.float() - A, C.float() - A
-    c = torch.clamp(F.cosine_similarity(P, Q, dim=-1), -1, 1).unsqueeze(-1)
-    w = ((c + 1) / 2) ** gamma
-    return (A + torch.lerp(P, Q, a) * torch.lerp(w, 1 - w, b)).reshape(A.shape)
-
-
-def oracle_tensor(A, B, a, b, second: bool):
-    A, B = A.float(), B.float()
-    if A.dim() == 0:
-        return A.clone()
-    dim = 1 if second and A.dim() >= 2 else 0
-    n = A.shape[0]
-    if second and A.dim() >= 2 and A.shape[1] > 100:
-        n = A.shape[1]
-    if a + b <= 1:
-        merged, other, lo, hi = A.clone(), B, int(n * b), int(n * (a + b))
-    else:
-        merged, other, lo, hi = B.clone(), A, int(n * (a + b - 1)), int(n * b)
-    for i in range(max(lo, 0), min(hi, A.shape[dim])):
-        merged.select(dim, i).copy_(other.select(dim, i))
-    return merged
-
-
-def oracle_self(A, a, name):
-    if "to_out" in name or "proj_out" in name or "norm" in name or a == 0:
-        return A.float().clone()
-    return A.float() * a
 
 
 # ------------------------------------------------------------------ the table and the rules
