@@ -1,9 +1,9 @@
 """ComfyUI Elemental Merge: block- and element-wise checkpoint merging for ComfyUI.
 
-ComfyUI imports this file as the pack's entry point. Registration uses the V3 node API
-(`comfy_api.latest`, ComfyUI >= 0.3.75): every module under `nodes/` that defines `NODES` (a list of
-`io.ComfyNode` classes) contributes them, and one that defines `register_routes()` adds its HTTP routes.
-Node modules are found from a table, so a new node module is one line here.
+ComfyUI imports this file as the pack's entry point. Registration uses the V3 node API from its versioned
+module (`comfy_api.v0_0_2`, ComfyUI >= 0.3.75; `latest` follows the version under development). Every module
+of `NODE_MODULES` defines `NODES` (a list of `io.ComfyNode` classes); the HTTP routes are added in the
+extension's `on_load`. A new node module is one line in the table.
 """
 from __future__ import annotations
 
@@ -15,44 +15,40 @@ WEB_DIRECTORY = "./web"
 # The node modules of the pack, in the order their nodes appear in the menu.
 NODE_MODULES = (
     "merge_nodes",
+    "save_nodes",
     "xy_plot",
     "diff_checker",
     "adjust_node",
-    "routes",
+    "lora_node",
 )
 
 _log = logging.getLogger("elemental_merge")
 
 
-def _node_modules():
-    for name in NODE_MODULES:
-        try:
-            yield importlib.import_module(f".nodes.{name}", __name__)
-        except ModuleNotFoundError as exc:
-            # A module that is not written yet is not an import failure; anything else missing is.
-            if exc.name != f"{__name__}.nodes.{name}":
-                raise
-
-
-def _collect():
+def _collect() -> list:
     nodes = []
-    for module in _node_modules():
-        nodes.extend(getattr(module, "NODES", ()))
-        register = getattr(module, "register_routes", None)
-        if register is not None:
-            register()
+    for name in NODE_MODULES:
+        nodes.extend(importlib.import_module(f".nodes.{name}", __name__).NODES)
     return nodes
 
 
 try:
-    from comfy_api.latest import ComfyExtension
+    from comfy_api.v0_0_2 import ComfyExtension
 except ImportError:  # imported outside ComfyUI (unit tests, the CLI): nothing to register
     ComfyExtension = None
 
 if ComfyExtension is not None:
 
     class ElementalMergeExtension(ComfyExtension):
+        _loaded = False
+
+        async def on_load(self) -> None:
+            importlib.import_module(".nodes.routes", __name__).register_routes()
+            self._loaded = True
+
         async def get_node_list(self):
+            if not self._loaded:  # ComfyUI 0.3.75 does not call on_load; later releases call it first
+                await self.on_load()
             nodes = _collect()
             _log.info("[Elemental Merge] registered %d nodes", len(nodes))
             return nodes

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_DIR_NAME = "comfyui-elemental-merge"
 
 
@@ -71,8 +71,13 @@ class ComfyServer:
 
     def start(self, timeout: float = 300.0) -> "ComfyServer":
         self._lay_out()
+        # ComfyUI's default database lives in its own tree's user/ folder, which a read-only or fresh tree
+        # lacks ("Failed to initialize database"); each server gets one in its base folder instead.
+        user_dir = os.path.join(self.base_dir, "user")
+        os.makedirs(user_dir, exist_ok=True)
         args = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-                "--base-directory", self.base_dir, "--disable-auto-launch", *self._extra_args]
+                "--base-directory", self.base_dir, "--disable-auto-launch",
+                "--database-url", f"sqlite:///{os.path.join(user_dir, 'comfyui.db')}", *self._extra_args]
         if self.models_dir != os.path.join(self.base_dir, "models"):
             args += ["--extra-model-paths-config", self._write_model_paths()]
         self._log = open(self.log_path, "wb")

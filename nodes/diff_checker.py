@@ -19,13 +19,14 @@ import os
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
 from PIL import Image
 
-from . import grid, plot_axes
+from ..merge_core import plot_axes
+from . import grid
 from .cell_render import PlotProgress
-from .plot_axes import AxisError
-from .xy_plot import CATEGORY, MergeJob, common_inputs, png_metadata
+from .common import CATEGORY, io, png_metadata, write_new
+from ..merge_core.plot_axes import AxisError
+from .plot_job import MergeJob, plot_inputs
 
 log = logging.getLogger("elemental_merge")
 
@@ -59,12 +60,6 @@ def run_stem(folder: str) -> str:
     return f"run_{n:05}"
 
 
-def _write_new(path: str, write) -> None:
-    if os.path.exists(path):  # run_stem picked a free number; a file appearing meanwhile is not overwritten
-        raise FileExistsError(path)
-    write(path)
-
-
 class ElementalDiffChecker(io.ComfyNode):
     """Per target: the image with only that target changed, its difference from the base, ranked."""
 
@@ -74,7 +69,7 @@ class ElementalDiffChecker(io.ComfyNode):
             node_id="ElementalDiffChecker", display_name="Elemental Diff Checker", category=CATEGORY,
             description="For each target (OUT05:attn2, IN07, NOT M00:...), merge with only that target set to "
                         "`ratio`, sample with the same seed and compare with the base image.",
-            inputs=common_inputs() + [
+            inputs=plot_inputs() + [
                 io.String.Input("targets", multiline=True, default="IN04\nOUT05:attn2"),
                 io.Float.Input("ratio", default=1.0, min=-1.0, max=2.0, step=0.01,
                                tooltip="alpha given to each target in turn"),
@@ -171,7 +166,7 @@ def save_run(names, base_u8, per_target, frames, table: str, chart, hidden, extr
     meta = png_metadata(hidden, extra)
 
     def png(name, arr):
-        _write_new(os.path.join(folder, name), lambda p: Image.fromarray(arr).save(p, pnginfo=meta, compress_level=4))
+        write_new(os.path.join(folder, name), lambda p: Image.fromarray(arr).save(p, pnginfo=meta, compress_level=4))
 
     for b, img in enumerate(base_u8):
         png(f"{stem}_00_base_{b}.png", img)
@@ -180,14 +175,14 @@ def save_run(names, base_u8, per_target, frames, table: str, chart, hidden, extr
         for b, (img, d) in enumerate(zip(u8, diffs)):
             png(f"{stem}_{i:02}_{tag}_{b}.png", img)
             png(f"{stem}_{i:02}_{tag}_{b}_diff.png", d)
-    _write_new(os.path.join(folder, f"{stem}_chart.png"), lambda p: chart.save(p, pnginfo=meta))
+    write_new(os.path.join(folder, f"{stem}_chart.png"), lambda p: chart.save(p, pnginfo=meta))
     gif = [Image.fromarray(f) for f in frames]
-    _write_new(os.path.join(folder, f"{stem}.gif"),
+    write_new(os.path.join(folder, f"{stem}.gif"),
                lambda p: gif[0].save(p, save_all=True, append_images=gif[1:], duration=GIF_MS, loop=0))
     def write_csv(p):
         with open(p, "w", newline="", encoding="utf-8") as f:
             f.write(table)
-    _write_new(os.path.join(folder, f"{stem}.csv"), write_csv)
+    write_new(os.path.join(folder, f"{stem}.csv"), write_csv)
     return [{"filename": f"{stem}_chart.png", "subfolder": subfolder, "type": "output"},
             {"filename": f"{stem}.gif", "subfolder": subfolder, "type": "output"}]
 

@@ -21,6 +21,7 @@ itself would scale A and then skip the source on a shape mismatch, silently givi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # What a kept key's reason says, by cause.
 REASON_MISSING = "missing in {src}"
@@ -28,12 +29,24 @@ REASON_SHAPE = "shape {a} in A, {s} in {src}: not a narrowing of A"
 REASON_SOURCES_DISAGREE = "sources disagree on shape: {shapes}"
 
 
+class Offset(NamedTuple):
+    """ComfyUI's patch `offset`: the narrow `(dim, start, length)` of A's weight a patch applies to."""
+    dim: int
+    start: int
+    length: int
+
+
+class NotANarrowing(ValueError):
+    """The source's shape is not a leading slice of A's along a single dimension."""
+
+
 @dataclass(frozen=True)
 class KeyPlan:
-    """The patches of one key: `offset` is ComfyUI's (dim, start, length) narrow of A's weight, or None."""
+    """The patches of one key, or why A's weight is kept (`kept`, then `steps` is empty)."""
     key: str
-    offset: tuple | None
-    steps: tuple  # merge_core PatchStep(source, strength, strength_model), no-ops removed
+    offset: Offset | None  # None: the whole weight
+    steps: tuple           # merge_core PatchStep(source, strength, strength_model), no-ops removed
+    kept: str | None = None
 
 
 @dataclass
@@ -56,18 +69,16 @@ class MergeNotes:
         return "\n".join(lines)
 
 
-def narrowing(shape_a: tuple, shape_src: tuple):
-    """ComfyUI `offset` that narrows A's weight to the source's shape, None when equal, or False when the
-    source is not a leading slice of A along a single dimension."""
+def narrowing(shape_a: tuple, shape_src: tuple) -> Offset | None:
+    """The `Offset` that narrows A's weight to the source's shape, or None when the shapes are equal;
+    NotANarrowing when the source is not a leading slice of A along a single dimension."""
     if tuple(shape_a) == tuple(shape_src):
         return None
-    if len(shape_a) != len(shape_src):
-        return False
     differing = [d for d, (x, y) in enumerate(zip(shape_a, shape_src)) if x != y]
-    if len(differing) != 1 or shape_src[differing[0]] > shape_a[differing[0]]:
-        return False
+    if len(shape_a) != len(shape_src) or len(differing) != 1 or shape_src[differing[0]] > shape_a[differing[0]]:
+        raise NotANarrowing(f"{tuple(shape_src)} is not a leading slice of {tuple(shape_a)}")
     d = differing[0]
-    return (d, 0, shape_src[d])
+    return Offset(d, 0, shape_src[d])
 
 
 def effective_steps(steps) -> tuple:
@@ -76,8 +87,8 @@ def effective_steps(steps) -> tuple:
     return tuple(s for s in steps if not (s.strength == 0.0 and s.strength_model == 1.0))
 
 
-def plan_key(key: str, shape_a: tuple, source_shapes: dict, steps):
-    """KeyPlan for one key, or a reason string when A's weight must be kept.
+def plan_key(key: str, shape_a: tuple, source_shapes: dict, steps) -> KeyPlan:
+    """The KeyPlan of one key; its `kept` says why when A's weight must be kept.
 
     `source_shapes` maps "b"/"c" to the source's shape for this key (None when the source lacks the key).
     """
@@ -87,14 +98,16 @@ def plan_key(key: str, shape_a: tuple, source_shapes: dict, steps):
     used = sorted({s.source for s in steps})
     for src in used:
         if source_shapes.get(src) is None:
-            return REASON_MISSING.format(src=f"model {src.upper()}")
+            return KeyPlan(key, None, (), REASON_MISSING.format(src=f"model {src.upper()}"))
     shapes = {src: tuple(source_shapes[src]) for src in used}
     if len(set(shapes.values())) > 1:
-        return REASON_SOURCES_DISAGREE.format(shapes=", ".join(f"{s.upper()} {v}" for s, v in shapes.items()))
+        why = REASON_SOURCES_DISAGREE.format(shapes=", ".join(f"{s.upper()} {v}" for s, v in shapes.items()))
+        return KeyPlan(key, None, (), why)
     src, shape = next(iter(shapes.items()))
-    offset = narrowing(shape_a, shape)
-    if offset is False:
-        return REASON_SHAPE.format(a=tuple(shape_a), s=shape, src=f"model {src.upper()}")
+    try:
+        offset = narrowing(shape_a, shape)
+    except NotANarrowing:
+        return KeyPlan(key, None, (), REASON_SHAPE.format(a=tuple(shape_a), s=shape, src=f"model {src.upper()}"))
     return KeyPlan(key, offset, steps)
 
 
@@ -116,13 +129,13 @@ def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b)
         source_shapes = {name: (tuple(kp[key][0][0].shape) if key in kp else None)
                          for name, kp in sources.items()}
         plan = plan_key(key, shape_a, source_shapes, method.steps(ratio_a(key), ratio_b(key)))
-        if isinstance(plan, str):
-            notes.kept.append((key, plan))
+        if plan.kept is not None:
+            notes.kept.append((key, plan.kept))
             continue
         if not plan.steps:
             notes.unchanged += 1
             continue
-        patch_key = key if plan.offset is None else (key, plan.offset)
+        patch_key = key if plan.offset is None else (key, tuple(plan.offset))
         for index, step in enumerate(plan.steps):
             group = (index, step.source, step.strength, step.strength_model)
             groups.setdefault(group, {})[patch_key] = sources[step.source][key]

@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 import time
 
@@ -20,6 +21,7 @@ from devkit.checkpoints import ensure_checkpoints  # noqa: E402
 from devkit.server import ComfyError, ComfyServer, free_port  # noqa: E402
 from devkit.workflows import load_api_workflow  # noqa: E402
 
+PER_KEY_LINE = re.compile(r"^\S+\s+\S+  \S+ -> \S+  \[line \d+: |^  (kept from A|common channels only): ")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".sft")
 DEMO_NAMES = ("test_A.safetensors", "test_B.safetensors", "test_C.safetensors")
 
@@ -45,16 +47,14 @@ def needed_checkpoints(prompt: dict) -> list[str]:
     return names
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", help="a ComfyUI models folder (with checkpoints/) to take the models from")
-    ap.add_argument("--workflow", default="elemental_merge_basic", help="example workflow to queue")
-    ap.add_argument("--port", type=int, default=8188)
-    ap.add_argument("--exit", action="store_true", help="stop ComfyUI after the image is made")
-    args = ap.parse_args()
+def summary_lines(report: str) -> str:
+    """The change report without its per-key lines (`BLOCK key  before -> after  [line N: entry]`), which run
+    to hundreds; the per-block table and the engine's totals stay."""
+    return "\n".join(line for line in report.splitlines() if not PER_KEY_LINE.match(line))
 
-    models_dir = os.path.abspath(args.models or default_models_dir())
-    prompt = load_api_workflow(args.workflow)
+
+def use_available_checkpoints(prompt: dict, models_dir: str) -> None:
+    """Points the workflow's loaders at checkpoints of `models_dir`, writing seeded ones if there are too few."""
     wanted = needed_checkpoints(prompt)
     have = checkpoints_in(models_dir)
     if len(have) < len(wanted):
@@ -68,6 +68,36 @@ def main() -> int:
         if node["inputs"].get("ckpt_name") in chosen:
             node["inputs"]["ckpt_name"] = chosen[node["inputs"]["ckpt_name"]]
     print("[demo] models: " + ", ".join(f"{w} -> {c}" for w, c in chosen.items()), file=sys.stderr)
+
+
+def show_outputs(server, outputs: dict) -> None:
+    """Prints the saved images' paths and the per-block change report; the whole report goes to a file."""
+    images = [img for out in outputs.values() for img in out.get("images", []) if img.get("type") == "output"]
+    if not images:
+        raise ComfyError(f"the workflow produced no saved image: {json.dumps(outputs)[:500]}")
+    paths = [os.path.join(server.output_dir, img.get("subfolder", ""), img["filename"]) for img in images]
+    for path in paths:
+        print("IMAGE " + path)
+    reports = [text for out in outputs.values() for text in out.get("text", [])]
+    if reports:
+        report_path = os.path.splitext(paths[0])[0] + "_report.txt"
+        with open(report_path, "w", encoding="utf-8") as f:
+            f.write("\n\n".join(reports) + "\n")
+        print("[demo] change report, per block (every key: " + report_path + "):\n"
+              + "\n".join(summary_lines(r) for r in reports), file=sys.stderr)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", help="a ComfyUI models folder (with checkpoints/) to take the models from")
+    ap.add_argument("--workflow", default="elemental_merge_basic", help="example workflow to queue")
+    ap.add_argument("--port", type=int, default=8188)
+    ap.add_argument("--exit", action="store_true", help="stop ComfyUI after the image is made")
+    args = ap.parse_args()
+
+    models_dir = os.path.abspath(args.models or default_models_dir())
+    prompt = load_api_workflow(args.workflow)
+    use_available_checkpoints(prompt, models_dir)
 
     cache = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
     base = os.path.join(cache, "demo-base")
@@ -85,16 +115,8 @@ def main() -> int:
         server.start()
         t = time.time()
         outputs = server.run(prompt)
-        images = [(node_id, img) for node_id, out in outputs.items() for img in out.get("images", [])
-                  if img.get("type") == "output"]
-        if not images:
-            raise ComfyError(f"the workflow produced no saved image: {json.dumps(outputs)[:500]}")
         print(f"[demo] workflow '{args.workflow}' ran in {time.time() - t:.1f} s", file=sys.stderr)
-        for _, img in images:
-            print("IMAGE " + os.path.join(server.output_dir, img.get("subfolder", ""), img["filename"]))
-        for _, out in outputs.items():
-            for text in out.get("text", []):
-                print("[demo] change report:\n" + text, file=sys.stderr)
+        show_outputs(server, outputs)
         print(f"UI    {server.url}")
         sys.stdout.flush()
         if not args.exit:

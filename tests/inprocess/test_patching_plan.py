@@ -35,9 +35,11 @@ def test_narrowing(mods):
     assert p.narrowing((320, 4, 3, 3), (320, 4, 3, 3)) is None
     assert p.narrowing((320, 9, 3, 3), (320, 4, 3, 3)) == (1, 0, 4)
     assert p.narrowing((320, 8, 3, 3), (320, 4, 3, 3)) == (1, 0, 4)
-    assert p.narrowing((320, 4, 3, 3), (320, 9, 3, 3)) is False      # source larger
-    assert p.narrowing((320, 9, 3, 3), (160, 4, 3, 3)) is False      # two dimensions differ
-    assert p.narrowing((320,), (320, 1)) is False
+    for a, src in (((320, 4, 3, 3), (320, 9, 3, 3)),   # source larger
+                   ((320, 9, 3, 3), (160, 4, 3, 3)),   # two dimensions differ
+                   ((320,), (320, 1))):                # different rank
+        with pytest.raises(p.NotANarrowing):
+            p.narrowing(a, src)
 
 
 @pytest.mark.parametrize("mode,a,b,expected", [

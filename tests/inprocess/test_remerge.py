@@ -10,12 +10,13 @@ patch steps (the UNet is fp32 on CPU, so bit for bit).
 from __future__ import annotations
 
 import hashlib
+import importlib
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from tests.inprocess.conftest import pack_module
+from tests.inprocess.conftest import PACK, pack_module
 
 OUT05 = "diffusion_model.output_blocks.5."
 IN07 = "diffusion_model.input_blocks.7."
@@ -77,7 +78,8 @@ def expected_alpha(key: str, pins: list) -> float:
 
 
 def test_incremental_equals_full_remerge(objs, counter):
-    remerge, xy, merge_nodes, axes = (pack_module(m) for m in ("remerge", "xy_plot", "merge_nodes", "plot_axes"))
+    remerge, xy, merge_nodes = (pack_module(m) for m in ("remerge", "xy_plot", "merge_nodes"))
+    axes = importlib.import_module(f"{PACK}.merge_core.plot_axes")
     import comfy.model_management
     import comfy.utils
 
@@ -101,7 +103,7 @@ def test_incremental_equals_full_remerge(objs, counter):
     ]
     prev = None
     for i, (settings, pins) in enumerate(sequence):
-        ra, rb = xy.settings_ratios(method, arch, eng.keys, settings)
+        ra, rb = pack_module("plot_job").settings_ratios(method, arch, eng.keys, settings)
         counter.clear()
         changed = eng.apply(ra, rb)
         want = {k: expected_alpha(k, pins) for k in eng.keys}
@@ -173,3 +175,31 @@ def test_not_loaded_model_is_deferred_not_patched(objs, counter):
     changed = eng.apply(lambda k: 0.25 if "output_blocks.5." in k else 0.5)
     assert counter == [] and eng.last.deferred == {"unet": len(changed)} and not eng.last.in_place
     assert eng.model.patches_uuid != uuid_before
+
+
+def test_comfy_internals_the_remerge_uses_are_still_there(objs):
+    """Fails on a ComfyUI upgrade that renames a ModelPatcher internal `comfy_internals` relies on, naming it."""
+    internals = pack_module("comfy_internals")
+    (ma, ca), (mb, cb) = objs["A"], objs["B"]
+    eng = pack_module("remerge").IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
+    eng.apply(lambda k: 0.5, None)
+    eng.load()  # fills `backup` and the loaded-weights uuid, so their layout is checked too
+    for target in eng.targets:
+        patcher = target.target.patcher
+        assert patcher.backup and patcher.patches
+        missing = internals.missing_internals(patcher)
+        assert missing == [], (f"ComfyUI changed ModelPatcher internals that nodes/comfy_internals.py reads "
+                               f"(written against ComfyUI {internals.COMFYUI_VERSION_READ}): {missing}")
+
+
+def test_missing_internals_names_what_is_gone():
+    internals = pack_module("comfy_internals")
+    from types import SimpleNamespace
+
+    patcher = SimpleNamespace(patches={"w": [(1.0, None, 1.0)]}, patches_uuid=None, backup={},
+                              use_ejected=None, model=SimpleNamespace(current_weight_patches_uuid=None))
+    assert internals.missing_internals(patcher) == [
+        "ModelPatcher.patch_weight_to_device", "ModelPatcher.model.model_lowvram",
+        "ModelPatcher.model.model_loaded_weight_memory",
+        "ModelPatcher.patches['w'] entries of 5 fields ('strength_patch', 'source', 'strength_model', 'offset', "
+        "'function') (found 3)"]

@@ -1,0 +1,133 @@
+"""The one wall between the pack and ComfyUI's private ModelPatcher internals.
+
+The incremental re-merge (`remerge`) recomputes single keys of a loaded model in place. ComfyUI has no
+public API for that, so it reads and writes fields that ComfyUI may rename in any release. Every such access
+is here, and nowhere else, with the ComfyUI version it was read from; `missing_internals` lists what a
+ComfyUI release no longer has, and a test calls it on a real model so an upgrade fails loudly, naming the
+attribute, instead of giving wrong weights.
+
+Read from ComfyUI 0.3.75 (`comfy/model_patcher.py`):
+- `ModelPatcher.patches`: key -> list of patch tuples `(strength_patch, source, strength_model, offset,
+  function)` in the order `add_patches` appended them (`Patch` below names the positions);
+- `ModelPatcher.patches_uuid`: changes whenever the patch set does;
+- `ModelPatcher.backup`: key -> namedtuple `(weight, inplace_update)` of the weight before patching;
+- `ModelPatcher.use_ejected()`, `ModelPatcher.patch_weight_to_device(key, device_to)`;
+- on the wrapped model: `current_weight_patches_uuid` (the uuid whose patches the loaded weights hold),
+  `model_lowvram`, `model_loaded_weight_memory`.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+import comfy.utils
+
+COMFYUI_VERSION_READ = "0.3.75"
+
+PATCHER_ATTRIBUTES = ("patches", "patches_uuid", "backup", "use_ejected", "patch_weight_to_device")
+MODEL_ATTRIBUTES = ("current_weight_patches_uuid", "model_lowvram", "model_loaded_weight_memory")
+BACKUP_FIELDS = ("weight", "inplace_update")
+
+
+class Patch(NamedTuple):
+    """One entry of `ModelPatcher.patches[key]`, as `add_patches` stores it."""
+    strength_patch: float
+    source: Any          # the other model's get_key_patches() entry, a tensor, or a weight adapter
+    strength_model: float
+    offset: tuple | None  # (dim, start, length) narrow of the weight, or None
+    function: Any = None
+
+
+def missing_internals(patcher) -> list[str]:
+    """Names of the internals this module uses that `patcher` (a loaded ModelPatcher) lacks."""
+    missing = [f"ModelPatcher.{a}" for a in PATCHER_ATTRIBUTES if not hasattr(patcher, a)]
+    model = getattr(patcher, "model", None)
+    missing += [f"ModelPatcher.model.{a}" for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
+    for key, entry in (getattr(patcher, "backup", None) or {}).items():
+        missing += [f"ModelPatcher.backup[{key!r}].{f}" for f in BACKUP_FIELDS if not hasattr(entry, f)]
+        break
+    for key, entries in (getattr(patcher, "patches", None) or {}).items():
+        if entries and len(entries[0]) != len(Patch._fields):
+            missing.append(f"ModelPatcher.patches[{key!r}] entries of {len(Patch._fields)} fields "
+                           f"{Patch._fields} (found {len(entries[0])})")
+        break
+    return missing
+
+
+def patch_lists(patcher) -> dict[str, list[Patch]]:
+    """A copy of the patcher's patch lists, each entry as a `Patch`."""
+    return {k: [Patch(*p) for p in v] for k, v in patcher.patches.items()}
+
+
+def same_patches(a: list, b: list) -> bool:
+    """Two patch lists equal: same numbers and the very same source objects (identity, no tensor compare)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        x, y = Patch(*x), Patch(*y)
+        if (x.strength_patch != y.strength_patch or x.strength_model != y.strength_model
+                or x.offset != y.offset or x.source is not y.source or x.function is not y.function):
+            return False
+    return True
+
+
+def is_loaded_with_own_patches(patcher) -> bool:
+    """True when the model holds exactly this patcher's patched weights, fully loaded (no lowvram)."""
+    m = patcher.model
+    return (m.current_weight_patches_uuid is not None and m.current_weight_patches_uuid == patcher.patches_uuid
+            and not getattr(m, "model_lowvram", False) and getattr(m, "model_loaded_weight_memory", 0) > 0)
+
+
+def set_patch_lists(patcher, new_lists: dict) -> None:
+    """Replaces the patch lists of the given keys (an empty list removes the key's patches) and gives the
+    patcher a new `patches_uuid`, so ComfyUI's next load re-patches from its backup."""
+    for key, patches in new_lists.items():
+        if patches:
+            patcher.patches[key] = [tuple(p) for p in patches]
+        else:
+            patcher.patches.pop(key, None)
+    patcher.patches_uuid = uuid.uuid4()
+
+
+def _restore(patcher, key) -> None:
+    bk = patcher.backup.get(key)
+    if bk is None:
+        return
+    if bk.inplace_update:
+        comfy.utils.copy_to_param(patcher.model, key, bk.weight)
+    else:
+        comfy.utils.set_attr_param(patcher.model, key, bk.weight)
+
+
+def _recompute(patcher, new_lists: dict) -> None:
+    device = patcher.model.device
+    with patcher.use_ejected():
+        for key, new in new_lists.items():
+            old_param = comfy.utils.get_attr(patcher.model, key)
+            _restore(patcher, key)
+            if new:
+                patcher.patches[key] = [tuple(p) for p in new]
+                patcher.patch_weight_to_device(key, device_to=device)
+                continue
+            patcher.patches.pop(key, None)
+            bk = patcher.backup.pop(key, None)
+            if bk is not None and not bk.inplace_update and bk.weight.device != old_param.device:
+                # the backup lives on the offload device; a loaded module keeps its weights on `device`
+                comfy.utils.set_attr_param(patcher.model, key, bk.weight.to(old_param.device, copy=True))
+
+
+def recompute_in_place(patcher, new_lists: dict) -> None:
+    """Re-patches just `new_lists`' keys of a model loaded with this patcher's own patches, with ComfyUI's
+    own `patch_weight_to_device` (same calculate_weight, same fp32 intermediate, same rounding), then marks
+    the loaded weights as this patcher's so the next load keeps them.
+
+    Per key: restore the original weight from `backup` (as `unpatch_model` does), swap the patch list,
+    recompute. If it fails half-way the model gets a uuid no patcher has, which forces every later load to
+    restore from the backup first (`backup` only ever holds original weights)."""
+    try:
+        _recompute(patcher, new_lists)
+    except BaseException:
+        patcher.model.current_weight_patches_uuid = uuid.uuid4()
+        raise
+    patcher.patches_uuid = uuid.uuid4()
+    patcher.model.current_weight_patches_uuid = patcher.patches_uuid
