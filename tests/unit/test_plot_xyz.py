@@ -1,0 +1,154 @@
+"""merge_core.plot_xyz (the new XY/XYZ axes), cell_order and plot_labels: hand-written expectations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from merge_core import get_architecture, parse_block_weights, parse_spec, resolve_ratios
+from merge_core import plot_axes as pa
+from merge_core import plot_xyz as px
+from merge_core.adjust import AdjustValues
+from merge_core.cell_order import order_cells, total_changed
+from merge_core.plot_labels import fits_without_cuts, input_names, upstream_name, wrap_label
+
+BASE = pa.Settings(0.5, 0.25, None, None, "OUT11::0.1", "")
+
+
+def _cells(x=("none", ""), y=("none", ""), z=("none", ""), rs=None, checkpoints=None):
+    axes = px.parse_plot((x[0], y[0], z[0]), (x[1], y[1], z[1]), "sd1", rs, checkpoints)
+    return px.build_cells(BASE, *axes), axes
+
+
+def test_menu_keeps_the_old_types_first_and_adds_every_new_one():
+    menu = list(px.axis_types())
+    assert menu[:len(pa.AXIS_TYPES)] == list(pa.AXIS_TYPES)
+    for t in ("alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed", "prompt",
+              "model A", "model B", "model C", "adjust", "pinpoint adjust", "random"):
+        assert t in menu
+
+
+def test_alpha_and_beta_pairs():
+    cells, _ = _cells(("alpha and beta", "0.3 0.2\n0.7, 0.1"))
+    assert [(c.settings.alpha, c.settings.beta) for c in cells] == [(0.3, 0.2), (0.7, 0.1)]
+    assert [c.x_label for c in cells] == ["a=0.3 b=0.2", "a=0.7 b=0.1"]
+    with pytest.raises(pa.AxisError, match="x_values line 2: '0.5': expected two numbers"):
+        _cells(("alpha and beta", "0.3 0.2\n0.5"))
+
+
+def test_block_weights_axes_and_add_elemental():
+    cells, _ = _cells(("block weights alpha", "GRAD_V\n" + ",".join(["0.5"] * 26)),
+                      ("block weights beta", "FLAT_25"), ("add elemental", "IN04:attn1:0.3\nOUT05::0, OUT06::1"))
+    assert len(cells) == 4 and {c.z for c in cells} == {0, 1}
+    assert cells[0].settings.block_weights_alpha == "GRAD_V"
+    assert cells[1].settings.block_weights_alpha == ",".join(["0.5"] * 26)
+    assert all(c.settings.block_weights_beta == "FLAT_25" for c in cells)
+    assert cells[0].settings.elemental_alpha == "OUT11::0.1\nIN04:attn1:0.3"
+    assert cells[3].settings.elemental_alpha == "OUT11::0.1\nOUT05::0, OUT06::1"
+    with pytest.raises(pa.AxisError, match="y_values line 1: 'NOPE'"):
+        _cells(("none", ""), ("block weights beta", "NOPE"))
+    with pytest.raises(pa.AxisError, match="x_values line 2: 'OUT99::1'"):
+        _cells(("add elemental", "IN04::1\nOUT99::1"))
+
+
+def test_seed_prompt_and_models_touch_no_merge_setting():
+    cells, _ = _cells(("seed", "1, 2"), ("prompt", "a cat, sitting\na dog"),
+                      ("model B", "test_B.safetensors\ntest_C.safetensors"),
+                      checkpoints=["test_A.safetensors", "test_B.safetensors", "test_C.safetensors"])
+    assert len(cells) == 8
+    assert all(c.settings == BASE for c in cells)
+    assert [c.extras.seed for c in cells[:2]] == [1, 2]
+    assert cells[0].extras.positive == "a cat, sitting"  # commas stay inside a prompt
+    assert cells[2].extras.positive == "a dog"
+    assert cells[0].extras.models == (("B", "test_B.safetensors"),)
+    assert cells[4].extras.models == (("B", "test_C.safetensors"),)
+    with pytest.raises(pa.AxisError, match="checkpoint 'test_D.safetensors' is not in the checkpoints folder; "
+                                           "did you mean test_A.safetensors"):
+        _cells(("model A", "test_D.safetensors"), checkpoints=["test_A.safetensors"])
+    with pytest.raises(pa.AxisError, match="'x' is not a whole number"):
+        _cells(("seed", "1, x"))
+
+
+def test_adjust_and_pinpoint_adjust():
+    cells, _ = _cells(("adjust", "IN=2 COL1=-1\n0,0,0,1,0,0,0,0"))
+    assert cells[0].extras.adjust == AdjustValues((2, 0, 0, 0, 0, -1, 0, 0))
+    assert cells[0].x_label == "IN=2 COL1=-1" and cells[1].x_label == "CONT=1"
+    cells, _ = _cells(("pinpoint adjust", "CONT, col2"), ("alpha", "-1, 2"))
+    assert [(c.x_label, c.y_label, c.extras.adjust.text()) for c in cells] == [
+        ("CONT", "-1", "0,0,0,-1,0,0,0,0"), ("COL2", "-1", "0,0,0,0,0,0,-1,0"),
+        ("CONT", "2", "0,0,0,2,0,0,0,0"), ("COL2", "2", "0,0,0,0,0,0,2,0")]
+    assert all(c.settings == BASE for c in cells)  # the numbers are adjust values, not alpha
+    with pytest.raises(pa.AxisError, match="'BRIGHT' is not an adjust name"):
+        _cells(("pinpoint adjust", "BRIGHT"), ("alpha", "1"))
+    with pytest.raises(pa.AxisError, match="takes its numbers from the other axis"):
+        _cells(("pinpoint adjust", "IN"), ("seed", "1"))
+    with pytest.raises(pa.AxisError, match="x_values line 1: expected 8 numbers"):
+        _cells(("adjust", "1,2"))
+
+
+def test_z_rules():
+    with pytest.raises(pa.AxisError, match="z_type 'pinpoint adjust' is a pinpoint axis"):
+        px.check_axes("alpha", "none", "pinpoint adjust")
+    with pytest.raises(pa.AxisError, match="axis type 'seed' is used twice"):
+        px.check_axes("seed", "alpha", "seed")
+    with pytest.raises(pa.AxisError, match="unknown mode 'Q'"):
+        px.check_axes("random", "none", "none", random_settings="Q")
+
+
+def test_random_cells_are_drawn_into_plain_settings(sd1_keys):
+    arch = get_architecture("sd1")
+    cells, _ = _cells(("random", "1, 2"), ("alpha", "0.5"))
+    resolved = px.resolve_random(cells, "U", arch, sd1_keys)
+    for c in resolved:
+        bw = parse_block_weights(c.settings.block_weights_alpha, arch)
+        assert all(v == round(v, 3) and -0.5 <= v <= 1.5 for v in bw.values())
+        assert c.draw_label.startswith(f"seed {c.extras.random_seed}: ")
+    assert resolved[0].settings.block_weights_alpha != resolved[1].settings.block_weights_alpha
+    # element mode: the spec is appended to the base spec; the table's one-line form is a valid spec
+    cells, _ = _cells(("random", "7"))
+    (c,) = px.resolve_random(cells, "ER blocks=OUT11", arch, sd1_keys)
+    assert c.settings.elemental_alpha.startswith("OUT11::0.1\nOUT11:model.diffusion_model.")
+    one_line = pa._one_line(c.settings.elemental_alpha)
+    r1 = resolve_ratios(sd1_keys, arch, 0.5, spec=parse_spec(c.settings.elemental_alpha, arch, keys=sd1_keys))
+    r2 = resolve_ratios(sd1_keys, arch, 0.5, spec=parse_spec(one_line, arch, keys=sd1_keys))
+    assert r1.ratios == r2.ratios
+
+
+def test_order_keeps_model_sets_together_and_moves_to_the_cheapest_cell():
+    # four cells over 3 keys: grid order 0,1,2,3 costs 3+3+3; the walk 0,2,1,3 costs 1+... (by hand below)
+    sigs = [np.array([0, 0, 0]), np.array([1, 1, 1]), np.array([0, 0, 1]), np.array([1, 1, 0])]
+    order = order_cells(sigs)
+    # from 0: costs to 1,2,3 = 3,1,2 -> 2; from 2: to 1,3 = 2,3 -> 1; then 3
+    assert order == [0, 2, 1, 3]
+    assert total_changed(sigs, order) == 1 + 2 + 1 < total_changed(sigs, [0, 1, 2, 3]) == 3 + 2 + 3
+    groups = ["m1", "m2", "m1", "m2"]
+    assert order_cells(sigs, groups) == [0, 2, 1, 3]
+    assert order_cells(sigs, ["m2", "m1", "m1", "m2"]) == [0, 3, 1, 2]
+    ties = [np.zeros(2)] * 3
+    assert order_cells(ties) == [0, 1, 2]
+
+
+PROMPT = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15/dreamy_v2.safetensors"}},
+    "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "real.ckpt"}},
+    "3": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1]}},
+    "4": {"class_type": "ElementalMerge", "inputs": {"model_a": ["3", 0], "model_b": ["2", 0]}},
+    "9": {"class_type": "ElementalXYPlot", "inputs": {"model_a": ["4", 0], "model_b": ["2", 0]}},
+}
+
+
+def test_names_from_the_graph():
+    assert upstream_name(PROMPT, "3") == "dreamy_v2"
+    assert upstream_name(PROMPT, "4") == "(dreamy_v2 + real)"
+    assert input_names(PROMPT, "9") == {"model_a": "(dreamy_v2 + real)", "model_b": "real"}
+    assert input_names(PROMPT, "77") == {} and input_names(None, "9") == {}
+
+
+def test_wrap_breaks_at_spaces_colons_and_commas_only():
+    measure = len  # one unit per character
+    assert wrap_label("OUT05:attn2.to_k", measure, 10) == ["OUT05:", "attn2.to_k"]
+    assert wrap_label("0.125,0.5,0.75,1", measure, 11) == ["0.125,0.5,", "0.75,1"]
+    assert wrap_label("seed 3: a b", measure, 7) == ["seed 3:", "a b"]
+    # one piece wider than the line: cut after a dot rather than inside a word
+    assert wrap_label("model.diffusion_model.out", measure, 12) == ["model.", "diffusion_", "model.out"]
+    assert fits_without_cuts("OUT05:attn2.to_k", measure, 10)
+    assert not fits_without_cuts("OUT05:attn2.to_k", measure, 9)
