@@ -1,0 +1,229 @@
+"""Every calc mode through ElementalMerge on real ComfyUI objects (SD1.5 test checkpoints), every merged UNet
+and text-encoder weight against the note's formulas written in tests/calc_oracles.py.
+
+Models: A and B loaded with an fp16 UNet (the files' values exactly; halves the RAM); C is A merged with B
+half and half *as a ComfyUI patch* (a clone of A with B's patches at 0.5/0.5), so no third checkpoint is
+loaded and every three-model mode also reads a source that is itself a merge. Its weight, as ComfyUI
+evaluates such a source, is ``A * 0.5 + 0.5 * B`` in float32, which the oracle uses.
+
+Ratios: block weights and specs give different alpha and beta in different blocks (all within [0, 1], so
+tensor/tensor2/extract accept them). The merged weights are stored in fp16: each must be within one fp16
+ulp of the oracle's float32 value (the rounding of the float32 result; the float32 computations themselves
+agree to round-off). smoothAdd checks every 1-D and 2-D key and one 4-D key per block (a scipy oracle over
+every convolution takes many minutes).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
+                                oracle_tensor, oracle_train_difference)
+from tests.inprocess.conftest import pack_module
+from tests.unit.helpers import expected_block
+
+CALC = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
+        "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
+        "extract": "Add difference"}
+GAMMA = 0.7
+ALPHA, BETA = 0.5, 0.25
+BLOCK_WEIGHTS_ALPHA = ("0.25, 0.5,0.5,0.75,0.75,0.125,0.125,0.875,0.875,1,1,0,0, 0.5, "
+                       "0.25,0.25,0.375,0.375,0.625,0.625,0.75,0.75,0.875,0.875,0.5,0.5")
+SPEC_ALPHA = """IN01-IN03::0.75
+OUT03-OUT05:NOT norm:0.625
+BASE:layers.1.:0.125
+OUT04::1
+IN00:time_embed:0"""
+BLOCK_WEIGHTS_BETA = "FLAT_25"
+SPEC_BETA = """M00::0.5
+BASE:NOT mlp:0.125
+OUT10-OUT11:proj:0.375
+OUT04::0.75"""
+FILE_PREFIX = {"diffusion_model.": "model.diffusion_model.", "clip_l.": "cond_stage_model."}
+
+
+def file_key(key: str) -> str:
+    for comfy_prefix, file_prefix in FILE_PREFIX.items():
+        if key.startswith(comfy_prefix):
+            return file_prefix + key[len(comfy_prefix):]
+    raise KeyError(key)
+
+
+@pytest.fixture(scope="module")
+def objs(checkpoint_paths):
+    import comfy.sd
+
+    merge_nodes = pack_module("merge_nodes")
+    out = {}
+    for name in "AB":
+        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
+            checkpoint_paths[name], output_vae=False, output_clip=True, model_options={"dtype": torch.float16})
+        pack_module("model_info").set_source_name(model, f"test_{name}.safetensors")
+        out[name] = (model, clip)
+    (ma, ca), (mb, cb) = out["A"], out["B"]
+    mc, cc = ma.clone(), ca.clone()
+    mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
+    cc.add_patches(cb.get_key_patches(), 0.5, 0.5)
+    out["C"] = (mc, cc)
+    files = {n: safe_open(checkpoint_paths[n], "pt") for n in "AB"}
+    yield merge_nodes, out, files
+    out.clear()
+
+
+def keys_of(objs):
+    unet = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
+    clip = [k for k in objs["A"][1].patcher.model_state_dict().keys()]
+    return unet, clip
+
+
+def tensor(objs, files, name, key):
+    """A key's weight in model ``name``: from the file; ComfyUI-made keys (text_projection, logit_scale) from
+    the loaded model; C as ComfyUI evaluates the patched clone."""
+    if name == "C":
+        A, B = tensor(objs, files, "A", key), tensor(objs, files, "B", key)
+        return A.float() * 0.5 + 0.5 * B.float()
+    fk = file_key(key)
+    if fk in files[name].keys():
+        return files[name].get_tensor(fk)
+    patcher = objs[name][0] if key.startswith("diffusion_model.") else objs[name][1].patcher
+    return patcher.model_state_dict()[key].detach().clone()
+
+
+def ratios(keys, spec_text, weights_text, ratio):
+    import merge_core as mc
+
+    arch = mc.get_architecture("sd1")
+    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
+                            mc.parse_spec(spec_text, arch, keys=keys))
+    return {k: res.ratios.get(k, ratio) for k in keys}
+
+
+def run(merge_nodes, objs, calc, **kw):
+    T = merge_nodes.TextInput
+    (ma, ca), (mb, cb), (mc, cc) = objs["A"], objs["B"], objs["C"]
+    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=CALC[calc],
+                alpha=ALPHA, beta=BETA, print_change=False, calc_mode=calc, calc_option=GAMMA,
+                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
+                elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, "sd1"))
+    args.update(kw)
+    return merge_nodes.ElementalMerge.execute(**args)
+
+
+def merged_weight(patcher, key):
+    import comfy.utils
+
+    if key not in patcher.patches:
+        return comfy.utils.get_attr(patcher.model, key).detach()
+    patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
+    weight = comfy.utils.get_attr(patcher.model, key).detach()
+    backup = patcher.backup.pop(key)
+    comfy.utils.set_attr_param(patcher.model, key, backup.weight)
+    return weight
+
+
+def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
+    h = x.half()
+    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
+    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
+    return torch.maximum(up, down)
+
+
+def expected(calc, key, A, B, C, a, b, stat):
+    fk = file_key(key)
+    if expected_block("sd1", fk) is None or not ("weight" in fk or "bias" in fk):
+        return A.float()  # outside every block, or not a weight/bias: A's weight (SuperMerger's rule)
+    if calc in ("cosineA", "cosineB"):
+        return oracle_cosine(A, B, a, stat[0], stat[1], calc)
+    if calc == "trainDifference":
+        return oracle_train_difference(A, B, C, a)
+    if calc == "smoothAdd":
+        return oracle_smooth_add(A, B, C, a)
+    if calc == "extract":
+        return oracle_extract(A, B, C, a, b, GAMMA)
+    if calc in ("tensor", "tensor2"):
+        return oracle_tensor(A, B, a, b, calc == "tensor2")
+    return oracle_self(A, a, fk)
+
+
+def smooth_subset(keys):
+    """Every 1-D and 2-D key and the first 4-D key of each block (the shapes come from the files)."""
+    picked, seen = [], set()
+    for key, ndim in keys:
+        block = expected_block("sd1", file_key(key))
+        if ndim <= 2:
+            picked.append(key)
+        elif ndim == 4 and block not in seen:
+            seen.add(block)
+            picked.append(key)
+    return picked
+
+
+@pytest.mark.parametrize("calc", list(CALC))
+def test_every_weight_equals_oracle(objs, calc):
+    merge_nodes, models, files = objs
+    model, clip, report = run(merge_nodes, models, calc).args
+    unet_keys, clip_keys = keys_of(models)
+    ra = ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    rb = ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    assert len(set(ra.values())) >= 6 and len(set(rb.values())) >= 4
+    stat = None
+    if calc.startswith("cosine"):
+        pairs = ((tensor(models, files, "A", k), tensor(models, files, "B", k)) for k in unet_keys + clip_keys
+                 if tensor(models, files, "A", k).is_floating_point())
+        stat = oracle_stat(pairs, calc)
+    work = [(model, k) for k in unet_keys] + [(clip.patcher, k) for k in clip_keys]
+    if calc == "smoothAdd":
+        dims = {k: tensor(models, files, "A", k).dim() for _, k in work}
+        subset = set(smooth_subset([(k, dims[k]) for _, k in work]))
+        work = [(p, k) for p, k in work if k in subset]
+        assert len({expected_block("sd1", file_key(k)) for _, k in work if dims[k] == 4}) == 25
+    checked = changed = 0
+    for patcher, key in work:
+        got = merged_weight(patcher, key)
+        A, B, C = (tensor(models, files, n, key) for n in "ABC")
+        if not A.is_floating_point():
+            continue
+        want = expected(calc, key, A, B, C, ra[key], rb[key], stat)
+        assert got.dtype == torch.float16 and got.shape == A.shape, key
+        err = (got.float() - want).abs()
+        assert (err <= fp16_ulp(want)).all(), f"{calc} {key}: max error {err.max().item()}"
+        changed += not torch.equal(got, A.to(got.dtype))
+        checked += 1
+    assert checked == len(work) - sum(1 for _, k in work if not tensor(models, files, "A", k).is_floating_point())
+    assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
+    assert f"calc mode: {calc}" in report
+    recipe = model.model_options["elemental_merge_recipe"]
+    assert recipe["calc_mode"] == calc and recipe["calc_option"] == GAMMA
+
+
+def test_cosine_statistic_is_cached(objs):
+    merge_nodes, models, _ = objs
+    from merge_core import calc_modes as cm
+
+    before = cm.STAT_CACHE.misses
+    run(merge_nodes, models, "cosineA", alpha=0.3)
+    run(merge_nodes, models, "cosineA", alpha=0.6)
+    assert cm.STAT_CACHE.misses - before <= 1
+
+
+def test_bounded_ratio_from_spec_names_block(objs):
+    merge_nodes, models, _ = objs
+    T = merge_nodes.TextInput
+    with pytest.raises(ValueError, match=r"'tensor'.*\[0, 1\].*OUT05"):
+        run(merge_nodes, models, "tensor", elemental_alpha=T("OUT05::1.5"))
+
+
+def test_sources_unchanged(objs):
+    """Runs last: A and B hold their files' values and no patches; C only its own 0.5/0.5 patches."""
+    _, models, files = objs
+    for name in "AB":
+        model, clip = models[name]
+        assert not model.patches and not clip.patcher.patches, f"{name} got patches"
+        for patcher, prefix in ((model, "diffusion_model."), (clip.patcher, "clip_l.")):
+            for key, weight in patcher.model_state_dict(filter_prefix=prefix).items():
+                if file_key(key) in files[name].keys():
+                    want = files[name].get_tensor(file_key(key)).to(weight.dtype)
+                    assert torch.equal(weight, want), f"{name} {key} changed"
+    mc = models["C"][0]
+    assert all(len(v) == 1 and v[0][0] == 0.5 for v in mc.patches.values())
