@@ -22,7 +22,7 @@ fixture        layout
 ``flux_ae``    the 16-channel Flux/SD3 VAE alone (``encoder.``/``decoder.``), for VAELoader.
 =============  ==========================================================================================
 
-Files are written one tensor at a time (`write_streaming`), so even SDXL is built in well under 1 GB, and are
+Files are written one tensor at a time (merge_core.safetensors_stream), so even SDXL is built in well under 1 GB, and are
 cached by content: the file name carries a hash of the fixture's key layout, seed and value rules, so a changed
 writer or ComfyUI gives a new file and an unchanged one is never rebuilt.
 
@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import os
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from merge_core.safetensors_stream import write_streaming
 from devkit.checkpoints import SD15_UNET_CONFIG, SD15_VAE_DDCONFIG, SEEDS, _key_seed, random_value
 
 # Bump when the value rules change (random_value, OVERRIDES): every cached fixture is rebuilt.
@@ -200,34 +199,6 @@ def fixture_value(key: str, shape, seed: int, dtype: torch.dtype) -> torch.Tenso
     return random_value(key, torch.Size(shape), seed, dtype)
 
 
-_ST_DTYPES = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16", torch.int64: "I64"}
-
-
-def write_streaming(path: str, shapes: dict, make: Callable[[str], torch.Tensor], metadata: dict) -> None:
-    """A safetensors file written tensor by tensor: `shapes` is key -> (shape, dtype), `make(key)` the value.
-
-    The header is computed from the shapes first, so only one tensor is ever in memory."""
-    header, offset = {}, 0
-    for key in sorted(shapes):
-        shape, dtype = shapes[key]
-        size = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-        header[key] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = metadata
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    tmp = path + ".partial"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for key in sorted(shapes):
-            t = make(key).contiguous()
-            if tuple(t.shape) != tuple(shapes[key][0]) or t.dtype != shapes[key][1]:
-                raise ValueError(f"{key}: made {tuple(t.shape)} {t.dtype}, header says {shapes[key]}")
-            f.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    os.replace(tmp, path)
-
-
 def layout(kind: str, dtype: torch.dtype = torch.float16) -> dict:
     """key -> (shape, dtype) of a fixture: integer buffers (position_ids) stay int64, the rest `dtype`."""
     meta = FIXTURES[kind].build()
@@ -260,7 +231,8 @@ def ensure_fixture(out_dir: str, kind: str, name: str = "A", seed: int | None = 
     for old in glob.glob(os.path.join(out_dir, f"{kind}_{name}_*.safetensors")):
         os.remove(old)
     t = time.time()
-    write_streaming(path, shapes, lambda k: fixture_value(k, shapes[k][0], seed, shapes[k][1]),
+    write_streaming(path, {k: (dt, shape) for k, (shape, dt) in shapes.items()},
+                    lambda k: fixture_value(k, shapes[k][0], seed, shapes[k][1]),
                     {"format": "pt", "elemental_test_seed": str(seed), "elemental_fixture": kind})
     print(f"[fixtures] wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB) in {time.time() - t:.1f} s",
           file=sys.stderr)
