@@ -13,10 +13,11 @@ Layouts (SD1.5):
   ``processor.`` names ComfyUI maps).
 * ``loha``: LyCORIS LoHa, kohya names with ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``, ``alpha``.
 
-The UNet modules are those a kohya LoCon trains (transformer projections, attention, feed-forward, resnet
-convolutions) plus ``conv_in``, ``time_embedding`` and ``conv_out``, so every block, and the keys LoRA Block
-Weight assigns to no block, get a patch. Values are seeded per tensor name (the same file on every machine),
-stored in fp16 like real LoRAs; rank 4 and alpha 2 make the LoRA scale alpha/rank = 0.5, exact in binary.
+The UNet modules are those a kohya LoRA trains (transformer projections, attention, feed-forward) plus
+``conv_in``, the down/upsampler convolutions, ``time_embedding`` and ``conv_out``: every block but the
+resnet-only IN10, IN11, OUT00 and OUT01 has keys, and so do the keys LoRA Block Weight assigns no block.
+Values are seeded per tensor name (the same file on every machine) and stored in fp16 like real LoRAs;
+rank 4 and alpha 2 make the LoRA scale alpha/rank = 0.5, exact in binary.
 
 Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha]
 """
@@ -36,12 +37,14 @@ ALPHA = 2.0
 LAYOUTS = ("kohya", "peft", "loha")
 SEEDS = {"kohya": 11, "peft": 12, "loha": 13}
 
-# Diffusers UNet module names a LoCon-style LoRA trains, as regexes on the name without ".weight".
+# Diffusers UNet module names the layouts train, as regexes on the name without ".weight": kohya's default
+# LoRA modules (transformer projections, attention, feed-forward) plus a few convolutions so that every block
+# and the keys LoRA Block Weight leaves alone get a patch (resnet convolutions, most of a LoCon's size, are
+# left out to keep the key-by-key tests fast).
 UNET_MODULES = (
     r"^(?:down_blocks|up_blocks)\.\d+\.attentions\.\d+\.(?:proj_in|proj_out)$",
     r"^mid_block\.attentions\.0\.(?:proj_in|proj_out)$",
     r"\.transformer_blocks\.\d+\.(?:attn[12]\.to_(?:q|k|v|out\.0)|ff\.net\.0\.proj|ff\.net\.2)$",
-    r"\.resnets\.\d+\.(?:conv1|conv2)$",
     r"\.(?:downsamplers|upsamplers)\.0\.conv$",
     r"^(?:conv_in|conv_out|time_embedding\.linear_[12])$",
 )

@@ -1,0 +1,259 @@
+"""ElementalLoRA on real ComfyUI objects: every patched weight against the LoRA formula, key by key.
+
+Model A is loaded once with an fp16 UNet (half the RAM; the fp16 text encoder is ComfyUI's CPU default).
+The seeded LoRA files come from devkit.loras (kohya, diffusers/PEFT, LyCORIS LoHa, SD1.5 layouts).
+
+For every key the LoRA patches, the test checks, with the formula written here:
+* the strength ComfyUI got for the key is strength x ratio, the ratio worked out here by hand from the block
+  weights and the spec (independent of merge_core);
+* ComfyUI's fp32 computation of the patched weight from the key's patches equals
+  ``W + s * alpha/rank * (up @ down)`` (LoHa: ``(w1a @ w1b) * (w2a @ w2b)``; PEFT: no alpha, scale 1) bit for
+  bit in fp32, and the float64 formula within fp32 rounding (on the first rows of every key: a property of
+  the test's arithmetic);
+* a key at strength 0 gets no patch (A's weight itself); for one key of every block the weight the sampler
+  gets (ComfyUI's patch path, fp16 with its stochastic rounding) is within one fp16 ulp of the formula.
+Keys the spec and weights leave at ratio 1 carry exactly the stock LoraLoader's patch (strength, tensors), and
+the sampler's weight is bit for bit LoraLoader's.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.inprocess.conftest import CACHE_DIR, pack_module
+
+STRENGTH_MODEL, STRENGTH_CLIP = 0.75, 0.5
+# One dyadic ratio per block, BASE first (26 values): products with the strengths stay exact.
+BLOCKS = ["BASE"] + ["IN%02d" % i for i in range(12)] + ["M00"] + ["OUT%02d" % i for i in range(12)]
+WEIGHTS = [0.5, 1, 0.25, 0, 0.75, 1.5, 0.125, 1, 0.5, 0.25, 1, 0.375, 0.625, 0.875,
+           1, 0.5, 0.25, 0, 1, 0.75, 0.5, 1, 0.25, 1.25, 0.5, 1]
+SPEC = "OUT05:attn2:0.25\nBASE:mlp:0\nIN00:time_embed:0.5"
+LAYOUTS = ("kohya", "peft", "loha")
+
+
+def block_of(key: str) -> str:
+    """Our block of a ComfyUI key, written out for SD1 (text encoder BASE, time_embed IN00, out OUT11)."""
+    if key.startswith("clip_l."):
+        return "BASE"
+    parts = key[len("diffusion_model."):].split(".")
+    table = {"input_blocks": lambda: "IN%02d" % int(parts[1]), "time_embed": lambda: "IN00",
+             "middle_block": lambda: "M00", "output_blocks": lambda: "OUT%02d" % int(parts[1]),
+             "out": lambda: "OUT11"}
+    return table[parts[0]]()
+
+
+def expected_ratio(key: str, weights=True, spec=True) -> float:
+    r = dict(zip(BLOCKS, WEIGHTS))[block_of(key)] if weights else 1.0
+    if spec:
+        for blocks, word, value in (("OUT05", "attn2", 0.25), ("BASE", "mlp", 0.0), ("IN00", "time_embed", 0.5)):
+            if block_of(key) == blocks and word in key:
+                r = value
+    return float(r)
+
+
+@pytest.fixture(scope="module")
+def env(checkpoint_paths):
+    lora_node = pack_module("lora_node")
+    import comfy.lora
+    import comfy.sd
+    import folder_paths
+    from devkit.loras import ensure_loras
+
+    lora_dir = os.path.join(CACHE_DIR, "loras")
+    paths = ensure_loras(lora_dir)
+    folder_paths.add_model_folder_path("loras", lora_dir)
+    model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
+        checkpoint_paths["A"], output_vae=False, output_clip=True, model_options={"dtype": torch.float16})
+    pack_module("model_info").set_source_name(model, "test_A.safetensors")
+    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, comfy.lora.model_lora_keys_unet(model.model, {}))
+    yield lora_node, model, clip, paths, key_map
+
+
+def lora_modules(path: str, key_map: dict):
+    """model key -> (kind, tensors, alpha) for each module of the file, found through ComfyUI's key map."""
+    from safetensors.torch import load_file
+
+    sd = load_file(path)
+    out = {}
+    suffixes = {".lora_up.weight": "lora", ".lora_B.weight": "peft", ".hada_w1_a": "loha"}
+    for name in sd:
+        for suffix, kind in suffixes.items():
+            if name.endswith(suffix):
+                base = name[:-len(suffix)]
+                alpha = sd[base + ".alpha"].item() if base + ".alpha" in sd else None
+                if kind == "lora":
+                    t = (sd[base + ".lora_up.weight"], sd[base + ".lora_down.weight"])
+                elif kind == "peft":
+                    t = (sd[base + ".lora_B.weight"], sd[base + ".lora_A.weight"])
+                else:
+                    t = tuple(sd[f"{base}.hada_w{i}_{ab}"] for i in (1, 2) for ab in "ab")
+                out[key_map[base]] = (kind, t, alpha)
+    return out
+
+
+def formula32(W, kind, t, alpha, s):
+    """The patched weight in fp32, in the order ComfyUI's adapters compute it."""
+    f = [x.float() for x in t]
+    if kind == "loha":
+        diff = (torch.mm(f[0], f[1]) * torch.mm(f[2], f[3])).reshape(W.shape)
+        scale = alpha / f[1].shape[0]
+    else:
+        diff = torch.mm(f[0].flatten(start_dim=1), f[1].flatten(start_dim=1)).reshape(W.shape)
+        scale = alpha / f[1].shape[0] if alpha is not None else 1.0
+    return W.float() + (s * scale) * diff
+
+
+def formula64(W, kind, t, alpha, s):
+    """(the patched weight in float64, a bound on the magnitudes summed: for the rounding tolerance)."""
+    d = [x.double() for x in t]
+    rank = d[1].shape[0]
+    scale = alpha / rank if alpha is not None else 1.0
+    if kind == "loha":
+        diff = ((d[0] @ d[1]) * (d[2] @ d[3])).reshape(W.shape)
+        size = ((d[0].abs() @ d[1].abs()) * (d[2].abs() @ d[3].abs())).reshape(W.shape)
+    else:
+        diff = (d[0].flatten(1) @ d[1].flatten(1)).reshape(W.shape)
+        size = (d[0].flatten(1).abs() @ d[1].flatten(1).abs()).reshape(W.shape)
+    return W.double() + s * scale * diff, W.double().abs() + abs(s * scale) * size
+
+
+def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
+    h = x.half()
+    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
+    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
+    return torch.maximum(up, down)
+
+
+def sampler_weight(patcher, key):
+    """The weight as the sampler sees it, through ComfyUI's patch path; the backup is put back at once."""
+    import comfy.utils
+
+    patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
+    weight = comfy.utils.get_attr(patcher.model, key).detach().clone()
+    backup = patcher.backup.pop(key)
+    comfy.utils.set_attr_param(patcher.model, key, backup.weight)
+    return weight
+
+
+def patcher_of(model, clip, key):
+    return clip.patcher if key.startswith("clip_l.") else model
+
+
+def run(lora_node, model, clip, layout, **kw):
+    T = lora_node.TextInput
+    args = dict(model=model, clip=clip, lora_name=f"test_lora_{layout}.safetensors",
+                strength_model=STRENGTH_MODEL, strength_clip=STRENGTH_CLIP,
+                block_weights=T(",".join(str(w) for w in WEIGHTS)), elemental=T(SPEC))
+    args.update(kw)
+    return lora_node.ElementalLoRA.execute(**args).args
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_patched_weight_equals_formula(env, layout):
+    import comfy.lora
+
+    lora_node, model, clip, paths, key_map = env
+    new_model, new_clip, report = run(lora_node, model, clip, layout)
+    modules = lora_modules(paths[layout], key_map)
+    assert len(modules) == 274  # 202 UNet modules, 72 text-encoder ones
+    zero, sampled = 0, set()
+    for key, (kind, t, alpha) in modules.items():
+        s = (STRENGTH_CLIP if key.startswith("clip_l.") else STRENGTH_MODEL) * expected_ratio(key)
+        target = patcher_of(new_model, new_clip, key)
+        base = patcher_of(model, clip, key).model_state_dict()[key]
+        if s == 0:
+            assert key not in target.patches, key  # no patch: the sampler gets A's weight itself
+            zero += 1
+            continue
+        (strength, _adapter, strength_model, offset, function), = target.patches[key]
+        assert (strength, strength_model, offset, function) == (s, 1.0, None, None), key
+        got32 = comfy.lora.calculate_weight(target.patches[key], base.float().clone(), key)
+        want32 = formula32(base, kind, t, alpha, s)
+        assert torch.equal(got32, want32), f"{layout} {key}: fp32 weight differs from the formula"
+        rows = [x[:8] for x in t] if kind != "loha" else [t[0][:8], t[1], t[2][:8], t[3]]
+        exact, size = formula64(base[:8], kind, rows, alpha, s)
+        assert ((want32[:8].double() - exact).abs() <= 2.0 ** -21 * size).all(), f"{key}: fp32 is not the formula"
+        if block_of(key) not in sampled:
+            sampled.add(block_of(key))
+            got = sampler_weight(target, key)
+            assert got.dtype == torch.float16
+            assert ((got.float() - want32).abs() <= fp16_ulp(want32)).all(), f"{layout} {key}: > 1 fp16 ulp off"
+    assert zero == 12 + 12 + 24  # IN02 and OUT03 (weight 0), BASE:mlp:0
+    assert len(sampled) == 26 - 4 - 2  # every block with keys but IN02, OUT03
+    assert "OUT05     13  0.1875..0.5625 (2 values)" in report
+    assert "BASE      72  0..0.25 (2 values)" in report
+
+
+def same_patch(a, b) -> bool:
+    """Two ModelPatcher patch tuples with the same strengths, offset, function and adapter tensors."""
+    return ((a[0], a[2], a[3], a[4]) == (b[0], b[2], b[3], b[4]) and type(a[1]) is type(b[1])
+            and all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+                    for x, y in zip(a[1].weights, b[1].weights)))
+
+
+def test_keys_at_ratio_one_equal_lora_loader(env):
+    lora_node, model, clip, paths, key_map = env
+    import nodes as comfy_nodes
+
+    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, "test_lora_kohya.safetensors",
+                                                            STRENGTH_MODEL, STRENGTH_CLIP)
+    new_model, new_clip, _ = run(lora_node, model, clip, "kohya", block_weights=None)
+    same, differ = [], []
+    for key in lora_modules(paths["kohya"], key_map):
+        mine = patcher_of(new_model, new_clip, key).patches.get(key, [])
+        (ref,) = patcher_of(ref_model, ref_clip, key).patches[key]
+        if expected_ratio(key, weights=False) == 1.0:
+            (one,) = mine
+            assert same_patch(one, ref), key
+            same.append(key)
+        else:
+            assert not mine or mine[0][0] != ref[0], key
+            differ.append(key)
+    assert (len(same), len(differ)) == (274 - 30, 4 + 24 + 2)  # OUT05 attn2, BASE mlp, time_embed
+    for key in same[::40]:  # the sampler's weights, bit for bit
+        assert torch.equal(sampler_weight(patcher_of(new_model, new_clip, key), key),
+                           sampler_weight(patcher_of(ref_model, ref_clip, key), key)), key
+
+
+def test_all_ones_has_lora_loaders_patches(env):
+    lora_node, model, clip, paths, _ = env
+    import nodes as comfy_nodes
+
+    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, "test_lora_loha.safetensors", 0.75, 0.5)
+    new_model, new_clip, _ = run(lora_node, model, clip, "loha", block_weights=lora_node.TextInput("1," * 25 + "1"),
+                                 elemental=None)
+    for mine, ref in ((new_model, ref_model), (new_clip.patcher, ref_clip.patcher)):
+        assert mine.patches.keys() == ref.patches.keys()
+        for key in ref.patches:
+            (a,), (b,) = mine.patches[key], ref.patches[key]
+            assert same_patch(a, b), key
+
+
+def test_lbw_list_and_keys_it_leaves_at_one(env):
+    lora_node, model, clip, paths, key_map = env
+    new_model, new_clip, report = run(lora_node, model, clip, "kohya", block_weights=None, elemental=None,
+                                      lbw_weights="OUTALL")
+    for key in lora_modules(paths["kohya"], key_map):
+        block = block_of(key)
+        lbw_free = ".time_embed." in key or key.startswith("diffusion_model.out.")
+        want = 1.0 if lbw_free or block == "BASE" or block in BLOCKS[17:] else 0.0
+        s = (STRENGTH_CLIP if block == "BASE" else STRENGTH_MODEL) * want
+        patches = patcher_of(new_model, new_clip, key).patches
+        assert (patches[key][0][0] if key in patches else 0.0) == s, key
+    assert "IN00       3  0..0.75 (2 values)" in report and "lbw_weights 'OUTALL'" in report
+
+
+def test_errors(env):
+    lora_node, model, clip, _, _ = env
+    T = lora_node.TextInput
+    with pytest.raises(ValueError, match="give block_weights or lbw_weights, not both"):
+        run(lora_node, model, clip, "kohya", lbw_weights="ALL")
+    with pytest.raises(ValueError, match="elemental was written for SDXL but the model is SD1.x"):
+        run(lora_node, model, clip, "kohya", elemental=T("OUT05:attn2:0", "sdxl"))
+    with pytest.raises(ValueError, match="lbw_weights: .*take 17 .* or 26 .*; got 12.*SDXL LoRA form"):
+        run(lora_node, model, clip, "kohya", block_weights=None, lbw_weights="1,1,1,1,1,1,1,1,1,1,1,1")
+    msg = lora_node.ElementalLoRA.validate_inputs(lbw_weights="1,0,R")
+    assert "valid for no architecture" in msg and "'R' is LoRA Block Weight's random value" in msg
+    assert lora_node.ElementalLoRA.validate_inputs(lbw_weights="1," * 11 + "0") is True  # SDXL's 12
