@@ -65,7 +65,7 @@ def _middle(windows: torch.Tensor) -> torch.Tensor:
         except ImportError:
             np = None
         if np is not None:
-            rows = windows.contiguous().numpy()
+            rows = windows.detach().contiguous().numpy()
             mid = rows.shape[-1] // 2
             rows.partition(mid, axis=-1)
             return torch.from_numpy(rows[..., mid].copy())

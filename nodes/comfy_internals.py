@@ -71,6 +71,13 @@ def same_patches(a: list, b: list) -> bool:
     return True
 
 
+def weights_token(patcher) -> tuple:
+    """What identifies the weights a patcher stands for, for caches keyed by source models (the calc modes'
+    cosine statistic): its wrapped model and its `patches_uuid`, which ComfyUI renews whenever the patch set
+    changes and a clone keeps (same model, same patches: same weights)."""
+    return (id(patcher.model), patcher.patches_uuid)
+
+
 def is_loaded_with_own_patches(patcher) -> bool:
     """True when the model holds exactly this patcher's patched weights, fully loaded (no lowvram)."""
     m = patcher.model

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 from ..merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_block_weights, parse_spec, \
     resolve_ratios
+from ..merge_core.calc_modes import (CALC_MODE_NAMES, DEFAULT_GAMMA, GAMMA_RANGE, NORMAL, check_gamma, check_pair,
+                                     check_ratios, get_calc_mode)
 from . import model_info
+from .merge_patch import cosine_stat, pair_token
+from .patching import CalcSettings
 from .common import AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, io
 
 
@@ -44,13 +48,61 @@ def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = Tru
     ]
 
 
+def calc_sockets() -> list:
+    """calc_mode and calc_option: appended after every other widget of a merging node (saved workflows store
+    widget values by position), defaults that keep old results."""
+    return [
+        io.Combo.Input("calc_mode", options=list(CALC_MODE_NAMES), default=NORMAL,
+                       tooltip="SuperMerger's calculation mode (docs/calc-modes.md). cosineA, cosineB, tensor, "
+                               "tensor2, self need Weight sum; trainDifference, smoothAdd, extract need Add "
+                               "difference"),
+        io.Float.Input("calc_option", default=DEFAULT_GAMMA, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=0.01,
+                       tooltip="extract's gamma; unused by the other calc modes"),
+    ]
+
+
+def check_calc(mode: str, calc_mode: str, calc_option: float) -> None:
+    """ValueError when the calc mode does not exist, does not go with `mode`, or gets a bad gamma."""
+    check_pair(mode, calc_mode)
+    check_gamma(calc_mode, float(calc_option))
+
+
+# The ranges of the widgets `calc_queue_problem` reads: declaring an input in a node's validate_inputs makes
+# ComfyUI skip its own min/max and choice checks for it, so they are redone here.
+WIDGET_RANGES = {"alpha": (-1.0, 2.0), "beta": (-1.0, 2.0), "calc_option": GAMMA_RANGE}
+
+
+def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
+    """What /prompt must refuse about the merge widgets (None when fine): ranges and choices (see
+    WIDGET_RANGES), the (mode, calc mode) pair, gamma, and the plain alpha/beta of the bounded calc modes
+    (tensor, tensor2, extract); ratios from linked block weights and specs are checked when the merge runs.
+    Values still linked (None) are not checked here."""
+    given = {"alpha": alpha, "beta": beta, "calc_option": calc_option}
+    for name, value in given.items():
+        lo, hi = WIDGET_RANGES[name]
+        if value is not None and not lo <= value <= hi:
+            return f"{name} {value} is outside [{lo:g}, {hi:g}]"
+    if mode is not None and mode not in MODES:
+        return f"unknown mode {mode!r}; valid: {', '.join(MODES)}"
+    if mode is None or calc_mode is None:
+        return None
+    try:
+        check_calc(mode, calc_mode, DEFAULT_GAMMA if calc_option is None else calc_option)
+        uses_beta = get_merge_method(mode).uses_beta or get_calc_mode(calc_mode).uses_beta
+        check_ratios(calc_mode, 0.0 if alpha is None else alpha,
+                     beta if uses_beta and beta is not None else 0.0, "the plain alpha/beta")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class MergeTarget:
     """One patcher the merge writes to (the UNet's or the text encoder's) and what it merges from."""
     name: str        # "unet" or "clip"
     patcher: object  # a clone of A's ModelPatcher (for the text encoder: the CLIP clone's patcher)
     shapes: dict     # key -> shape of A's weight, for every key to merge
-    sources: dict    # "b"/"c" -> that model's get_key_patches() dict
+    sources: dict    # "a"/"b"/"c" -> that model's get_key_patches() dict ("a": A's own, for fused q/k/v)
 
 
 def _check_written_for(what: str, given: TextInput | None, arch) -> None:
@@ -95,12 +147,13 @@ class Ratios:
 
 
 def resolve(method, arch, keys, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
-            elemental_alpha=None, elemental_beta=None) -> Ratios:
+            elemental_alpha=None, elemental_beta=None, uses_beta: bool | None = None) -> Ratios:
     """Every key's alpha (and beta, for methods that use it) from the merge settings: the one resolver of
-    ElementalMerge, the XY plot's cells and the diff checker's targets."""
+    ElementalMerge, the XY plot's cells and the diff checker's targets. ``uses_beta`` overrides the method's
+    own flag (calc modes tensor/tensor2/extract use beta with Weight sum / Add difference)."""
     res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
     res_b = None
-    if method.uses_beta:
+    if method.uses_beta if uses_beta is None else uses_beta:
         res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta")
     return Ratios(ratio_lookup(res_a, alpha), ratio_lookup(res_b, beta), res_a, res_b)
 
@@ -108,8 +161,11 @@ def resolve(method, arch, keys, alpha: float, beta: float, block_weights_alpha=N
 class MergeInputs:
     """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
 
-    def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None):
+    def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
+                 calc_mode: str = NORMAL, calc_option: float = DEFAULT_GAMMA):
         self.method = get_merge_method(mode) if isinstance(mode, str) else mode
+        check_calc(self.method.name, calc_mode, calc_option)
+        self.calc_mode, self.calc_option = calc_mode, float(calc_option)
         if self.method.needs_c and model_c is None:
             raise ValueError(f"mode '{self.method.name}' needs model_c")
         self.models = {"model_a": model_a, "model_b": model_b}
@@ -134,6 +190,26 @@ class MergeInputs:
         return self.clip_reason is None
 
     @property
+    def uses_beta(self) -> bool:
+        """Whether beta decides any weight: the method's or the calc mode's use of it."""
+        return self.method.uses_beta or get_calc_mode(self.calc_mode).uses_beta
+
+    def calc(self, targets, calc_mode: str | None = None, calc_option: float | None = None) -> CalcSettings:
+        """The engine's CalcSettings for this merge (or for another calc mode/option, an XY cell's), with the
+        cosine statistic of A and B over every target (UNet, and the text encoder when merged), cached per
+        pair of source models."""
+        mode = self.calc_mode if calc_mode is None else calc_mode
+        gamma = self.calc_option if calc_option is None else float(calc_option)
+        check_calc(self.method.name, mode, gamma)
+        stat = None
+        if get_calc_mode(mode).uses_stat:
+            clips = (self.clip_a.patcher, self.clip_sources["b"].patcher) if self.clip_merged else ()
+            token = pair_token(self.models["model_a"], self.models["model_b"], *clips)
+            parts = [(self.arch, t.sources["a"], t.sources["b"]) for t in targets]
+            stat = cosine_stat(mode, token, parts)
+        return CalcSettings(mode, gamma, stat, self.arch)
+
+    @property
     def names(self) -> dict:
         """"A"/"B"/"C" -> the model's name, for reports, titles and recipes."""
         return {k[-1].upper(): model_info.model_name(m) for k, m in self.models.items()}
@@ -141,21 +217,21 @@ class MergeInputs:
     def targets(self) -> tuple[object, object, list[MergeTarget]]:
         """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""
         model = self.models["model_a"].clone()
-        unet_sources = {k[-1]: m.get_key_patches(model_info.UNET_PREFIX)
-                        for k, m in self.models.items() if k != "model_a"}
+        unet_sources = {k[-1]: m.get_key_patches(model_info.UNET_PREFIX) for k, m in self.models.items()}
         targets = [MergeTarget("unet", model, self.unet_shapes, unet_sources)]
         clip = self.clip_a
         if self.clip_merged:
             clip = self.clip_a.clone()
             sources = {s: c.get_key_patches() for s, c in self.clip_sources.items() if c is not None}
+            sources["a"] = self.clip_a.get_key_patches()
             targets.append(MergeTarget("clip", clip.patcher, self.clip_shapes, sources))
         return model, clip, targets
 
     def ratios(self, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
                elemental_alpha=None, elemental_beta=None) -> Ratios:
-        """Every key's alpha (and beta, for methods that use it)."""
+        """Every key's alpha (and beta, for methods and calc modes that use it)."""
         return resolve(self.method, self.arch, self.keys, alpha, beta, block_weights_alpha, block_weights_beta,
-                       elemental_alpha, elemental_beta)
+                       elemental_alpha, elemental_beta, uses_beta=self.uses_beta)
 
     def recipe_models(self) -> dict:
         """Recipes of inputs that are themselves merges, as `<input>_recipe` entries of this merge's recipe."""

@@ -18,7 +18,7 @@ import folder_paths
 from . import model_info
 from .common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
-from .merge_inputs import MergeInputs, _check_written_for, merge_sockets  # noqa: F401  (tests reach _check_written_for here)
+from .merge_inputs import MergeInputs, _check_written_for, calc_queue_problem, calc_sockets, merge_sockets  # noqa: F401  (tests reach _check_written_for here)
 from .patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 
@@ -127,30 +127,39 @@ class ElementalMerge(io.ComfyNode):
             inputs=merge_sockets() + [
                 io.Boolean.Input("print_change", default=False,
                                  tooltip="log the change report and show it on the node"),
-            ],
+            ] + calc_sockets(),
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
                      io.String.Output(display_name="report")],
         )
 
     @classmethod
+    def validate_inputs(cls, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
+        # Declaring these makes ComfyUI skip its own range/choice checks for them: calc_queue_problem redoes
+        # them, then refuses a calc mode that does not go with the mode, and out-of-range ratios.
+        return calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or True
+
+    @classmethod
     def execute(cls, model_a, model_b, mode, alpha, beta, print_change, model_c=None, clip_a=None,
                 clip_b=None, clip_c=None, block_weights_alpha=None, block_weights_beta=None,
-                elemental_alpha=None, elemental_beta=None):
-        inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c)
+                elemental_alpha=None, elemental_beta=None, calc_mode="normal", calc_option=0.3):
+        inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option)
         method = inputs.method
         ratios = inputs.ratios(alpha, beta, block_weights_alpha, block_weights_beta, elemental_alpha,
                                elemental_beta)
         merged, clip_out, targets = inputs.targets()
-        notes = {t.name: apply_merge(t.patcher, t.shapes, t.sources, method, ratios.a, ratios.b) for t in targets}
+        calc = inputs.calc(targets)
+        notes = {t.name: apply_merge(t.patcher, t.shapes, t.sources, method, ratios.a, ratios.b, calc)
+                 for t in targets}
         clip_text = notes["clip"].summary("text encoder") if "clip" in notes else "text encoder: " + inputs.clip_reason
 
         recipe = {
-            "version": RECIPE_VERSION, "mode": method.name, "alpha": alpha,
-            "beta": beta if method.uses_beta else None, "architecture": inputs.arch.name,
+            "version": RECIPE_VERSION, "mode": method.name, "calc_mode": calc.mode,
+            "calc_option": calc.gamma, "alpha": alpha,
+            "beta": beta if inputs.uses_beta else None, "architecture": inputs.arch.name,
             "block_weights_alpha": text_of(block_weights_alpha),
-            "block_weights_beta": text_of(block_weights_beta) if method.uses_beta else None,
+            "block_weights_beta": text_of(block_weights_beta) if inputs.uses_beta else None,
             "elemental_alpha": text_of(elemental_alpha),
-            "elemental_beta": text_of(elemental_beta) if method.uses_beta else None,
+            "elemental_beta": text_of(elemental_beta) if inputs.uses_beta else None,
             "models": inputs.names,
             "text_encoder_merged": inputs.clip_merged,
             **inputs.recipe_models(),
@@ -169,6 +178,10 @@ def build_report(recipe: dict, arch, ratios, unet_notes: MergeNotes, clip_text: 
     head = f"{recipe['mode']} ({arch.label}) alpha={recipe['alpha']}"
     if recipe["beta"] is not None:
         head += f" beta={recipe['beta']}"
+    calc = recipe.get("calc_mode", "normal")
+    if recipe.get("calc_option") is not None:
+        calc += f" (calc_option {recipe['calc_option']:g})"
+    head += f", calc mode: {calc}"
     parts = [head + f": {models}", format_change_report(ratios.resolution_a, title="alpha")]
     if ratios.resolution_b is not None:
         parts.append(format_change_report(ratios.resolution_b, title="beta"))

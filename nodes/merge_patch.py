@@ -25,6 +25,7 @@ import comfy.lora
 import comfy.model_management
 from comfy.weight_adapter import WeightAdapterBase
 
+from .comfy_internals import weights_token
 from ..merge_core.calc_layout import PLAIN, LayoutUnit, layout_units, part_of, to_checkpoint
 from ..merge_core.calc_modes import STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic, get_calc_mode
 
@@ -144,9 +145,8 @@ def stat_pairs(parts, device=None):
 
 
 def pair_token(*patchers) -> tuple:
-    """Identity of source models for the statistic cache: the wrapped model and its patch set's uuid (which
-    ComfyUI renews whenever patches change; a clone keeps it, and so keeps the same weights)."""
-    return tuple((id(p.model), p.patches_uuid) if p is not None else None for p in patchers)
+    """Identity of source models for the statistic cache (`comfy_internals.weights_token` of each)."""
+    return tuple(weights_token(p) if p is not None else None for p in patchers)
 
 
 def cosine_stat(mode: str, token, parts, device=None) -> CosineStat:

@@ -5,12 +5,17 @@ sampler (or a save) loads the model, so a merge costs no extra RAM up front, the
 written, and lowvram/offloading keep working. This is how ComfyUI's own merge nodes work; the difference here
 is that every key gets its own ratios and that a merge mode may take several patch steps.
 
-ComfyUI applies a patch `(strength, source, strength_model, offset)` as
-    w[offset] = w[offset] * strength_model + strength * source
-and merge_core's `MergeMethod.steps(a, b)` states every mode as a sequence of exactly such steps, so this
-module only decides, per key, which steps apply to which region of the weight. The "source" is the other
-model's `get_key_patches()` entry, i.e. its own (possibly patched) weight computed lazily: a merged model
-can be the input of a further merge.
+One fused patch per key: every merged key gets a single `merge_patch.MergePatch`, a ComfyUI weight adapter
+that `comfy.lora.calculate_weight` calls with A's weight. For the linear modes it runs merge_core's
+`MergeMethod.steps(a, b)` (each `w = w * strength_model + strength * source`) as fused in-place ops; for a
+calc mode (merge_core.calc_modes) it computes the key's calc-mode formula, in checkpoint layout where the
+mode needs it. The sources are the other models' `get_key_patches()` entries, i.e. their own (possibly
+patched) weights computed lazily: a merged model can be the input of a further merge.
+
+Which keys change: normal drops steps that change nothing (`effective_steps`); a calc mode follows its own
+rule (`merge_core.calc_modes.keeps_a`: keys outside every block or not a weight/bias keep A; ratio 0 keeps A
+only where the mode says so). A key that keeps A gets no patch, is counted "unchanged", and is never
+recomputed by the XY re-merge.
 
 Shapes: a key whose source weight is smaller than A's along one dimension (a 9-channel inpainting or an
 8-channel pix2pix `input_blocks.0.0.weight` against a 4-channel one) merges the common leading channels
@@ -22,6 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from ..merge_core.calc_layout import PLAIN, layout_units
+from ..merge_core.calc_modes import (DEFAULT_GAMMA, NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios,
+                                     get_calc_mode, keeps_a)
+from ..merge_core.keys import canonical_key
+from .merge_patch import make_patch
 
 # What a kept key's reason says, by cause.
 REASON_MISSING = "missing in {src}"
@@ -53,7 +64,7 @@ class KeyPlan:
 class MergeNotes:
     """What the engine did besides the plain merge; goes into the change report."""
     patched: int = 0
-    unchanged: int = 0          # keys whose ratios make every step a no-op (A's weight exactly)
+    unchanged: int = 0          # keys left at A's weight by their ratios (or by the calc mode's key rule)
     narrowed: list = field(default_factory=list)   # (key, "dim 1: 4 of 9")
     kept: list = field(default_factory=list)       # (key, reason): A's weight kept
 
@@ -62,7 +73,7 @@ class MergeNotes:
                           self.narrowed + other.narrowed, self.kept + other.kept)
 
     def summary(self, label: str) -> str:
-        lines = [f"{label}: {self.patched} keys patched, {self.unchanged} unchanged (ratio 0), "
+        lines = [f"{label}: {self.patched} keys patched, {self.unchanged} unchanged (A's weight), "
                  f"{len(self.narrowed)} merged on common channels, {len(self.kept)} kept from A"]
         lines += [f"  common channels only: {k} ({how})" for k, how in self.narrowed]
         lines += [f"  kept from A: {k} ({why})" for k, why in self.kept]
@@ -111,38 +122,121 @@ def plan_key(key: str, shape_a: tuple, source_shapes: dict, steps) -> KeyPlan:
     return KeyPlan(key, offset, steps)
 
 
-def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b) -> MergeNotes:
+@dataclass(frozen=True)
+class CalcSettings:
+    """A merge's calc mode and what it needs besides the ratios: gamma (extract's calc_option), the cosine
+    statistic (cosineA/B), the architecture (blocks, checkpoint names, layout). Frozen and comparable: an XY
+    cell that changes any of it re-merges every key."""
+    mode: str = NORMAL
+    gamma: float = DEFAULT_GAMMA
+    stat: CosineStat | None = None
+    arch: object = None
+
+    @property
+    def info(self):
+        return get_calc_mode(self.mode)
+
+
+NORMAL_CALC = CalcSettings()
+
+
+def _shapes_of(sources: dict, key: str, names) -> dict:
+    return {n: (tuple(sources[n][key][0][0].shape) if key in sources.get(n, {}) else None) for n in names}
+
+
+def _linear_plan(key, shape_a, sources, method, a, b):
+    """(KeyPlan, MergePatch or None) of a normal-mode key."""
+    plan = plan_key(key, shape_a, _shapes_of(sources, key, ("b", "c")), method.steps(a, b))
+    if plan.kept is not None or not plan.steps:
+        return plan, None
+    used = sorted({s.source for s in plan.steps})
+    return plan, make_patch(key, plan.steps, sources={n: (sources[n][key],) for n in used})
+
+
+def _unit_problem(unit, shapes_a: dict, sources: dict, used) -> str | None:
+    """Why a fused/transposed text-encoder unit cannot be computed (a part missing or shaped otherwise)."""
+    for k in unit.keys:
+        for n in used:
+            entry = sources[n].get(k)
+            if entry is None:
+                return REASON_MISSING.format(src=f"model {n.upper()}") + f" ({k})"
+            if tuple(entry[0][0].shape) != tuple(shapes_a[k]):
+                return REASON_SHAPE.format(a=tuple(shapes_a[k]), s=tuple(entry[0][0].shape), src=f"model {n.upper()}")
+    return None
+
+
+def _calc_plan(key, shapes_a, sources, calc: CalcSettings, a, b, unit):
+    """(KeyPlan, MergePatch or None) of a calc-mode key; ratio bounds are checked here (ValueError naming
+    the key's block), so ratios from block weights and specs are checked when the merge runs."""
+    info = calc.info
+    canon, block = canonical_key(key, calc.arch), calc.arch.block_of(key)
+    if not calc_applies(info, canon, block):
+        return KeyPlan(key, None, ()), None
+    check_ratios(calc.mode, a, b, f"block {block} (key {key})")
+    if keeps_a(info, canon, block, a, b):
+        return KeyPlan(key, None, ()), None
+    used = [n for n, on in (("b", info.reads_b), ("c", info.needs_c)) if on]
+    args = CalcArgs(canon, calc.gamma, calc.stat)
+    marker = ("calc",)  # a non-empty `steps`: the key is patched
+    if unit is not None and unit.kind != PLAIN:
+        why = _unit_problem(unit, shapes_a, sources, used + ["a"])
+        if why:
+            return KeyPlan(key, None, (), why), None
+        srcs = {n: tuple(sources[n][k] for k in unit.keys) for n in used + ["a"]}
+        return KeyPlan(key, None, marker), make_patch(key, (), calc.mode, a, b, srcs, unit, args)
+    if not used:  # self: A alone
+        return KeyPlan(key, None, marker), make_patch(key, (), calc.mode, a, b, {}, None, args)
+    plan = plan_key(key, shapes_a[key], _shapes_of(sources, key, used),
+                    tuple(_ShapeStep(n) for n in used))
+    if plan.kept is not None:
+        return plan, None
+    srcs = {n: (sources[n][key],) for n in used}
+    return KeyPlan(key, plan.offset, marker), make_patch(key, (), calc.mode, a, b, srcs, None, args)
+
+
+@dataclass(frozen=True)
+class _ShapeStep:
+    """A stand-in step so that `plan_key` checks a calc mode's sources' presence and shapes."""
+    source: str
+    strength: float = 1.0
+    strength_model: float = 1.0
+
+
+def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b,
+                calc: CalcSettings = NORMAL_CALC) -> MergeNotes:
     """Adds the patches of a merge to `target` (a clone of A: a ModelPatcher or a CLIP).
 
     shapes_a: key -> shape of A's weight, for every key to merge.
-    sources:  "b"/"c" -> that model's `get_key_patches()` dict.
+    sources:  "b"/"c" -> that model's `get_key_patches()` dict; "a" -> A's (needed by layout-dependent calc
+              modes for the other parts of a fused q/k/v).
     ratio_a, ratio_b: key -> a / b (callables, so a default can apply to keys outside every block).
+    calc:     the calc mode (normal: the method's own formula).
 
-    Patches are handed to ComfyUI grouped: one `add_patches` call per (step, source, strength,
-    strength_model) rather than one per key, because each call walks the whole model's state dict (a
-    per-key call made building an SD1 merge cost ~2 s of pure bookkeeping; grouped it is ~30 ms). Steps go in
-    step order, so every key still gets its patches in the order its merge method states them.
+    One patch per key, all handed to ComfyUI in one `add_patches` call (each call walks the whole model's
+    state dict, so one call per key cost ~2 s of bookkeeping on SD1; one call costs ~10 ms).
     """
     notes = MergeNotes()
-    groups: dict[tuple, dict] = {}  # (step index, source, strength, strength_model) -> {patch key: source}
+    patches: dict = {}
+    units = {}
+    if calc.mode != NORMAL and calc.info.layout_dependent:
+        units = {k: u for u in layout_units(shapes_a, calc.arch) for k in u.keys}
     for key, shape_a in shapes_a.items():
-        source_shapes = {name: (tuple(kp[key][0][0].shape) if key in kp else None)
-                         for name, kp in sources.items()}
-        plan = plan_key(key, shape_a, source_shapes, method.steps(ratio_a(key), ratio_b(key)))
+        a, b = ratio_a(key), ratio_b(key)
+        if calc.mode == NORMAL:
+            plan, patch = _linear_plan(key, shape_a, sources, method, a, b)
+        else:
+            plan, patch = _calc_plan(key, shapes_a, sources, calc, a, b, units.get(key))
         if plan.kept is not None:
             notes.kept.append((key, plan.kept))
             continue
-        if not plan.steps:
+        if patch is None:
             notes.unchanged += 1
             continue
-        patch_key = key if plan.offset is None else (key, tuple(plan.offset))
-        for index, step in enumerate(plan.steps):
-            group = (index, step.source, step.strength, step.strength_model)
-            groups.setdefault(group, {})[patch_key] = sources[step.source][key]
+        patches[key if plan.offset is None else (key, tuple(plan.offset))] = patch
         if plan.offset is not None:
             d, _, n = plan.offset
             notes.narrowed.append((key, f"dim {d}: {n} of {shape_a[d]}"))
         notes.patched += 1
-    for (_, _, strength, strength_model), patches in sorted(groups.items(), key=lambda item: item[0][0]):
-        target.add_patches(patches, strength, strength_model)
+    if patches:
+        target.add_patches(patches, 1.0, 1.0)
     return notes

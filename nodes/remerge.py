@@ -26,7 +26,7 @@ import comfy.utils
 from . import comfy_internals
 from .comfy_internals import Patch
 from .merge_inputs import MergeInputs, MergeTarget
-from .patching import apply_merge
+from .patching import CalcSettings, apply_merge
 
 
 class _PatchRecorder:
@@ -79,8 +79,8 @@ class IncrementalMerge:
     """
 
     def __init__(self, model_a, model_b, model_c=None, method="Weight sum", clip_a=None, clip_b=None,
-                 clip_c=None):
-        self._start(MergeInputs(method, model_a, model_b, model_c, clip_a, clip_b, clip_c))
+                 clip_c=None, calc_mode: str = "normal", calc_option: float = 0.3):
+        self._start(MergeInputs(method, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option))
 
     @classmethod
     def from_inputs(cls, inputs: MergeInputs) -> "IncrementalMerge":
@@ -101,15 +101,20 @@ class IncrementalMerge:
     def clip_merged(self) -> bool:
         return self.inputs.clip_merged
 
-    def _plan(self, target: _Target, ratio_a, ratio_b):
+    def calc_for(self, calc_mode: str | None = None, calc_option: float | None = None) -> CalcSettings:
+        """The engine's CalcSettings for a calc mode/option (default: the merge's own), the cosine statistic
+        from the cache after its first computation."""
+        return self.inputs.calc([t.target for t in self.targets], calc_mode, calc_option)
+
+    def _plan(self, target: _Target, ratio_a, ratio_b, calc: CalcSettings):
         """key -> merge-part patch list for every key of the target (empty list: A's weight)."""
         rec = _PatchRecorder()
         t = target.target
-        apply_merge(rec, t.shapes, t.sources, self.method, ratio_a, ratio_b)
+        apply_merge(rec, t.shapes, t.sources, self.method, ratio_a, ratio_b, calc)
         return {k: rec.patches.get(k, []) for k in t.shapes}
 
-    def _apply_target(self, target: _Target, ra, rb, in_place: dict, deferred: dict) -> list:
-        plans = self._plan(target, ra, rb)
+    def _apply_target(self, target: _Target, ra, rb, calc, in_place: dict, deferred: dict) -> list:
+        plans = self._plan(target, ra, rb, calc)
         changed = [k for k, p in plans.items()
                    if not self._applied or not comfy_internals.same_patches(p, target.current.get(k, []))]
         if not changed:
@@ -127,15 +132,19 @@ class IncrementalMerge:
             deferred[target.name] = len(changed)
         return changed
 
-    def apply(self, ratio_a, ratio_b=None, default_a: float = 0.0, default_b: float = 0.0) -> set:
-        """Sets every key's ratios; returns the keys whose patches changed (all of them on the first call)."""
+    def apply(self, ratio_a, ratio_b=None, default_a: float = 0.0, default_b: float = 0.0,
+              calc: CalcSettings | None = None) -> set:
+        """Sets every key's ratios (and the calc mode: `calc_for(...)`, default the merge's own); returns the
+        keys whose patches changed (all of them on the first call; every patched key when the calc mode or
+        its option changes, since each key's patch then differs)."""
         t0 = time.perf_counter()
+        calc = calc if calc is not None else self.calc_for()
         ra, rb = _lookup(ratio_a, default_a), _lookup(ratio_b, default_b)
         changed_all: set = set()
         in_place: dict = {}
         deferred: dict = {}
         for target in self.targets:
-            changed_all.update(self._apply_target(target, ra, rb, in_place, deferred))
+            changed_all.update(self._apply_target(target, ra, rb, calc, in_place, deferred))
         self._applied = True
         self.last = ApplyStats(changed_all, in_place, deferred, time.perf_counter() - t0)
         return changed_all

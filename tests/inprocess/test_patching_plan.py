@@ -51,14 +51,22 @@ def test_narrowing(mods):
     ("Sum twice", 0.5, 0.0, [("b", 0.5, 0.5)]),
 ])
 def test_steps_become_patches_in_order(mods, mode, a, b, expected):
+    """One fused patch per key (merge_patch.MergePatch), handed over in one add_patches call at strength 1,
+    carrying the method's steps in order and the sources' very entries."""
     p, mc = mods
     target = RecordingPatcher()
     shapes = {"k": (2, 3)}
     sources = {"b": key_patches(shapes), "c": key_patches(shapes)}
     notes = p.apply_merge(target, shapes, sources, mc.get_merge_method(mode), lambda k: a, lambda k: b)
-    got = [(next(s for s in "bc" if patches["k"] is sources[s]["k"]), sp, sm) for patches, sp, sm in target.calls]
-    assert got == expected
     assert (notes.patched, notes.unchanged) == ((1, 0) if expected else (0, 1))
+    if not expected:
+        assert target.calls == []
+        return
+    (patches, sp, sm), = target.calls
+    assert (sp, sm) == (1.0, 1.0) and list(patches) == ["k"]
+    patch = patches["k"]
+    assert [(s.source, s.strength, s.strength_model) for s in patch.steps] == expected
+    assert all(patch.sources[n][0] is sources[n]["k"] for n in {e[0] for e in expected})
 
 
 def test_missing_and_mismatched_keys_keep_a_and_are_reported(mods):
@@ -76,14 +84,9 @@ def test_missing_and_mismatched_keys_keep_a_and_are_reported(mods):
     assert "not a narrowing of A" in kept["bigger"]
     assert "sources disagree" in kept["disagree"]
     assert notes.narrowed == [("inpaint", "dim 1: 4 of 9")]
-    # Each patched key gets Add difference's two steps, in order: +a*B, then -a*C (grouped calls may carry
-    # several keys each; what counts is each key's own sequence).
-    per_key = {}
-    for patches, sp, sm in target.calls:
-        for k, src in patches.items():
-            name = k if isinstance(k, str) else k[0]
-            which = next(s for s in "bc" if src is sources[s][name])
-            per_key.setdefault(k, []).append((which, sp, sm))
+    # Each patched key gets Add difference's two steps, in order: +a*B, then -a*C, in one patch per key.
+    (patches, sp, sm), = target.calls
+    per_key = {k: [(s.source, s.strength, s.strength_model) for s in patch.steps] for k, patch in patches.items()}
     assert per_key == {"same": [("b", 0.5, 1.0), ("c", -0.5, 1.0)],
                        ("inpaint", (1, 0, 4)): [("b", 0.5, 1.0), ("c", -0.5, 1.0)]}
     summary = notes.summary("UNet")
