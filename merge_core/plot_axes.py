@@ -36,6 +36,9 @@ AXIS_TYPES = {
     BETA: ("newline or comma", "beta (or, opposite a pinpoint axis, the pinpoint's beta)"),
     PRESET: ("newline", "block_weights_alpha: a preset name or a weight string"),
 }
+CALC = "calc mode"
+AXIS_TYPES[CALC] = ("newline or comma", "the calc mode (normal, cosineA, ... see docs/calc-modes.md); every key "
+                                        "is re-merged when it changes")
 PINPOINT = (PIN_ELEMENT, PIN_BLOCKS)
 RATIO_AXES = (ALPHA, BETA)
 
@@ -53,9 +56,13 @@ class Settings:
     block_weights_beta: str | None = None
     elemental_alpha: str = ""
     elemental_beta: str = ""
+    calc_mode: str = "normal"
+    calc_option: float = 0.3
 
     def describe(self) -> str:
         parts = [f"alpha={self.alpha:g}", f"beta={self.beta:g}"]
+        if self.calc_mode != "normal":
+            parts.append(f"calc_mode={self.calc_mode} calc_option={self.calc_option:g}")
         for name in ("block_weights_alpha", "block_weights_beta"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
@@ -226,6 +233,17 @@ def _parse_presets(text: str, arch, where: str) -> list[Item]:
     return _nonempty(items, f"{where}: no preset given (one preset name or weight string per line)")
 
 
+def _parse_calc_modes(text: str, where: str) -> list[Item]:
+    from .calc_modes import CALC_MODE_NAMES
+
+    items = []
+    for entry, line in _entries(text):
+        if entry not in CALC_MODE_NAMES:
+            raise AxisError(f"{where} line {line}: unknown calc mode '{entry}' (valid: {', '.join(CALC_MODE_NAMES)})")
+        items.append(Item(entry, line, entry))
+    return _nonempty(items, f"{where}: no calc mode given")
+
+
 def parse_axis(axis_type: str, text: str, arch=None, where: str = "values") -> Axis:
     """The Axis for `axis_type` and its values text; AxisError names `where` and the line."""
     if axis_type not in AXIS_TYPES:
@@ -238,6 +256,8 @@ def parse_axis(axis_type: str, text: str, arch=None, where: str = "values") -> A
         return Axis(axis_type, tuple(_parse_elemental(text, arch, where)))
     if axis_type == PRESET:
         return Axis(axis_type, tuple(_parse_presets(text, arch, where)))
+    if axis_type == CALC:
+        return Axis(axis_type, tuple(_parse_calc_modes(text, where)))
     return Axis(axis_type, tuple(parse_targets(text, arch, where, kind=axis_type)))
 
 
@@ -266,6 +286,8 @@ def _modify(settings: Settings, axis_type: str, value) -> Settings:
         return replace(settings, elemental_alpha=join_spec(settings.elemental_alpha, value))
     if axis_type == PRESET:
         return replace(settings, block_weights_alpha=value)
+    if axis_type == CALC:
+        return replace(settings, calc_mode=value)
     raise AssertionError(axis_type)
 
 

@@ -26,6 +26,8 @@ from . import grid
 from .cell_render import PlotProgress
 from .common import CATEGORY, io, png_metadata, write_new
 from ..merge_core.plot_axes import AxisError
+from .merge_inputs import calc_queue_problem, calc_sockets
+from .patching import key_effect
 from .plot_job import MergeJob, plot_inputs
 
 log = logging.getLogger("elemental_merge")
@@ -79,7 +81,7 @@ class ElementalDiffChecker(io.ComfyNode):
                                tooltip="difference images: |diff| x amplify, colour-mapped"),
                 io.String.Input("model_a_name", optional=True, force_input=True),
                 io.String.Input("model_b_name", optional=True, force_input=True),
-            ],
+            ] + calc_sockets(),
             outputs=[io.Image.Output(display_name="images"), io.Image.Output(display_name="chart"),
                      io.String.Output(display_name="table")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -87,7 +89,10 @@ class ElementalDiffChecker(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, targets=None):
+    def validate_inputs(cls, targets=None, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
+        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
+        if problem:
+            return problem
         if targets is None:
             return True
         try:
@@ -114,8 +119,9 @@ class ElementalDiffChecker(io.ComfyNode):
             progress.start_cell(i)
             s = plot_axes.pinpoint(job.base, item.value, ratio, plot_axes.ALPHA)
             ra, rb = job.ratios(s)
-            n_keys = sum(1 for k in job.merge.keys
-                         if job.method.steps(ra(k), rb(k)) != job.method.steps(base_ra(k), base_rb(k)))
+            calc = job.calc(s)
+            n_keys = sum(1 for k in job.merge.keys if key_effect(job.method, calc, k, ra(k), rb(k))
+                         != key_effect(job.method, calc, k, base_ra(k), base_rb(k)))
             imgs, _, _ = job.render(s, progress)
             u8 = [grid.to_uint8(im) for im in imgs]
             m = metrics(np.stack(base_u8), np.stack(u8), threshold)

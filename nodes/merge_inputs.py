@@ -96,6 +96,23 @@ def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
     return None
 
 
+def calc_axis_problem(mode, types, texts) -> str | None:
+    """A `calc mode` axis value that does not go with the plot's mode (None when all do, or unknown yet)."""
+    from ..merge_core.plot_axes import CALC, AxisError, parse_axis
+
+    if mode is None:
+        return None
+    for axis_type, text, name in zip(types, texts, "xyz"):
+        if axis_type != CALC or text is None:
+            continue
+        try:
+            for item in parse_axis(CALC, text, None, f"{name}_values").items:
+                check_pair(mode, item.value)
+        except (AxisError, ValueError) as exc:
+            return f"{name}_values: {exc}" if not str(exc).startswith(f"{name}_values") else str(exc)
+    return None
+
+
 @dataclass
 class MergeTarget:
     """One patcher the merge writes to (the UNet's or the text encoder's) and what it merges from."""

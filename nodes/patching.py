@@ -202,6 +202,19 @@ class _ShapeStep:
     strength_model: float = 1.0
 
 
+def key_effect(method, calc: CalcSettings, key: str, a: float, b: float):
+    """What decides a key's merged weight under these ratios, comparable between two settings of one merge
+    (None: A's weight): the effective steps for normal, (a, b) for a calc mode that changes the key. The diff
+    checker counts a target's changed keys with it, per calc mode."""
+    if calc.mode == NORMAL:
+        return effective_steps(method.steps(a, b)) or None
+    info = calc.info
+    canon, block = canonical_key(key, calc.arch), calc.arch.block_of(key)
+    if not calc_applies(info, canon, block) or keeps_a(info, canon, block, a, b):
+        return None
+    return (a, b if info.uses_beta else None)
+
+
 def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b,
                 calc: CalcSettings = NORMAL_CALC) -> MergeNotes:
     """Adds the patches of a merge to `target` (a clone of A: a ModelPatcher or a CLIP).

@@ -96,6 +96,7 @@ class IncrementalMerge:
         self.keys = inputs.keys
         self.last: ApplyStats | None = None
         self._applied = False
+        self._calc = CalcSettings()
 
     @property
     def clip_merged(self) -> bool:
@@ -106,15 +107,16 @@ class IncrementalMerge:
         from the cache after its first computation."""
         return self.inputs.calc([t.target for t in self.targets], calc_mode, calc_option)
 
-    def _plan(self, target: _Target, ratio_a, ratio_b, calc: CalcSettings):
-        """key -> merge-part patch list for every key of the target (empty list: A's weight)."""
+    def _plan(self, target: _Target, ratio_a, ratio_b):
+        """key -> merge-part patch list for every key of the target (empty list: A's weight), under the calc
+        settings of the `apply` in progress (`self._calc`; subclasses extend this signature-stable hook)."""
         rec = _PatchRecorder()
         t = target.target
-        apply_merge(rec, t.shapes, t.sources, self.method, ratio_a, ratio_b, calc)
+        apply_merge(rec, t.shapes, t.sources, self.method, ratio_a, ratio_b, self._calc)
         return {k: rec.patches.get(k, []) for k in t.shapes}
 
-    def _apply_target(self, target: _Target, ra, rb, calc, in_place: dict, deferred: dict) -> list:
-        plans = self._plan(target, ra, rb, calc)
+    def _apply_target(self, target: _Target, ra, rb, in_place: dict, deferred: dict) -> list:
+        plans = self._plan(target, ra, rb)
         changed = [k for k, p in plans.items()
                    if not self._applied or not comfy_internals.same_patches(p, target.current.get(k, []))]
         if not changed:
@@ -138,13 +140,13 @@ class IncrementalMerge:
         keys whose patches changed (all of them on the first call; every patched key when the calc mode or
         its option changes, since each key's patch then differs)."""
         t0 = time.perf_counter()
-        calc = calc if calc is not None else self.calc_for()
+        self._calc = calc if calc is not None else self.calc_for()
         ra, rb = _lookup(ratio_a, default_a), _lookup(ratio_b, default_b)
         changed_all: set = set()
         in_place: dict = {}
         deferred: dict = {}
         for target in self.targets:
-            changed_all.update(self._apply_target(target, ra, rb, calc, in_place, deferred))
+            changed_all.update(self._apply_target(target, ra, rb, in_place, deferred))
         self._applied = True
         self.last = ApplyStats(changed_all, in_place, deferred, time.perf_counter() - t0)
         return changed_all

@@ -276,3 +276,19 @@ def test_tensor_on_checkpoint_layout_differs_from_split():
     fused = cm.calc_merge("tensor", cl.to_checkpoint(unit, A), cl.to_checkpoint(unit, B), None, 1 / 3, 0.0)
     q, k, v = cl.from_checkpoint(unit, fused)
     assert torch.equal(q, torch.ones(4, 2)) and torch.equal(k, torch.zeros(4, 2))
+
+
+# ------------------------------------------------------------------ the XY plot's calc mode axis
+
+def test_calc_mode_axis():
+    from merge_core import plot_axes as pa
+
+    axis = pa.parse_axis(pa.CALC, "normal, cosineA\ntensor2", None, "x_values")
+    assert [i.value for i in axis.items] == ["normal", "cosineA", "tensor2"]
+    with pytest.raises(pa.AxisError, match="x_values line 2: unknown calc mode 'cosine'"):
+        pa.parse_axis(pa.CALC, "normal\ncosine", None, "x_values")
+    base = pa.Settings(0.5, 0.25)
+    cells = pa.build_cells(base, axis, pa.parse_axis(pa.ALPHA, "0.1, 0.2", None, "y_values"))
+    assert [(c.settings.calc_mode, c.settings.alpha) for c in cells] == [
+        ("normal", 0.1), ("cosineA", 0.1), ("tensor2", 0.1), ("normal", 0.2), ("cosineA", 0.2), ("tensor2", 0.2)]
+    assert "calc_mode=cosineA" in cells[1].settings.describe() and "calc_mode" not in cells[0].settings.describe()
