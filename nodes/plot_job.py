@@ -10,6 +10,7 @@ import comfy.samplers
 from .cell_render import CellRenderer, PlotProgress, empty_latent
 from .common import AUTO, TextInput, io
 from .merge_inputs import MergeInputs, merge_sockets, resolve
+from ..merge_core.calc_modes import get_calc_mode
 from ..merge_core.plot_axes import Settings
 from .remerge import IncrementalMerge
 
@@ -38,7 +39,8 @@ class MergeJob:
 
     def __init__(self, kw: dict):
         self.inputs = MergeInputs(kw["mode"], kw["model_a"], kw["model_b"], kw.get("model_c"), kw["clip_a"],
-                                  kw.get("clip_b"), kw.get("clip_c"))
+                                  kw.get("clip_b"), kw.get("clip_c"),
+                                  kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3))
         self.method, self.arch, self.names = self.inputs.method, self.inputs.arch, self.inputs.names
         texts = {k: kw.get(k) for k in ("block_weights_alpha", "block_weights_beta", "elemental_alpha",
                                         "elemental_beta")}
@@ -47,7 +49,8 @@ class MergeJob:
         text = lambda name, missing: texts[name].text if texts[name] else missing  # noqa: E731
         self.base = Settings(float(kw["alpha"]), float(kw["beta"]), text("block_weights_alpha", None),
                              text("block_weights_beta", None), text("elemental_alpha", ""),
-                             text("elemental_beta", ""))
+                             text("elemental_beta", ""), kw.get("calc_mode", "normal"),
+                             float(kw.get("calc_option", 0.3)))
         self.merge = IncrementalMerge.from_inputs(self.inputs)
         latent = kw.get("latent") or empty_latent(kw["width"], kw["height"], kw["batch_size"])
         self.steps = kw["steps"]
@@ -58,10 +61,14 @@ class MergeJob:
         """(ratio_a, ratio_b) callables for `s`, exactly as ElementalMerge resolves them."""
         return settings_ratios(self.method, self.arch, self.merge.keys, s, self.tags)
 
+    def calc(self, s: Settings):
+        """The engine's calc settings for cell settings `s` (its calc mode, e.g. from a `calc mode` axis)."""
+        return self.merge.calc_for(s.calc_mode, s.calc_option)
+
     def render(self, s: Settings, progress: PlotProgress | None = None):
         """(images, keys changed, merge seconds) for settings `s` on top of whatever the last cell left."""
         ra, rb = self.ratios(s)
-        changed = self.merge.apply(ra, rb)
+        changed = self.merge.apply(ra, rb, calc=self.calc(s))
         seconds = self.merge.last.seconds
         images = self.renderer.render(changed, progress.on_step if progress else None)
         return images, changed, seconds
@@ -74,7 +81,8 @@ def settings_ratios(method, arch, keys, s: Settings, tags: dict | None = None):
     does)."""
     tags = tags or {}
     tagged = lambda text, name: TextInput(text, tags.get(name, AUTO)) if text else None  # noqa: E731
+    uses_beta = method.uses_beta or get_calc_mode(getattr(s, "calc_mode", "normal")).uses_beta
     r = resolve(method, arch, keys, s.alpha, s.beta, tagged(s.block_weights_alpha, "block_weights_alpha"),
                 tagged(s.block_weights_beta, "block_weights_beta"), tagged(s.elemental_alpha, "elemental_alpha"),
-                tagged(s.elemental_beta, "elemental_beta"))
+                tagged(s.elemental_beta, "elemental_beta"), uses_beta=uses_beta)
     return r.a, r.b

@@ -21,6 +21,7 @@ from . import grid
 from .cell_render import PlotProgress
 from .common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
 from ..merge_core.plot_axes import AxisError
+from .merge_inputs import calc_axis_problem, calc_queue_problem, calc_sockets
 from .plot_job import MergeJob, plot_inputs
 
 PLOT_METADATA_KEY = "elemental_xy_plot"
@@ -52,7 +53,7 @@ class ElementalXYPlot(io.ComfyNode):
                 io.Combo.Input("y_type", options=list(plot_axes.AXIS_TYPES), default=plot_axes.NONE),
                 io.String.Input("y_values", multiline=True, default=""),
                 io.String.Input("filename_prefix", default="ElementalXY/xy"),
-            ],
+            ] + calc_sockets(),
             outputs=[io.Image.Output(display_name="grid"), io.Image.Output(display_name="cells"),
                      io.String.Output(display_name="table")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -60,9 +61,16 @@ class ElementalXYPlot(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None):
+    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, mode=None, calc_mode=None,
+                        calc_option=None, alpha=None, beta=None):
+        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
+        if problem:
+            return problem
         if x_type is None or y_type is None:
             return True  # a linked type: checked when the node runs
+        problem = calc_axis_problem(mode, (x_type, y_type), (x_values, y_values))
+        if problem:
+            return problem
         try:
             plot_axes.check_pairing(x_type, y_type)
             if x_values is not None:
