@@ -50,13 +50,15 @@ def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = Tru
 
 def calc_sockets() -> list:
     """calc_mode and calc_option: appended after every other widget of a merging node (saved workflows store
-    widget values by position), defaults that keep old results."""
+    widget values by position), optional with defaults that keep old results, so API prompts written before
+    them still validate."""
     return [
-        io.Combo.Input("calc_mode", options=list(CALC_MODE_NAMES), default=NORMAL,
+        io.Combo.Input("calc_mode", options=list(CALC_MODE_NAMES), default=NORMAL, optional=True,
                        tooltip="SuperMerger's calculation mode (docs/calc-modes.md). cosineA, cosineB, tensor, "
                                "tensor2, self need Weight sum; trainDifference, smoothAdd, extract need Add "
                                "difference"),
         io.Float.Input("calc_option", default=DEFAULT_GAMMA, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=0.01,
+                       optional=True,
                        tooltip="extract's gamma; unused by the other calc modes"),
     ]
 
