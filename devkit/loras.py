@@ -13,6 +13,11 @@ Layouts (SD1.5):
   ``processor.`` names ComfyUI maps).
 * ``loha``: LyCORIS LoHa, kohya names with ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``, ``alpha``.
 
+Flux (``flux``, for devkit.fixtures_arch's ``flux_dev``: 1 double and 1 single block): diffusers names
+``transformer.<name>.lora_A.weight`` / ``lora_B.weight`` for every 2-D weight ComfyUI's Flux key map names,
+including the fused projections it maps to a slice of one weight (``attn.to_q/to_k/to_v`` of
+``img_attn.qkv``, ``proj_mlp`` of ``linear1``) and ``norm_out.linear`` with its scale/shift swap.
+
 The UNet modules are those a kohya LoRA trains (transformer projections, attention, feed-forward) plus
 ``conv_in``, the down/upsampler convolutions, ``time_embedding`` and ``conv_out``: every block but the
 resnet-only IN10, IN11, OUT00 and OUT01 has keys, and so do the keys LoRA Block Weight assigns no block.
@@ -96,6 +101,42 @@ def sd15_targets() -> list[tuple[str, str, tuple[int, ...], str]]:
             if key_map.get(name) != key:
                 raise AssertionError(f"ComfyUI does not map LoRA name {name} to {key}")
     return out
+
+
+def flux_targets() -> list[tuple[str, tuple[int, ...], object]]:
+    """(LoRA name, shape of the part it patches, ComfyUI patch key: a key or (key, offset[, function])) for
+    the flux_dev fixture's layout, from ComfyUI's own Flux key map."""
+    from devkit.comfy_env import import_comfy
+    from devkit.fixtures_arch import flux_config
+
+    import_comfy()
+    import comfy.lora
+    import comfy.supported_models
+
+    model = comfy.supported_models.Flux(flux_config(1, 1, guidance=True)).get_model({}, device="meta")
+    sd = model.state_dict()
+    out = []
+    for name, target in sorted(comfy.lora.model_lora_keys_unet(model, {}).items()):
+        key = target if isinstance(target, str) else target[0]
+        if not name.startswith("transformer.") or key not in sd or sd[key].ndim != 2:
+            continue
+        shape = list(sd[key].shape)
+        offset = None if isinstance(target, str) else target[1]
+        if offset is not None:
+            shape[offset[0]] = offset[2]
+        out.append((name, tuple(shape), target))
+    return out
+
+
+def write_flux_lora(path: str, seed: int = 21) -> None:
+    from safetensors.torch import save_file
+
+    sd = {}
+    for name, shape, _ in flux_targets():
+        sd[f"{name}.lora_B.weight"], sd[f"{name}.lora_A.weight"] = _factors(seed, name, shape, "")
+    tmp = path + ".partial"
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata={"elemental_test_layout": "flux"})
+    os.replace(tmp, path)
 
 
 def _randn(seed: int, name: str, shape, std: float) -> torch.Tensor:
