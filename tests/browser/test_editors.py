@@ -11,56 +11,12 @@ import time
 import pytest
 
 from tests.browser.conftest import screenshot
-from devkit.workflows import load_ui_workflow
+from devkit.browser import APP, load_workflow, node_id, set_spec, wait_state, widget_value
 
 pytestmark = pytest.mark.browser
 
-APP = "window.comfyAPI.app.app"
-
 BASIC = "elemental_merge_basic"                  # loaders -> ElementalSpec -> ElementalMerge (print_change)
 WITH_WEIGHTS = "add_difference_block_weights"    # the same with BlockWeights (GRAD_V) and a third model
-
-
-def load_workflow(page, name: str, focus_type: str | None = None) -> None:
-    """Loads an example workflow through the app, as the workflow menu does, and centres a node."""
-    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", load_ui_workflow(name))
-    if focus_type:  # zoom out a little and put that node in the middle of the window
-        page.evaluate(f"(t) => {{ const c = {APP}.canvas; const n = {APP}.graph.nodes.find((n) => n.type === t);"
-                      " const s = 0.8; c.ds.scale = s;"
-                      " c.ds.offset = [c.canvas.clientWidth / 2 / s - n.pos[0] - n.size[0] / 2,"
-                      "                c.canvas.clientHeight / 2 / s - n.pos[1] - n.size[1] / 2];"
-                      " c.setDirty(true, true); }", focus_type)
-    page.wait_for_timeout(500)
-
-
-def node_id(page, node_type: str) -> int:
-    ids = page.evaluate(f"(t) => {APP}.graph.nodes.filter((n) => n.type === t).map((n) => n.id)", node_type)
-    assert ids, f"the workflow has no {node_type} node"
-    return ids[0]
-
-
-def widget_value(page, nid: int, name: str):
-    return page.evaluate(f"([id, name]) => {APP}.graph.getNodeById(id).widgets.find((w) => w.name === name).value",
-                         [nid, name])
-
-
-def set_spec(page, nid: int, text: str) -> None:
-    """Types `text` into the spec textarea the way a user does (select all, type)."""
-    area = page.locator(f'textarea[data-elemental-spec="{nid}"]')
-    area.click()
-    area.press("Control+a")
-    area.press("Delete")
-    area.type(text, delay=5)
-
-
-def wait_state(page, nid: int, state: str, text: str):
-    panel = page.locator(f'.elemental-spec-panel[data-node="{nid}"]')
-    page.wait_for_function(
-        "([id, state, text]) => { const p = document.querySelector(`.elemental-spec-panel[data-node='${id}']`);"
-        f" const w = {APP}.graph.getNodeById(id).widgets.find((w) => w.name === 'spec');"
-        " return p && p.dataset.state === state && w.value === text && p.dataset.checked === text; }",
-        arg=[nid, state, text], timeout=15_000)
-    return panel
 
 
 def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_server):
