@@ -176,15 +176,16 @@ def test_every_weight_equals_oracle(objs, calc):
         stat = oracle_stat(pairs, calc)
     work = [(model, k) for k in unet_keys] + [(clip.patcher, k) for k in clip_keys]
     if calc == "smoothAdd":
-        shapes = {k: tuple(tensor(models, files, "A", k).shape) for _, k in work}
+        shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
         subset = set(smooth_subset([(k, shapes[k]) for _, k in work]))
         work = [(p, k) for p, k in work if k in subset]
         assert len({expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}) == 25
-    checked = changed = 0
+    checked = changed = skipped = 0
     for patcher, key in work:
         got = merged_weight(patcher, key)
         A, B, C = (tensor(models, files, n, key) for n in "ABC")
         if not A.is_floating_point():
+            skipped += 1
             continue
         want = expected(calc, key, A, B, C, ra[key], rb[key], stat)
         assert got.dtype == torch.float16 and got.shape == A.shape, key
@@ -192,7 +193,7 @@ def test_every_weight_equals_oracle(objs, calc):
         assert (err <= fp16_ulp(want)).all(), f"{calc} {key}: max error {err.max().item()}"
         changed += not torch.equal(got, A.to(got.dtype))
         checked += 1
-    assert checked == len(work) - sum(1 for _, k in work if not tensor(models, files, "A", k).is_floating_point())
+    assert checked + skipped == len(work) and checked > 150
     assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
     assert f"calc mode: {calc}" in report
     recipe = pack_module("model_info").recipe_of(model)
