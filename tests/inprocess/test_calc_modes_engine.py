@@ -234,3 +234,24 @@ def test_sources_unchanged(objs):
                     assert torch.equal(weight, want), f"{name} {key} changed"
     mc = models["C"][0]
     assert all(len(v) == 1 and v[0][0] == 0.5 for v in mc.patches.values())
+
+
+def test_incremental_remerge_follows_the_calc_mode(objs):
+    """The XY plot's engine: a cell that changes the calc mode re-merges every key it patches; the same cell
+    again re-merges nothing; moving one block's ratio under a calc mode re-merges only that block's keys."""
+    merge_nodes, models, _ = objs
+    remerge = pack_module("remerge")
+    (ma, ca), (mb, cb) = models["A"], models["B"]
+    merge = remerge.IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
+    keys = merge.keys
+    assert len(merge.apply(lambda k: 0.5, lambda k: 0.25)) == len(keys)
+    tensor = merge.calc_for("tensor")
+    changed = merge.apply(lambda k: 0.5, lambda k: 0.25, calc=tensor)
+    assert len(changed) > len(keys) * 0.9  # every key tensor changes (weights and biases in blocks)
+    assert merge.apply(lambda k: 0.5, lambda k: 0.25, calc=merge.calc_for("tensor")) == set()
+    in_out05 = {k for k in keys if ".output_blocks.5." in k}
+    ratio = lambda k: 0.75 if k in in_out05 else 0.5  # noqa: E731
+    assert merge.apply(ratio, lambda k: 0.25, calc=tensor) == in_out05
+    assert len(merge.apply(ratio, lambda k: 0.25, calc=merge.calc_for("tensor", 0.9))) > len(keys) * 0.9  # option
+    with pytest.raises(ValueError, match="'extract'.*'Weight sum'"):
+        merge.calc_for("extract")
