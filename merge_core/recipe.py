@@ -53,6 +53,12 @@ def checkpoint_node(name: str, sha256: str | None = None, recipe: dict | None = 
     return node
 
 
+def unknown_node(label: str) -> dict:
+    """A source whose file the pack cannot name (loaded by a loader that is not ours): a recipe with one is
+    documentation, not rebuildable."""
+    return {"kind": "unknown", "label": label, "apply": []}
+
+
 def merge_node(mode: str, alpha: float, beta: float | None, architecture: str, sources: dict,
                text_encoder_merged: bool, calc_mode: str = "normal", calc_option: float | None = None,
                block_weights_alpha: str | None = None, block_weights_beta: str | None = None,
@@ -133,6 +139,7 @@ FIELDS = {
     "document": {"format": "str", "version": "num", "pack_version": "str", "comfyui_version": "str",
                  "model": "dict", "save": "dict"},
     "checkpoint": {"kind": "str", "name": "str", "sha256": "sha?", "recipe": "dict", "apply": "list"},
+    "unknown": {"kind": "str", "label": "str", "apply": "list"},
     "merge": {"kind": "str", "mode": "str", "calc_mode": "str", "calc_option": "num?", "alpha": "num",
               "beta": "num?", "architecture": "str", "block_weights_alpha": "str?", "block_weights_beta": "str?",
               "elemental_alpha": "str?", "elemental_beta": "str?", "text_encoder_merged": "bool",
@@ -144,6 +151,7 @@ FIELDS = {
 REQUIRED = {
     "document": ("format", "version", "pack_version", "comfyui_version", "model"),
     "checkpoint": ("kind", "name"),
+    "unknown": ("kind", "label"),
     "merge": ("kind", "mode", "alpha", "architecture", "text_encoder_merged", "sources"),
     "lora": ("op", "name", "strength_model"),
     "adjust": ("op", "values"),
@@ -233,8 +241,8 @@ def _check_node(node, path: str, problems: list, depth: int):
         problems.append((path, "sources nested more than 32 deep"))
         return node
     kind = node.get("kind") if isinstance(node, dict) else None
-    if kind not in ("checkpoint", "merge"):
-        problems.append((path, f"unknown source kind {kind!r} (valid: checkpoint, merge)"))
+    if kind not in ("checkpoint", "merge", "unknown"):
+        problems.append((path, f"unknown source kind {kind!r} (valid: checkpoint, merge, unknown)"))
         return node
     out = _fields(node, kind, path, problems)
     if kind == "merge":
@@ -364,6 +372,8 @@ def fill_hashes(doc: dict, sha256_of: Callable[[str, str], str | None]) -> dict:
 
 
 def _label(node: dict) -> str:
+    if node.get("kind") == "unknown":
+        return f"{node['label']} (file unknown)"
     if node.get("kind") == "checkpoint":
         sha = node.get("sha256")
         return f"{node['name']} [{short_hash(sha) if sha else 'no hash'}]"

@@ -98,6 +98,9 @@ class GraphBuilder:
         return Built((self.add("ElementalAdjust", inputs), 0), b.clip, b.vae)
 
     def model(self, node: dict) -> Built:
+        if node["kind"] == "unknown":
+            raise ValueError(f"source '{node['label']}' was not loaded by a loader that records its file "
+                             "(use Load Checkpoint (Merge)): this recipe cannot be rebuilt")
         b = self.merge(node) if node["kind"] == "merge" else self.checkpoint(node)
         arch = node.get("architecture")
         for op in node.get("apply") or []:

@@ -101,19 +101,23 @@ def _patcher_part(name: str, patcher, prefix: str, process, extra: dict | None =
     return Part(name, process, compute, inputs)
 
 
-def extra_keys(model) -> dict:
-    """The marker tensors ComfyUI's own checkpoint save adds (v-prediction, zero terminal SNR, EDM sigmas)."""
-    extras = {}
+def sampling_extras(model) -> tuple[dict, dict]:
+    """(metadata, extra tensors) that tell a loader how the model samples, as ComfyUI's own save writes them
+    (`comfy_extras/nodes_model_merging.save_checkpoint`, 0.3.75): v-prediction, zero terminal SNR, EDM sigmas."""
+    metadata, extra = {}, {}
     sampling = model.get_model_object("model_sampling")
     if isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM) and \
             isinstance(sampling, comfy.model_sampling.V_PREDICTION):
-        extras["edm_vpred.sigma_max"] = torch.tensor(sampling.sigma_max).float()
-        extras["edm_vpred.sigma_min"] = torch.tensor(sampling.sigma_min).float()
-    if model.model.model_type == comfy.model_base.ModelType.V_PREDICTION:
-        extras["v_pred"] = torch.tensor([])
+        extra["edm_vpred.sigma_max"] = torch.tensor(sampling.sigma_max).float()
+        extra["edm_vpred.sigma_min"] = torch.tensor(sampling.sigma_min).float()
+    if model.model.model_type == comfy.model_base.ModelType.EPS:
+        metadata["modelspec.predict_key"] = "epsilon"
+    elif model.model.model_type == comfy.model_base.ModelType.V_PREDICTION:
+        metadata["modelspec.predict_key"] = "v"
+        extra["v_pred"] = torch.tensor([])
         if getattr(sampling, "zsnr", False):
-            extras["ztsnr"] = torch.tensor([])
-    return extras
+            extra["ztsnr"] = torch.tensor([])
+    return metadata, extra
 
 
 def checkpoint_parts(model, clip=None, vae=None) -> list[Part]:
@@ -141,7 +145,7 @@ def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metad
         for k, (dtype, shape) in part.plan().items():
             source[k] = (part, part.renamed.get(k))
             layout[k] = (dtype, shape)
-    for k, t in extra_keys(model).items():
+    for k, t in sampling_extras(model)[1].items():
         source[k], layout[k] = (None, t), (t.dtype, tuple(t.shape))
     targets = {k: stored_dtype(k, dt, shape, precision) for k, (dt, shape) in layout.items()}
     derived_cache: dict[int, dict] = {}

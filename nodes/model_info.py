@@ -8,7 +8,19 @@ ride on the ModelPatcher's `model_options`, which `ModelPatcher.clone()` deep-co
 """
 from __future__ import annotations
 
+import copy
+import logging
+import os
+
+import folder_paths
+
 from ..merge_core import detect_architecture, get_architecture
+from ..merge_core import recipe as recipes
+from ..merge_core.adjust import NAMES, parse_adjust
+from ..merge_core.file_hash import file_sha256
+from ..merge_core.safetensors_stream import read_header
+
+log = logging.getLogger("elemental_merge")
 
 # ComfyUI's supported_models class name -> merge_core architecture. Subclasses with another block layout
 # (SSD-1B, Vega, KOALA, the SDXL refiner) are left out on purpose: key detection decides for them.
@@ -27,7 +39,10 @@ ARCH_BY_CONFIG_CLASS = {
 }
 
 SOURCE_KEY = "elemental_merge_source"   # model_options entry: the checkpoint file name
-RECIPE_KEY = "elemental_merge_recipe"   # model_options entry: the recipe of a merged model (a JSON-able dict)
+RECIPE_KEY = "elemental_merge_recipe"   # model_options entry: the model's recipe node (merge_core.recipe, v2)
+LORAS_KEY = "elemental_merge_loras"     # model_options entry ElementalLoRA appends its settings to (lora_node)
+LORAS_FOLDED_KEY = "elemental_merge_loras_in_recipe"  # how many of those the recipe node already holds
+ADJUST_PENDING = "adjust"               # ElementalAdjust appends its 8-value texts to the recipe node here
 UNET_PREFIX = "diffusion_model."
 CLIP_SKIP_SUFFIXES = (".position_ids", ".logit_scale")  # buffers/scalars the native CLIP merge leaves alone
 
@@ -71,24 +86,101 @@ def model_name(model) -> str:
     options = getattr(model, "model_options", None) or {}
     if SOURCE_KEY in options:
         return str(options[SOURCE_KEY])
-    recipe = options.get(RECIPE_KEY)
-    if recipe:
-        return "merge of (" + ", ".join(str(v) for v in recipe.get("models", {}).values()) + ")"
+    node = options.get(RECIPE_KEY)
+    if node and node.get("kind") == "merge":
+        return "merge of (" + ", ".join(_node_label(s) for s in node["sources"].values()) + ")"
     return "unnamed model"
 
 
+def _node_label(node: dict) -> str:
+    return node["name"] if node.get("kind") == "checkpoint" else "merge"
+
+
 def set_source_name(model, name: str) -> None:
+    """Marks `model` as loaded from checkpoint `name`; a saved merge's own recipe is kept as provenance."""
     model.model_options[SOURCE_KEY] = name
+    model.model_options[RECIPE_KEY] = recipes.checkpoint_node(name, recipe=_embedded_recipe(name))
+    model.model_options[LORAS_FOLDED_KEY] = len(model.model_options.get(LORAS_KEY, []))
+
+
+def _embedded_recipe(name: str) -> dict | None:
+    """The recipe document in a checkpoint's safetensors metadata, or None (not a saved merge, unreadable)."""
+    path = folder_paths.get_full_path("checkpoints", name)
+    if not path or not path.lower().endswith((".safetensors", ".sft")):
+        return None
+    try:
+        text = read_header(path)[1].get(recipes.METADATA_KEY)
+        return recipes.parse_recipe(text) if text else None
+    except (OSError, ValueError) as e:  # provenance only: a bad one is logged, never fatal
+        log.warning("[Elemental Merge] %s: recipe in its metadata not used (%s)", name, str(e).splitlines()[0])
+        return None
 
 
 def recipe_of(model):
-    """The recipe attached to a merged ModelPatcher, or None for an unmerged one."""
-    return (getattr(model, "model_options", None) or {}).get(RECIPE_KEY)
+    """The model's recipe node (merge_core.recipe, version 2), None when its origin is unknown (a model from
+    a loader that is not ours). Operations other nodes left pending (ElementalAdjust's texts, ElementalLoRA's
+    entries) are folded into its `apply` list first, in the order they were made, so that the dict returned
+    is the stored one and its `apply` is complete."""
+    options = getattr(model, "model_options", None)
+    node = (options or {}).get(RECIPE_KEY)
+    if node is None:
+        return None
+    if node.get("version") == 1:  # a v1 dict attached by code that predates version 2
+        node = options[RECIPE_KEY] = recipes.upgrade_v1(node)["model"]
+    for text in node.pop(ADJUST_PENDING, None) or []:
+        node["apply"] = node.get("apply", []) + [_adjust_op(text)]
+    loras = options.get(LORAS_KEY, [])
+    for entry in loras[options.get(LORAS_FOLDED_KEY, 0):]:
+        node["apply"] = node.get("apply", []) + [recipes.lora_op(
+            entry["lora"], entry["strength_model"], entry.get("strength_clip"),
+            block_weights=entry.get("block_weights"), elemental=entry.get("elemental"),
+            lbw_weights=entry.get("lbw_weights"))]
+    options[LORAS_FOLDED_KEY] = len(loras)
+    return node
+
+
+def _adjust_op(text: str) -> dict:
+    return recipes.adjust_op(dict(zip(NAMES, parse_adjust(text).values)))
 
 
 def attach_recipe(model, recipe: dict) -> None:
-    model.model_options[RECIPE_KEY] = recipe
+    """Attaches a merge's recipe: a version-2 node, or the version-1 dict ElementalMerge builds (its
+    `model_x_recipe` entries are the sources' own nodes, from `recipe_of`)."""
+    if recipe.get("version") == 1:
+        sources = {x: copy.deepcopy(recipe.get(f"model_{x.lower()}_recipe")) or recipes.unknown_node(n)
+                   for x, n in recipe["models"].items()}
+        flat = {k: v for k, v in recipe.items() if not k.endswith("_recipe")}
+        node = recipes.upgrade_v1({**flat, "models": {}})["model"]
+        node["sources"] = sources
+    else:
+        node = copy.deepcopy(recipe)
+    model.model_options[RECIPE_KEY] = node
+    model.model_options[LORAS_FOLDED_KEY] = len(model.model_options.get(LORAS_KEY, []))
     model.model_options.pop(SOURCE_KEY, None)  # a merge result is no longer the checkpoint A came from
+
+
+def recipe_document(model, comfyui_version: str, save: dict | None = None) -> dict | None:
+    """The complete recipe of `model` for a file: pack and ComfyUI versions, every source's sha256."""
+    node = recipe_of(model)
+    if node is None:
+        return None
+    doc = recipes.fill_hashes(recipes.document(copy.deepcopy(node), recipes.pack_version(), comfyui_version, save),
+                              source_sha256)
+    try:
+        return recipes.parse_recipe(doc)
+    except recipes.RecipeError as e:  # a bug in whoever built the recipe: keep the save, say so loudly
+        log.error("[Elemental Merge] the recipe being saved does not validate (LoadMergeRecipe will refuse it):\n%s", e)
+        return doc
+
+
+def hash_cache_path() -> str:
+    return os.path.join(folder_paths.get_user_directory(), "elemental_merge", "hashes.json")
+
+
+def source_sha256(folder: str, name: str) -> str | None:
+    """sha256 of a model file named as ComfyUI lists it in `folder` ("checkpoints", "loras"), cached."""
+    path = folder_paths.get_full_path(folder, name)
+    return file_sha256(path, hash_cache_path()) if path else None
 
 
 def unet_shapes(model) -> dict:

@@ -1,10 +1,10 @@
-"""Save Merged Checkpoint: ComfyUI's checkpoint save plus the merge recipe, a precision choice, and a file
-name that never overwrites.
+"""Save Merged Checkpoint / Save Merged Diffusion Model: a merge saved as a checkpoint the stock loaders load,
+streamed one tensor at a time (nodes/checkpoint_writer.py), with its complete recipe in the metadata.
 
-The extra keys and modelspec metadata follow ComfyUI's own `comfy_extras.nodes_model_merging.save_checkpoint`
-(read from 0.3.75): `v_pred` and `ztsnr` for v-prediction models (zero terminal SNR when the model sampling
-says so), `edm_vpred.sigma_max/min` for EDM v-prediction, and the modelspec architecture, so a saved merge
-reloads with the same sampling as the live one.
+The file holds what the live merge computes: each weight by ComfyUI's own patch arithmetic, cast to the chosen
+precision (fp8 keeps norms, biases, embeddings and the VAE in fp16, see docs/saving.md). The metadata follows
+ComfyUI's own `save_checkpoint` (modelspec architecture, predict key; v_pred/ztsnr/EDM tensors come from the
+writer) plus `elemental_merge_recipe`: the recipe document (docs/recipe.md) with every source file's sha256.
 """
 from __future__ import annotations
 
@@ -12,17 +12,21 @@ import json
 import os
 
 import comfy.model_base
-import comfy.model_management
-import comfy.model_sampling
-import comfy.utils
 import folder_paths
-import torch
 from comfy.cli_args import args
 
+try:
+    from comfyui_version import __version__ as COMFYUI_VERSION
+except ImportError:  # a ComfyUI tree without the generated version file
+    COMFYUI_VERSION = "unknown"
+
+from ..merge_core import recipe as recipes
+from ..merge_core.save_dtypes import PRECISIONS
 from . import model_info
+from .checkpoint_writer import sampling_extras, save_checkpoint_streaming
 from .common import CATEGORY, RECIPE_METADATA_KEY, io, log, unused_path
 
-SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+SAVE_PRECISIONS = list(PRECISIONS)  # fp16, bf16, fp32 (the original choices, in their order), then fp8
 
 # (model_base class name, modelspec.architecture), first match wins: subclasses before their bases.
 MODELSPEC_ARCHITECTURES = (
@@ -49,30 +53,12 @@ def _modelspec(model, title: str) -> dict:
     return {}
 
 
-def sampling_extras(model) -> tuple[dict, dict]:
-    """(metadata, extra tensors) that tell a loader how the model samples, as ComfyUI's own save writes them."""
-    metadata, extra = {}, {}
-    sampling = model.get_model_object("model_sampling")
-    if isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousEDM) and \
-            isinstance(sampling, comfy.model_sampling.V_PREDICTION):
-        extra["edm_vpred.sigma_max"] = torch.tensor(sampling.sigma_max).float()
-        extra["edm_vpred.sigma_min"] = torch.tensor(sampling.sigma_min).float()
-    if model.model.model_type == comfy.model_base.ModelType.EPS:
-        metadata["modelspec.predict_key"] = "epsilon"
-    elif model.model.model_type == comfy.model_base.ModelType.V_PREDICTION:
-        metadata["modelspec.predict_key"] = "v"
-        extra["v_pred"] = torch.tensor([])
-        if getattr(sampling, "zsnr", False):
-            extra["ztsnr"] = torch.tensor([])
-    return metadata, extra
-
-
-def checkpoint_metadata(model, title: str, prompt=None, extra_pnginfo=None) -> dict:
+def checkpoint_metadata(model, title: str, precision: str, prompt=None, extra_pnginfo=None) -> dict:
     """safetensors metadata: the recipe always; the prompt and workflow unless ComfyUI disables metadata."""
     metadata = {"format": "pt", **_modelspec(model, title), **sampling_extras(model)[0]}
-    recipe = model_info.recipe_of(model)
-    if recipe is not None:
-        metadata[RECIPE_METADATA_KEY] = json.dumps(recipe, sort_keys=True)
+    doc = model_info.recipe_document(model, COMFYUI_VERSION, save={"precision": precision})
+    if doc is not None:
+        metadata[RECIPE_METADATA_KEY] = recipes.dumps(doc)
     if not args.disable_metadata:
         if prompt is not None:
             metadata["prompt"] = json.dumps(prompt)
@@ -81,19 +67,17 @@ def checkpoint_metadata(model, title: str, prompt=None, extra_pnginfo=None) -> d
     return metadata
 
 
-def save_merged(path: str, model, clip, vae, dtype: torch.dtype, metadata: dict) -> None:
-    """Computes the patched weights (ComfyUI's own patch path, forced) and writes one safetensors file."""
-    to_load = [model]
-    clip_sd = None
-    if clip is not None:
-        to_load.append(clip.load_model())
-        clip_sd = clip.get_sd()
-    vae_sd = vae.get_sd() if vae is not None else None
-    comfy.model_management.load_models_gpu(to_load, force_patch_weights=True)
-    sd = model.model.state_dict_for_saving(clip_sd, vae_sd, None)
-    out = {k: (t.to(dtype) if t.is_floating_point() else t).contiguous() for k, t in sd.items()}
-    out.update(sampling_extras(model)[1])  # stored as ComfyUI stores them, whatever the precision
-    comfy.utils.save_torch_file(out, path, metadata=metadata)
+def save(model, clip, vae, filename_prefix: str, precision: str, hidden) -> str:
+    """Writes the file under the output folder (never over an existing one); returns its relative path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})")
+    output_dir = folder_paths.get_output_directory()
+    path = unused_checkpoint_path(filename_prefix, output_dir)
+    title = os.path.splitext(os.path.basename(path))[0]
+    metadata = checkpoint_metadata(model, title, precision, hidden.prompt, hidden.extra_pnginfo)
+    save_checkpoint_streaming(path, model, clip, vae, precision, metadata)
+    log.info("[Elemental Merge] saved %s", path)
+    return os.path.relpath(path, output_dir)
 
 
 class SaveMergedCheckpoint(io.ComfyNode):
@@ -103,12 +87,14 @@ class SaveMergedCheckpoint(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SaveMergedCheckpoint", display_name="Save Merged Checkpoint", category=CATEGORY,
-            description="Saves a checkpoint with the elemental merge recipe in its metadata "
-                        f"('{RECIPE_METADATA_KEY}'); never overwrites a file.",
+            description="Saves a checkpoint that the stock Load Checkpoint loads, one tensor at a time (little "
+                        "memory beyond the loaded models), with the complete merge recipe and each source's "
+                        f"sha256 in its metadata ('{RECIPE_METADATA_KEY}'); never overwrites a file. fp8 keeps "
+                        "biases, norms, embeddings and the VAE in fp16.",
             inputs=[io.Model.Input("model"), io.Clip.Input("clip", optional=True),
                     io.Vae.Input("vae", optional=True),
                     io.String.Input("filename_prefix", default="checkpoints/ElementalMerge"),
-                    io.Combo.Input("precision", options=list(SAVE_DTYPES), default="fp16")],
+                    io.Combo.Input("precision", options=SAVE_PRECISIONS, default="fp16")],
             outputs=[],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
@@ -116,14 +102,32 @@ class SaveMergedCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, filename_prefix, precision, clip=None, vae=None):
-        output_dir = folder_paths.get_output_directory()
-        path = unused_checkpoint_path(filename_prefix, output_dir)
-        title = os.path.splitext(os.path.basename(path))[0]
-        metadata = checkpoint_metadata(model, title, cls.hidden.prompt, cls.hidden.extra_pnginfo)
-        save_merged(path, model, clip, vae, SAVE_DTYPES[precision], metadata)
-        rel = os.path.relpath(path, output_dir)
-        log.info("[Elemental Merge] saved %s", path)
+        rel = save(model, clip, vae, filename_prefix, precision, cls.hidden)
         return io.NodeOutput(ui={"text": [rel]})
 
 
-NODES = [SaveMergedCheckpoint]
+class SaveMergedDiffusionModel(io.ComfyNode):
+    """Saves only the diffusion model (Flux, SD3 and others that load with the stock Load Diffusion Model)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SaveMergedDiffusionModel", display_name="Save Merged Diffusion Model", category=CATEGORY,
+            description="Saves the merged diffusion model alone (no text encoder, no VAE), loadable by the stock "
+                        "Load Diffusion Model from models/diffusion_models, streamed one tensor at a time, with "
+                        f"the merge recipe in its metadata ('{RECIPE_METADATA_KEY}').",
+            inputs=[io.Model.Input("model"),
+                    io.String.Input("filename_prefix", default="diffusion_models/ElementalMerge"),
+                    io.Combo.Input("precision", options=SAVE_PRECISIONS, default="fp16")],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, filename_prefix, precision):
+        rel = save(model, None, None, filename_prefix, precision, cls.hidden)
+        return io.NodeOutput(ui={"text": [rel]})
+
+
+NODES = [SaveMergedCheckpoint, SaveMergedDiffusionModel]

@@ -133,7 +133,7 @@ def test_bad_text(text, expected):
 def test_nested_source_kind_and_depth():
     doc = _two_level()
     doc["model"]["sources"]["B"] = {"kind": "lora"}
-    assert _problems(doc) == [("model.sources.B", "unknown source kind 'lora' (valid: checkpoint, merge)")]
+    assert _problems(doc) == [("model.sources.B", "unknown source kind 'lora' (valid: checkpoint, merge, unknown)")]
 
 
 def test_version_1_upgrade():
@@ -227,3 +227,12 @@ def test_lora_op_without_clip():
     assert doc["model"]["apply"] == [{"op": "lora", "name": "x.safetensors", "sha256": None, "strength_model": 1.0,
                                       "strength_clip": None, "block_weights": None,
                                       "lbw_weights": "1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1", "elemental": None}]
+
+
+def test_unknown_source():
+    node = R.merge_node("Weight sum", 0.5, None, "sd1", {"A": R.unknown_node("unnamed model"),
+                                                         "B": R.checkpoint_node("b")}, True)
+    doc = R.parse_recipe(R.document(node, "1", "2"))
+    assert doc["model"]["sources"]["A"] == {"kind": "unknown", "label": "unnamed model", "apply": []}
+    assert [n.name for n in R.file_needs(doc)] == ["b"]
+    assert "A: unnamed model (file unknown)" in R.describe(doc["model"])
