@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .numbers import finite_float
+
 NAMES = ("IN", "OUT", "OUT2", "CONT", "BRI", "COL1", "COL2", "COL3")
 UNET = "model.diffusion_model."
 
@@ -149,11 +151,8 @@ def parse_adjust(text: str, where: str = "adjust") -> AdjustValues:
 
 
 def _number(raw: str, where: str) -> float:
-    try:
-        v = float(raw)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v):
+    v = finite_float(raw)
+    if v is None:
         raise AdjustError(f"{where}: '{raw}' is not a finite number")
     return v
 

@@ -307,3 +307,9 @@ def axis_title(this: pa.Axis, other: pa.Axis) -> str:
     if this.type in pa.RATIO_AXES and other.type == PIN_ADJUST:
         return "value of the pinpoint adjust"
     return pa.axis_title(this, other)
+
+
+def random_help() -> str:
+    """What the random_settings input accepts (the node's tooltip)."""
+    from .random_merge import HELP
+    return HELP

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from .architectures import Architecture, get_architecture
 from .diagnostics import MergeSpecError
 from .keys import canonical_key
+from .numbers import finite_float
 from .spec import describe_blocks, parse_spec
 
 BLOCK_MODES = ("R", "U", "X")
@@ -132,11 +133,8 @@ def _per_block(name: str, raw: str, a: Architecture) -> tuple:
     parts = [p for p in raw.split(",") if p]
     values = []
     for i, p in enumerate(parts, start=1):
-        try:
-            v = float(p)
-        except ValueError:
-            v = math.nan
-        if not math.isfinite(v):
+        v = finite_float(p)
+        if v is None:
             raise RandomSettingsError(f"random_settings: {name}= value {i} '{p}' is not a finite number")
         values.append(v)
     if len(values) == 1:
@@ -164,11 +162,8 @@ def _pattern(mode: str, a: Architecture) -> tuple:
         if p.upper() in MODES:
             tokens.append(p.upper())
             continue
-        try:
-            v = float(p)
-        except ValueError:
-            v = math.nan
-        if not math.isfinite(v):
+        v = finite_float(p)
+        if v is None:
             raise RandomSettingsError(f"random_settings: pattern token {i} ({block}) '{p}' is not a number or "
                                       f"a mode (valid: {', '.join(MODES)})")
         tokens.append(v)
@@ -179,9 +174,9 @@ def _blocks_option(raw: str, a: Architecture) -> frozenset:
     try:
         entry = parse_spec(f"{raw.replace(',', ' ')}::0", a).entries[0]
     except MergeSpecError as exc:
-        raise RandomSettingsError(f"random_settings: blocks={raw}: {exc.errors[0].message}"
-                                  f" ({exc.errors[0].hint})" if exc.errors and exc.errors[0].hint else
-                                  f"random_settings: blocks={raw}: {exc}") from None
+        first = exc.errors[0] if exc.errors else None
+        detail = f"{first.message} ({first.hint})" if first and first.hint else (first.message if first else str(exc))
+        raise RandomSettingsError(f"random_settings: blocks={raw}: {detail}") from None
     if entry.invert_blocks:
         return frozenset(b for b in a.blocks if b not in entry.blocks)
     return frozenset(entry.blocks)
