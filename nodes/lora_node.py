@@ -117,7 +117,7 @@ class ElementalLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lbw_weights=None, **_):
+    def validate_inputs(cls, lbw_weights=None):
         if lbw_weights is None:  # linked: checked when the node runs
             return True
         return validate_lbw(lbw_weights)
