@@ -52,9 +52,9 @@ def file_key(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def objs(checkpoint_paths):
+    merge_nodes = pack_module("merge_nodes")  # imports ComfyUI first
     import comfy.sd
 
-    merge_nodes = pack_module("merge_nodes")
     out = {}
     for name in "AB":
         model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
