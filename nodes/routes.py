@@ -101,18 +101,27 @@ async def preview(request):
 
 @_handler
 async def detect(request):
-    """GET /elemental/detect?ckpt_name=...: a checkpoint's architecture from its safetensors header."""
+    """GET /elemental/detect?ckpt_name=...[&folder=diffusion_models]: a model file's architecture from its
+    safetensors header. `folder` is the ComfyUI model folder the name is listed in: `checkpoints` (default)
+    or `diffusion_models` (UNETLoader's files, e.g. Flux)."""
     name = request.query.get("ckpt_name", "")
+    folder = request.query.get("folder", "checkpoints")
+    if folder not in DETECT_FOLDERS:
+        raise RequestError(400, f"'folder' must be one of {', '.join(DETECT_FOLDERS)}, not {folder[:60]!r}")
     if not name or len(name) > route_logic.MAX_NAME_CHARS:
         raise RequestError(400, "'ckpt_name' must be a checkpoint name of 1 to "
                                 f"{route_logic.MAX_NAME_CHARS} characters")
-    if name not in folder_paths.get_filename_list("checkpoints"):
-        raise RequestError(404, f"no checkpoint named {name[:120]!r}")
-    path = folder_paths.get_full_path("checkpoints", name)
+    missing = f"no checkpoint named {name[:120]!r}" + ("" if folder == "checkpoints" else f" in {folder}")
+    if name not in folder_paths.get_filename_list(folder):
+        raise RequestError(404, missing)
+    path = folder_paths.get_full_path(folder, name)
     if path is None:
-        raise RequestError(404, f"no checkpoint named {name[:120]!r}")
+        raise RequestError(404, missing)
     out = await _off_loop(detect_file, path)
-    return {"ckpt_name": name, **out}
+    return {"ckpt_name": name, "folder": folder, **out}
+
+
+DETECT_FOLDERS = ("checkpoints", "diffusion_models")
 
 
 ROUTES = (
