@@ -220,15 +220,6 @@ def run_patient(server, prompt: dict, timeout: float = 1200, poll_timeout: float
 
 # ---- graph pieces and assertions shared by the architecture tests ----------------------------------------
 
-def _fix_repo_root():
-    """devkit.server.REPO_ROOT went one folder too high when the driver moved from tests/support to devkit/
-    (the pack would not load); point it at the pack until devkit/server.py is fixed."""
-    import devkit.server
-    root = os.path.dirname(os.path.dirname(os.path.abspath(devkit.server.__file__)))
-    if not os.path.isfile(os.path.join(devkit.server.REPO_ROOT, "__init__.py")):
-        devkit.server.REPO_ROOT = root
-
-
 def merge_recipe(metadata: dict) -> dict:
     """The merge node of a saved file's recipe (format 2, docs/recipe.md)."""
     doc = json.loads(metadata["elemental_merge_recipe"])
@@ -290,7 +281,6 @@ def start_server(comfyui_dir: str, checkpoints: dict, linked: dict, extra_args=(
     """A started ComfyServer with `checkpoints` ({name: path}) in models/checkpoints and `linked` ({path:
     model folder}) linked into their folders (diffusion_models, vae, ...)."""
     from devkit.server import ComfyServer
-    _fix_repo_root()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     srv = ComfyServer(comfyui_dir, python, checkpoints=checkpoints, extra_args=tuple(extra_args))
     for path, folder in linked.items():
