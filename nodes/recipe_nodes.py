@@ -1,4 +1,4 @@
-"""Load Merge Recipe: rebuild a saved merge (MODEL, CLIP, report) from the recipe in its file, or from pasted
+"""Load Merge Recipe: rebuild a saved merge (MODEL, CLIP, report, and the first source's VAE) from the recipe in its file, or from pasted
 recipe JSON, after checking that every source file is the one the recipe names (sha256).
 
 The rebuild itself is nodes/recipe_rebuild.py; this module is the node's sockets, queue-time checks and the
@@ -33,7 +33,9 @@ class LoadMergeRecipe(io.ComfyNode):
                                     tooltip="the recipe JSON (or a file's whole metadata), when merge_file is "
                                             f"'{PASTED}'")],
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
-                     io.String.Output(display_name="report")],
+                     io.String.Output(display_name="report"),
+                     io.Vae.Output(display_name="VAE", tooltip="the VAE of the recipe's first source (A of A...), "
+                                                               "which a save of the recipe's graph uses")],
         )
 
     @classmethod
@@ -48,9 +50,9 @@ class LoadMergeRecipe(io.ComfyNode):
     @classmethod
     def execute(cls, merge_file, recipe_json=""):
         doc = recipes.parse_recipe(recipe_json) if merge_file == PASTED else recipe_from_file(merge_file)
-        model, clip, report = rebuild(doc)
+        model, clip, vae, report = rebuild(doc)
         log.info("[Elemental Merge] rebuilt %s", merge_file if merge_file != PASTED else "a pasted recipe")
-        return io.NodeOutput(model, clip, report, ui={"text": [report]})
+        return io.NodeOutput(model, clip, report, vae, ui={"text": [report]})
 
 
 NODES = [LoadMergeRecipe]

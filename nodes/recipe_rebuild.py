@@ -130,13 +130,15 @@ def run_graph(prompt: dict, node_table: dict | None = None) -> dict:
     return results
 
 
-def rebuild(doc: dict, node_table: dict | None = None) -> tuple[object, object, str]:
-    """(MODEL, CLIP, report) of the recipe, after every source file is found and its hash checked."""
+def rebuild(doc: dict, node_table: dict | None = None) -> tuple[object, object, object, str]:
+    """(MODEL, CLIP, VAE of the first source, report) of the recipe, after every source file is found and its
+    hash checked."""
     checked = check_sources(doc)
     prompt, built = recipe_graph(doc, save=False)
     results = run_graph(prompt, node_table)
     model = results[built.model[0]][built.model[1]]
     clip = results[built.clip[0]][built.clip[1]] if built.clip else None
+    vae = results[built.vae[0]][built.vae[1]] if built.vae else None
     lines = ["Rebuilt from its recipe (format version "
              f"{doc['version']}, pack {doc['pack_version']}, ComfyUI {doc['comfyui_version']}):",
              recipes.describe(doc["model"]), "", "Sources checked:"]
@@ -144,4 +146,4 @@ def rebuild(doc: dict, node_table: dict | None = None) -> tuple[object, object, 
         lines.append(f"  {c.need.name}: sha256 {short_hash(c.sha256)} "
                      + ("matches" if c.need.sha256 else "(no hash in the recipe: found by name only)"))
     reports = [r[2] for i, r in results.items() if prompt[i]["class_type"] == "ElementalMerge" and len(r) > 2]
-    return model, clip, "\n".join(lines + [""] + reports)
+    return model, clip, vae, "\n".join(lines + [""] + reports)
