@@ -20,29 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Published configurations (as ComfyUI's model_detection / supported_models describe them).
-SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
-             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
-             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
-             "context_dim": 2048, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
-             "use_temporal_attention": False, "use_temporal_resblock": False}
-SD21_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
-             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
-             "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": 1024,
-             "num_head_channels": 64, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-             "use_temporal_attention": False, "use_temporal_resblock": False}
-# flux-dev (model_detection defaults for "flux" plus the dev checkpoint's shapes).
-FLUX_DEV = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 3072,
-            "mlp_ratio": 4.0, "num_heads": 24, "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56],
-            "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True}
-# SD3-medium (what detect_unet_config reads from sd3_medium.safetensors).
-SD3_MEDIUM = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 24, "input_size": None,
-              "adm_in_channels": 2048, "num_patches": 36864, "pos_embed_max_size": 192,
-              "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
-              "context_embedder_config": {"target": "torch.nn.Linear",
-                                          "params": {"in_features": 4096, "out_features": 1536}}}
+# Published configurations (as ComfyUI's model_detection / supported_models describe them): one table, shared
+# with the test fixtures (devkit/fixtures_arch.py), which the key-list tests load through ComfyUI's detection.
+from devkit.fixtures_arch import FLUX_DEV, SD3_MEDIUM, SD21_UNET, SDXL_UNET  # noqa: E402
 
 
 def _unet(config) -> list[str]:
