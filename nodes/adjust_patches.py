@@ -16,6 +16,8 @@ import torch
 
 from ..merge_core.adjust import UNET, AdjustValues, KeyChange, check_keys, key_changes, shift_tensor
 from . import model_info
+from .comfy_internals import Patch
+from .remerge import IncrementalMerge
 
 _NO_DIFF = (torch.zeros(1),)  # a diff ComfyUI never reads (strength 0)
 
@@ -60,3 +62,34 @@ def adjust_report(model_name: str, arch, values: AdjustValues, plan) -> str:
             channels = ", ".join(f"{a:+.6g}" for a in change.amount)
             lines.append(f"  {key}: + [{channels}] (one per latent channel)")
     return "\n".join(lines)
+
+
+class AdjustedMerge(IncrementalMerge):
+    """An IncrementalMerge whose UNet also carries an Adjust after the merge patches, exactly as
+    ElementalMerge followed by ElementalAdjust (the same patch entries, in the same order). Changing the
+    Adjust between cells re-merges only the (up to six) keys it touches."""
+
+    def _start(self, inputs) -> None:
+        super()._start(inputs)
+        self._adjust: dict = {}     # ModelPatcher key -> [Patch] appended after the merge part
+        self._entries: dict = {}    # KeyChange -> Patch, so an unchanged Adjust keeps its very objects
+
+    def set_adjust(self, values: AdjustValues | None) -> None:
+        """Sets the Adjust of the next `apply` (None or all zeros: none)."""
+        if values is None or values.is_zero:
+            self._adjust = {}
+            return
+        _, plan = adjust_plan(self.model, values)
+        self._adjust = {key: [self._entry(change)] for key, change in plan}
+
+    def _entry(self, change: KeyChange) -> Patch:
+        if change not in self._entries:
+            self._entries[change] = Patch(*patch_tuple(change))
+        return self._entries[change]
+
+    def _plan(self, target, ratio_a, ratio_b):
+        plans = super()._plan(target, ratio_a, ratio_b)
+        if target.name == "unet":
+            for key, extra in self._adjust.items():
+                plans[key] = plans[key] + extra
+        return plans

@@ -69,7 +69,9 @@ class PlotProgress:
 
 
 class CellRenderer:
-    """Renders cells of an IncrementalMerge, re-encoding the prompts only when the text encoder changed."""
+    """Renders cells of an IncrementalMerge, re-encoding the prompts only when the text encoder or the
+    positive prompt changed. A cell may give its own seed and positive prompt (the XY plot's seed and prompt
+    axes): those re-sample without re-merging anything."""
 
     def __init__(self, merge, vae, positive: str, negative: str, latent: dict, seed: int, steps: int,
                  cfg: float, sampler_name: str, scheduler: str):
@@ -78,18 +80,28 @@ class CellRenderer:
         self.latent, self.seed, self.steps, self.cfg = latent, seed, steps, cfg
         self.sampler_name, self.scheduler = sampler_name, scheduler
         self._conds = None
+        self._conds_for = None  # (clip object, texts) the cached conds were encoded with
         self.encodes = 0
 
-    def conds(self, changed_keys) -> tuple:
-        if self._conds is None or self.merge.changed_in("clip", changed_keys):
+    def use_merge(self, merge) -> None:
+        """Renders from another merge from now on (a model axis: another checkpoint, merged afresh)."""
+        self.merge = merge
+        self._conds = None
+
+    def conds(self, changed_keys, texts=None) -> tuple:
+        texts = texts or self.texts
+        if (self._conds is None or self.merge.changed_in("clip", changed_keys)
+                or self._conds_for != (id(self.merge.clip), texts)):
             if self.merge.clip is None:
                 raise ValueError("a CLIP (clip_a) is needed to encode the prompts")
-            self._conds = tuple(encode(self.merge.clip, t) for t in self.texts)
+            self._conds = tuple(encode(self.merge.clip, t) for t in texts)
+            self._conds_for = (id(self.merge.clip), texts)
             self.encodes += 1
         return self._conds
 
-    def render(self, changed_keys, on_step=None) -> torch.Tensor:
-        positive, negative = self.conds(changed_keys)
-        out = sample(self.merge.model, self.latent, self.seed, self.steps, self.cfg, self.sampler_name,
-                     self.scheduler, positive, negative, on_step)
+    def render(self, changed_keys, on_step=None, seed: int | None = None, positive: str | None = None):
+        texts = (positive if positive is not None else self.texts[0], self.texts[1])
+        positive_c, negative_c = self.conds(changed_keys, texts)
+        out = sample(self.merge.model, self.latent, self.seed if seed is None else seed, self.steps, self.cfg,
+                     self.sampler_name, self.scheduler, positive_c, negative_c, on_step)
         return decode(self.vae, out)

@@ -2,7 +2,9 @@
 
 Sizes follow the cell size so that the same plot is readable at 64-px and at 1024-px cells: the font is a
 fixed fraction of the cell's shorter side, clamped to a readable range, and labels wrap to the cell width
-(long ones end with an ellipsis after a few lines instead of overlapping their neighbours).
+(long ones end with an ellipsis after a few lines instead of overlapping their neighbours). Lines break after
+spaces, colons and commas, never inside "OUT05:attn2.to_k"; the type shrinks only when a piece would not
+fit a line otherwise.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ..merge_core.plot_labels import fits_without_cuts, wrap_label
 
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
@@ -30,26 +34,9 @@ def _font(size: int):
 
 
 def wrap(text: str, font, width: int, max_lines: int = MAX_LABEL_LINES) -> list[str]:
-    """Greedy word wrap to `width` px; words longer than a line are cut; an ellipsis marks dropped text."""
-    lines: list[str] = []
-    for para in str(text).split("\n"):
-        line = ""
-        for word in para.split(" "):
-            cand = f"{line} {word}" if line else word
-            if font.getlength(cand) <= width:
-                line = cand
-                continue
-            if line:
-                lines.append(line)
-            while font.getlength(word) > width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and font.getlength(word[:cut]) > width:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
-        lines.append(line)
-    lines = [l for l in lines if l] or [""]
+    """Wrap to `width` px, breaking after spaces, colons and commas (merge_core.plot_labels); a piece wider
+    than a line is cut, after a dot or underscore when one fits; an ellipsis marks dropped lines."""
+    lines = wrap_label(text, font.getlength, width)
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         last = lines[-1]
@@ -57,6 +44,20 @@ def wrap(text: str, font, width: int, max_lines: int = MAX_LABEL_LINES) -> list[
             last = last[:-1]
         lines[-1] = last + "…"
     return lines
+
+
+def label_font_px(cell_w: int, cell_h: int, labels) -> int:
+    """The font size for a grid: `font_px`, made smaller only when a label would otherwise have to be cut
+    inside a piece or lose lines (the last resort; never below FONT_MIN)."""
+    size = font_px(cell_w, cell_h)
+    while size > FONT_MIN:
+        font = _font(size)
+        width = cell_w - size // 2
+        if all(fits_without_cuts(l, font.getlength, width)
+               and len(wrap_label(l, font.getlength, width)) <= MAX_LABEL_LINES for l in labels if l):
+            break
+        size -= 1
+    return size
 
 
 def _text_block_height(lines, size: int) -> int:
@@ -102,7 +103,7 @@ class GridLayout:
 
 
 def layout(cell_w, cell_h, cols, rows, title, x_labels, y_labels) -> GridLayout:
-    size = font_px(cell_w, cell_h)
+    size = label_font_px(cell_w, cell_h, x_labels)
     font = _font(size)
     has_y = any(y_labels)
     left = max(cell_w, 8 * size) if has_y else 0

@@ -6,13 +6,16 @@ patches from the same engine, so a cell is bit-identical to ElementalMerge + KSa
 from __future__ import annotations
 
 import comfy.samplers
+import comfy.sd
+import folder_paths
 
 from .cell_render import CellRenderer, PlotProgress, empty_latent
 from .common import AUTO, TextInput, io
 from .merge_inputs import MergeInputs, merge_sockets, resolve
 from ..merge_core.calc_modes import get_calc_mode
 from ..merge_core.plot_axes import Settings
-from .remerge import IncrementalMerge
+from . import comfy_internals, model_info
+from .adjust_patches import AdjustedMerge
 
 
 def plot_inputs() -> list:
@@ -34,13 +37,38 @@ def plot_inputs() -> list:
     ]
 
 
+class CheckpointCache:
+    """Checkpoints a model axis names, loaded through ComfyUI's loader (as Load Checkpoint does) once per plot;
+    `keep(names)` drops those no longer needed, so at most one model set's extra checkpoints are held."""
+
+    def __init__(self):
+        self.loaded: dict = {}
+
+    def get(self, name: str):
+        if name not in self.loaded:
+            path = folder_paths.get_full_path_or_raise("checkpoints", name)
+            model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
+                path, output_vae=False, output_clip=True,
+                embedding_directory=folder_paths.get_folder_paths("embeddings"))
+            model_info.set_source_name(model, name)
+            self.loaded[name] = (model, clip)
+        return self.loaded[name]
+
+    def keep(self, names) -> None:
+        for name in [n for n in self.loaded if n not in set(names)]:
+            del self.loaded[name]
+
+
 class MergeJob:
-    """The merge and rendering state of one run: settings -> ratios -> incremental merge -> image."""
+    """The merge and rendering state of one run: settings -> ratios -> incremental merge -> image.
+
+    A cell may also carry `Extras` (merge_core.plot_xyz): other checkpoints for some model inputs (the merge is
+    rebuilt for each distinct set, and the models' CLIPs replace those inputs' CLIPs where they are
+    connected), an Adjust after the merge, and its own seed and positive prompt (re-sampled, not re-merged)."""
 
     def __init__(self, kw: dict):
-        self.inputs = MergeInputs(kw["mode"], kw["model_a"], kw["model_b"], kw.get("model_c"), kw["clip_a"],
-                                  kw.get("clip_b"), kw.get("clip_c"),
-                                  kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3))
+        self.kw = kw
+        self.inputs = self._inputs(())
         self.method, self.arch, self.names = self.inputs.method, self.inputs.arch, self.inputs.names
         texts = {k: kw.get(k) for k in ("block_weights_alpha", "block_weights_beta", "elemental_alpha",
                                         "elemental_beta")}
@@ -51,11 +79,47 @@ class MergeJob:
                              text("block_weights_beta", None), text("elemental_alpha", ""),
                              text("elemental_beta", ""), kw.get("calc_mode", "normal"),
                              float(kw.get("calc_option", 0.3)))
-        self.merge = IncrementalMerge.from_inputs(self.inputs)
+        self.checkpoints = CheckpointCache()
+        self.model_set = ()
+        self.merge = AdjustedMerge.from_inputs(self.inputs)
         latent = kw.get("latent") or empty_latent(kw["width"], kw["height"], kw["batch_size"])
         self.steps = kw["steps"]
         self.renderer = CellRenderer(self.merge, kw["vae"], kw["positive"], kw["negative"], latent, kw["seed"],
                                      kw["steps"], kw["cfg"], kw["sampler_name"], kw["scheduler"])
+
+    def _inputs(self, model_set: tuple) -> MergeInputs:
+        """MergeInputs with the node's models, some replaced by checkpoints: (("B", name), ...)."""
+        kw = self.kw
+        models = {s: kw.get(f"model_{s.lower()}") for s in "ABC"}
+        clips = {s: kw.get(f"clip_{s.lower()}") for s in "ABC"}
+        for slot, name in model_set:
+            model, clip = self._input_named(name) or self.checkpoints.get(name)
+            models[slot] = model
+            if slot == "A" or clips[slot] is not None:
+                clips[slot] = clip
+        return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
+                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3))
+
+    def _input_named(self, name: str):
+        """(model, clip) of a node input that is checkpoint `name` as loaded, unpatched (Load Checkpoint (Merge)
+        names its output), so a model axis value equal to an input is not loaded a second time."""
+        for s in "ABC":
+            model = self.kw.get(f"model_{s.lower()}")
+            if (model is not None and model_info.model_name(model) == name
+                    and not comfy_internals.patch_lists(model) and model_info.recipe_of(model) is None):
+                return model, self.kw.get(f"clip_{s.lower()}") or self.checkpoints.get(name)[1]
+        return None
+
+    def use_models(self, model_set: tuple) -> bool:
+        """Switches to another set of checkpoints (a full merge on the next apply); False when unchanged."""
+        if tuple(model_set) == self.model_set:
+            return False
+        self.checkpoints.keep(name for _, name in model_set)
+        self.inputs = self._inputs(tuple(model_set))
+        self.merge = AdjustedMerge.from_inputs(self.inputs)
+        self.renderer.use_merge(self.merge)
+        self.model_set = tuple(model_set)
+        return True
 
     def ratios(self, s: Settings):
         """(ratio_a, ratio_b) callables for `s`, exactly as ElementalMerge resolves them."""
@@ -65,14 +129,21 @@ class MergeJob:
         """The engine's calc settings for cell settings `s` (its calc mode, e.g. from a `calc mode` axis)."""
         return self.merge.calc_for(s.calc_mode, s.calc_option)
 
-    def render(self, s: Settings, progress: PlotProgress | None = None):
-        """(images, keys changed, merge seconds) for settings `s` on top of whatever the last cell left."""
+    def render(self, s: Settings, progress: PlotProgress | None = None, extras=None):
+        """(images, keys changed, merge seconds) for settings `s` (and a cell's `extras`) on top of whatever the
+        last cell left."""
+        if extras is not None:
+            self.use_models(extras.model_set())
+            self.merge.set_adjust(extras.adjust)
         ra, rb = self.ratios(s)
         changed = self.merge.apply(ra, rb, calc=self.calc(s))
         seconds = self.merge.last.seconds
-        images = self.renderer.render(changed, progress.on_step if progress else None)
+        on_step = progress.on_step if progress else None
+        if extras is None:
+            images = self.renderer.render(changed, on_step)
+        else:
+            images = self.renderer.render(changed, on_step, seed=extras.seed, positive=extras.positive)
         return images, changed, seconds
-
 
 
 def settings_ratios(method, arch, keys, s: Settings, tags: dict | None = None):

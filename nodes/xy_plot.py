@@ -16,11 +16,15 @@ import time
 import folder_paths
 import torch
 
-from ..merge_core import plot_axes
-from . import grid
+from PIL import Image
+
+from ..merge_core import plot_axes, plot_labels, plot_xyz
+from ..merge_core.adjust import AdjustError
+from ..merge_core.plot_axes import AxisError
+from ..merge_core.random_merge import RandomSettingsError
+from . import grid, plot_order
 from .cell_render import PlotProgress
 from .common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
-from ..merge_core.plot_axes import AxisError
 from .merge_inputs import calc_axis_problem, calc_queue_problem, calc_sockets
 from .plot_job import MergeJob, plot_inputs
 
@@ -37,99 +41,175 @@ def save_png(image, filename_prefix: str, meta) -> dict:
     return {"filename": os.path.basename(path), "subfolder": subfolder, "type": "output"}
 
 
+RANDOM_SETTINGS_HELP = ("random axis: each value is a seed. " + plot_xyz.random_help())
+
+
 class ElementalXYPlot(io.ComfyNode):
-    """XY plot over merge settings; one full merge, then only the keys each cell changes."""
+    """XY(Z) plot over merge settings; one full merge per model set, then only the keys each cell changes."""
 
     @classmethod
     def define_schema(cls):
+        types = list(plot_xyz.axis_types())
         return io.Schema(
             node_id="ElementalXYPlot", display_name="Elemental XY Plot", category=CATEGORY,
-            description="Grid of images over merge settings: x/y types " + ", ".join(plot_axes.AXIS_TYPES)
-                        + ". A pinpoint axis takes its ratios from the other axis (alpha or beta). Cells are "
-                          "identical to ElementalMerge + KSampler with the same settings.",
+            description="Grid of images over merge settings: x/y/z types " + ", ".join(types)
+                        + ". A pinpoint axis takes its numbers from the other of x/y (alpha or beta). One grid per "
+                          "Z value. Cells are identical to (Load Checkpoint +) ElementalMerge (+ ElementalAdjust) "
+                          "+ KSampler with the same settings; the table lists each cell's settings.",
             inputs=plot_inputs() + [
-                io.Combo.Input("x_type", options=list(plot_axes.AXIS_TYPES), default=plot_axes.ALPHA),
+                io.Combo.Input("x_type", options=types, default=plot_axes.ALPHA),
                 io.String.Input("x_values", multiline=True, default="0, 0.5, 1"),
-                io.Combo.Input("y_type", options=list(plot_axes.AXIS_TYPES), default=plot_axes.NONE),
+                io.Combo.Input("y_type", options=types, default=plot_axes.NONE),
                 io.String.Input("y_values", multiline=True, default=""),
                 io.String.Input("filename_prefix", default="ElementalXY/xy"),
+                io.Combo.Input("z_type", options=types, default=plot_axes.NONE,
+                               tooltip="one labelled grid per Z value, returned as a batch"),
+                io.String.Input("z_values", multiline=True, default=""),
+                io.String.Input("random_settings", default=plot_xyz.DEFAULT_RANDOM_SETTINGS,
+                                tooltip=RANDOM_SETTINGS_HELP),
             ] + calc_sockets(),
             outputs=[io.Image.Output(display_name="grid"), io.Image.Output(display_name="cells"),
                      io.String.Output(display_name="table")],
-            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
             is_output_node=True,
         )
 
     @classmethod
-    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, mode=None, calc_mode=None,
+    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, z_type=plot_axes.NONE,
+                        z_values="", random_settings=plot_xyz.DEFAULT_RANDOM_SETTINGS, mode=None, calc_mode=None,
                         calc_option=None, alpha=None, beta=None):
         problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
         if problem:
             return problem
-        if x_type is None or y_type is None:
+        if x_type is None or y_type is None or z_type is None:
             return True  # a linked type: checked when the node runs
-        problem = calc_axis_problem(mode, (x_type, y_type), (x_values, y_values))
+        problem = calc_axis_problem(mode, (x_type, y_type, z_type), (x_values, y_values, z_values))
         if problem:
             return problem
         try:
-            plot_axes.check_pairing(x_type, y_type)
-            if x_values is not None:
-                plot_axes.parse_axis(x_type, x_values, None, "x_values")
-            if y_values is not None:
-                plot_axes.parse_axis(y_type, y_values, None, "y_values")
+            plot_xyz.check_axes(x_type, y_type, z_type, random_settings if random_settings is not None else "R")
+            names = folder_paths.get_filename_list("checkpoints")
+            for t, v, n in ((x_type, x_values, "x"), (y_type, y_values, "y"), (z_type, z_values, "z")):
+                if v is not None:
+                    plot_xyz.parse_axis(t, v, None, f"{n}_values", names)
         except AxisError as exc:
             return str(exc)
         return True
 
     @classmethod
-    def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, **kw):
+    def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, z_type=plot_axes.NONE, z_values="",
+                random_settings=plot_xyz.DEFAULT_RANDOM_SETTINGS, **kw):
         job = MergeJob(kw)
         try:
-            x, y = plot_axes.parse_plot(x_type, x_values, y_type, y_values, job.arch)
-        except AxisError as exc:
+            axes = plot_xyz.parse_plot((x_type, y_type, z_type), (x_values, y_values, z_values), job.arch,
+                                       random_settings, folder_paths.get_filename_list("checkpoints"))
+            cells = plot_xyz.build_cells(job.base, *axes)
+            cells = plot_xyz.resolve_random(cells, random_settings, job.arch, job.merge.keys)
+            order, estimate = plot_order.render_order(job, cells)
+        except (AxisError, RandomSettingsError, AdjustError) as exc:
             raise ValueError(str(exc)) from None
-        cells = plot_axes.build_cells(job.base, x, y)
-        progress = PlotProgress(len(cells), job.steps)
-        images, rows = [], []
-        t_start = time.perf_counter()
-        for i, cell in enumerate(cells):
-            progress.start_cell(i)
-            t0 = time.perf_counter()
-            out, changed, merge_s = job.render(cell.settings, progress)
-            images.append(out)
-            rows.append((cell, len(changed), job.merge.last, merge_s, time.perf_counter() - t0))
-        progress.bar.update_absolute(progress.bar.total)
-
-        x_title, y_title = plot_axes.axis_title(x, y), plot_axes.axis_title(y, x)
-        title = " | ".join(t for t in (f"X: {x_title}" if x.type != plot_axes.NONE else "",
-                                      f"Y: {y_title}" if y.type != plot_axes.NONE else "") if t)
-        names = " + ".join(plot_axes.safe_name(n, n) for n in job.names.values())
-        title = f"{job.method.name}: {names} | {title}" if title else f"{job.method.name}: {names}"
-        firsts = [grid.to_uint8(im[0]) for im in images]
-        pil, _ = grid.draw_grid(firsts, len(x.items), len(y.items), [i.label for i in x.items],
-                                [i.label for i in y.items], title)
-        table = plot_table(job, x, y, rows, time.perf_counter() - t_start)
+        images, rows = render_cells(job, cells, order)
+        x, y, z = axes
+        names = plot_labels.input_names(cls.hidden.prompt, cls.hidden.unique_id)
+        table = plot_table(job, axes, cells, order, rows, estimate)
         definition = {"x_type": x_type, "x_values": x_values, "y_type": y_type, "y_values": y_values,
+                      "z_type": z_type, "z_values": z_values, "random_settings": random_settings,
                       "mode": job.method.name, "models": job.names, "base": job.base.describe(),
-                      "cells": [{"x": c.x_label, "y": c.y_label, "settings": c.settings.describe()}
-                                for c, *_ in rows]}
-        saved = save_png(pil, filename_prefix, png_metadata(cls.hidden, {PLOT_METADATA_KEY: definition}))
+                      "order": order, "cells": [{"x": c.x_label, "y": c.y_label, "z": c.z_label,
+                                                 "settings": c.describe(), "draw": c.draw_label} for c in cells]}
+        grids, saved = [], []
+        per_grid = len(x.items) * len(y.items)
+        for zi in range(len(z.items)):
+            part = cells[zi * per_grid:(zi + 1) * per_grid]
+            pil, title = draw_plot_grid(job, axes, part, images[zi * per_grid:(zi + 1) * per_grid], names)
+            meta = {PLOT_METADATA_KEY: {**definition, "grid": zi, "title": title}}
+            saved.append(save_png(pil, filename_prefix, png_metadata(cls.hidden, meta)))
+            grids.append(pil)
         log.info("[Elemental XY Plot]\n%s", table)
-        return io.NodeOutput(image_tensor(pil), torch.cat(images, dim=0), table, ui={"images": [saved]})
+        return io.NodeOutput(grid_batch(grids), torch.cat(images, dim=0), table, ui={"images": saved, "text": [table]})
 
 
-def plot_table(job: MergeJob, x, y, rows, total_s: float) -> str:
-    """The plot as text: one row per cell with its equivalent ElementalMerge settings and re-merge cost."""
+def render_cells(job: MergeJob, cells: list, order: list) -> tuple[list, dict]:
+    """Renders the cells in `order`; returns the images in grid order and, per cell index, its stats."""
+    progress = PlotProgress(len(cells), job.steps)
+    images: list = [None] * len(cells)
+    rows: dict = {}
+    for step, i in enumerate(order):
+        progress.start_cell(step)
+        t0 = time.perf_counter()
+        out, changed, merge_s = job.render(cells[i].settings, progress, cells[i].extras)
+        images[i] = out
+        rows[i] = (step, len(changed), job.merge.last, merge_s, time.perf_counter() - t0)
+    progress.bar.update_absolute(progress.bar.total)
+    return images, rows
+
+
+def _labels(axis, other, cells, which: str) -> list:
+    """Per column/row label; a random axis shows each value's draw (rounded as used)."""
+    labels = []
+    for n, item in enumerate(axis.items):
+        label = item.label
+        if axis.type == plot_xyz.RANDOM:
+            cell = next(c for c in cells if getattr(c, which) == n)
+            label = cell.draw_label or label
+        elif axis.type in plot_xyz.MODEL_AXES:
+            label = plot_labels.display_name(label)
+        labels.append(label)
+    return labels
+
+
+def draw_plot_grid(job: MergeJob, axes, cells: list, images: list, graph_names: dict):
+    """(image, title) of one labelled grid (one Z value): the model names from the graph, axis titles, Z."""
+    x, y, z = axes
+    titles = [f"X: {plot_xyz.axis_title(x, y)}" if x.type != plot_axes.NONE else "",
+              f"Y: {plot_xyz.axis_title(y, x)}" if y.type != plot_axes.NONE else ""]
+    if z.type != plot_axes.NONE:
+        z_label = _labels(z, x, cells, "z")[cells[0].z]
+        titles.append(f"Z: {z.type} = {z_label}")
+    names = " + ".join(graph_names.get(f"model_{k.lower()}") or plot_axes.safe_name(v, v)
+                       for k, v in job.names.items())
+    title = " | ".join([f"{job.method.name}: {names}"] + [t for t in titles if t])
+    firsts = [grid.to_uint8(im[0]) for im in images]
+    pil, _ = grid.draw_grid(firsts, len(x.items), len(y.items), _labels(x, y, cells, "x"),
+                            _labels(y, x, cells, "y"), title)
+    return pil, title
+
+
+def grid_batch(grids: list) -> torch.Tensor:
+    """The grids as one IMAGE batch; smaller ones padded with white at the right and bottom."""
+    w = max(g.width for g in grids)
+    h = max(g.height for g in grids)
+    out = []
+    for g in grids:
+        if g.size != (w, h):
+            canvas = Image.new("RGB", (w, h), grid.BACKGROUND)
+            canvas.paste(g, (0, 0))
+            g = canvas
+        out.append(image_tensor(g))
+    return torch.cat(out, dim=0)
+
+
+def plot_table(job: MergeJob, axes, cells: list, order: list, rows: dict, estimate: tuple) -> str:
+    """The plot as text: the render order chosen and one row per cell (in that order) with its equivalent
+    plain-graph settings and what it cost."""
+    x, y, z = axes
+    total_s = sum(r[4] for r in rows.values())
+    grid_cost, chosen_cost = estimate
     head = [f"Elemental XY plot: {job.method.name} ({job.arch.label}) " +
             ", ".join(f"{k}={v}" for k, v in job.names.items()),
             f"base: {job.base.describe()}",
-            f"x: {x.type} ({len(x.items)})  y: {y.type} ({len(y.items)})  cells: {len(rows)}  "
-            f"text encodes: {job.renderer.encodes}  total {total_s:.2f} s",
-            "cell\tx\ty\tkeys re-merged\ton device now\tmerge ms\tcell s\tsettings"]
-    for i, (cell, n, stats, merge_s, cell_s) in enumerate(rows):
+            f"x: {x.type} ({len(x.items)})  y: {y.type} ({len(y.items)})  z: {z.type} ({len(z.items)})  "
+            f"cells: {len(cells)}  text encodes: {job.renderer.encodes}  total {total_s:.2f} s",
+            f"render order (fewest keys changed between neighbours): {', '.join(map(str, order))}; "
+            f"estimated keys re-merged after the first cell: {chosen_cost} (grid order: {grid_cost})",
+            "step\tcell\tz\tx\ty\tkeys re-merged\ton device now\tmerge ms\tcell s\tsettings"]
+    for i in order:
+        c = cells[i]
+        step, n, stats, merge_s, cell_s = rows[i]
         now = sum(stats.in_place.values()) if stats else 0
-        head.append(f"{i}\t{cell.x_label}\t{cell.y_label}\t{n}\t{now if i else 'at load'}\t"
-                    f"{merge_s * 1000:.1f}\t{cell_s:.2f}\t{cell.settings.describe()}")
+        settings = c.describe() + (f"  [random {c.draw_label}]" if c.draw_label else "")
+        head.append(f"{step}\t{i}\t{c.z_label}\t{c.x_label}\t{c.y_label}\t{n}\t{now if step else 'at load'}\t"
+                    f"{merge_s * 1000:.1f}\t{cell_s:.2f}\t{settings}")
     return "\n".join(head)
 
 
