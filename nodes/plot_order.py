@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..merge_core.adjust import key_changes
+from ..merge_core.calc_modes import get_calc_mode
 from ..merge_core.cell_order import order_cells, total_changed
 from .adjust_patches import internal_key
 
@@ -20,11 +21,15 @@ def _adjust_codes(extras, arch_name: str) -> dict:
 
 
 def signature(job, cell) -> np.ndarray:
-    """(keys, 3) array: every key's alpha, beta (0 when the method has none) and Adjust code."""
-    ra, rb = job.ratios(cell.settings)
+    """(keys, 4) array: every key's alpha, beta (0 when nothing uses it), Adjust code and calc-mode code (a
+    calc mode changes how every key is merged)."""
+    s = cell.settings
+    ra, rb = job.ratios(s)
     codes = _adjust_codes(cell.extras, job.arch.name)
-    uses_beta = job.method.uses_beta
-    return np.array([(ra(k), rb(k) if uses_beta else 0.0, codes.get(k, 0.0)) for k in job.merge.keys])
+    calc_mode = getattr(s, "calc_mode", "normal")
+    uses_beta = job.method.uses_beta or get_calc_mode(calc_mode).uses_beta
+    calc = 0.0 if calc_mode == "normal" else float(hash((calc_mode, getattr(s, "calc_option", 0.3))) % 1_000_003 + 1)
+    return np.array([(ra(k), rb(k) if uses_beta else 0.0, codes.get(k, 0.0), calc) for k in job.merge.keys])
 
 
 def render_order(job, cells: list) -> tuple[list, tuple]:
