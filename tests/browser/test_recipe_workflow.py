@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from devkit.browser import APP
@@ -26,8 +27,7 @@ def tensor_hash(path: str) -> str:
         for key in sorted(f.keys()):
             t = f.get_tensor(key)
             h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes()
-                     if t.numel() else b"")
+            h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
