@@ -137,11 +137,7 @@ def check_weight_sum_file(path: str, source_a: str, source_b: str, ratio_of: Cal
                 assert torch.equal(got, A.to(got.dtype)), f"{key}: expected A's weight (ratio {a})"
                 continue
             B = fb.get_tensor(src)
-            exact = A.double() * (1 - a) + a * B.double()
-            err = (got.double() - exact).abs()
-            ulp = dtype_ulp(exact, got.dtype)
-            assert (err <= ulp).all(), (f"{key}: ratio {a}: saved value off the formula by up to "
-                                        f"{(err / ulp).max().item():.2f} ulp of {got.dtype}")
+            assert_rounded_formula(got, A, B, a, key)
             merged += 1
             counts[a] = counts.get(a, 0) + 1
         return {"checked": len(out_keys), "merged": merged, "ratios": counts, "metadata": out.metadata()}
@@ -153,6 +149,23 @@ def dtype_ulp(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     up = torch.nextafter(h, torch.tensor(float("inf"), dtype=dtype)).double() - h.double()
     down = h.double() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=dtype)).double()
     return torch.maximum(up, down)
+
+
+def assert_rounded_formula(got: torch.Tensor, A: torch.Tensor, B: torch.Tensor, a: float, key: str = "") -> None:
+    """Every element of `got` is one of the two `got.dtype` values next to A(1-a)+Ba (exact, float64).
+
+    Cheap on GB-sized models: the formula in float32 rounded to `got.dtype` is the answer for nearly every
+    element; only the elements where `got` differs from it (values near a rounding boundary) are checked
+    against the float64 value."""
+    ref = (A.float() * (1 - a) + a * B.float()).to(got.dtype)
+    off = got != ref
+    if not off.any():
+        return
+    exact = A[off].double() * (1 - a) + a * B[off].double()
+    err = (got[off].double() - exact).abs()
+    ulp = dtype_ulp(exact, got.dtype)
+    assert (err <= ulp).all(), (f"{key}: ratio {a}: {int(off.sum())} elements off the rounded formula, up to "
+                                f"{(err / ulp).max().item():.2f} ulp of {got.dtype}")
 
 
 _SUMMARY = re.compile(r"^(\S+)\s+(\d+)\s+(\S+)$")
