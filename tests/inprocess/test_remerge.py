@@ -85,7 +85,7 @@ def test_incremental_equals_full_remerge(objs, counter):
 
     (ma, ca), (mb, cb) = objs["A"], objs["B"]
     a_patches_before = dict(ma.patches)
-    method = merge_nodes.get_merge_method("Weight sum")
+    method = importlib.import_module(f"{PACK}.merge_core").get_merge_method("Weight sum")
     eng = remerge.IncrementalMerge(ma, mb, None, method, ca, cb)
     arch = pack_module("model_info").architecture_of(ma)
     base = axes.Settings(0.5, 0.25)
