@@ -144,18 +144,20 @@ def render_cells(job: MergeJob, cells: list, order: list) -> tuple[list, dict]:
     return images, rows
 
 
-def _labels(axis, other, cells, which: str) -> list:
-    """Per column/row label; a random axis shows each value's draw (rounded as used)."""
-    labels = []
-    for n, item in enumerate(axis.items):
-        label = item.label
-        if axis.type == plot_xyz.RANDOM:
-            cell = next(c for c in cells if getattr(c, which) == n)
-            label = cell.draw_label or label
-        elif axis.type in plot_xyz.MODEL_AXES:
-            label = plot_labels.display_name(label)
-        labels.append(label)
-    return labels
+def _label(axis, n: int, cells, which: str) -> str:
+    """The label of value `n` of an axis; a random axis shows its draw (rounded as used), a model axis the
+    checkpoint without folders and extension."""
+    label = axis.items[n].label
+    if axis.type == plot_xyz.RANDOM:
+        cell = next((c for c in cells if getattr(c, which) == n and c.draw_label), None)
+        return cell.draw_label if cell is not None else label
+    if axis.type in plot_xyz.MODEL_AXES:
+        return plot_labels.display_name(label)
+    return label
+
+
+def _labels(axis, cells, which: str) -> list:
+    return [_label(axis, n, cells, which) for n in range(len(axis.items))]
 
 
 def draw_plot_grid(job: MergeJob, axes, cells: list, images: list, graph_names: dict):
@@ -164,14 +166,14 @@ def draw_plot_grid(job: MergeJob, axes, cells: list, images: list, graph_names: 
     titles = [f"X: {plot_xyz.axis_title(x, y)}" if x.type != plot_axes.NONE else "",
               f"Y: {plot_xyz.axis_title(y, x)}" if y.type != plot_axes.NONE else ""]
     if z.type != plot_axes.NONE:
-        z_label = _labels(z, x, cells, "z")[cells[0].z]
+        z_label = _label(z, cells[0].z, cells, "z")
         titles.append(f"Z: {z.type} = {z_label}")
     names = " + ".join(graph_names.get(f"model_{k.lower()}") or plot_axes.safe_name(v, v)
                        for k, v in job.names.items())
     title = " | ".join([f"{job.method.name}: {names}"] + [t for t in titles if t])
     firsts = [grid.to_uint8(im[0]) for im in images]
-    pil, _ = grid.draw_grid(firsts, len(x.items), len(y.items), _labels(x, y, cells, "x"),
-                            _labels(y, x, cells, "y"), title)
+    pil, _ = grid.draw_grid(firsts, len(x.items), len(y.items), _labels(x, cells, "x"),
+                            _labels(y, cells, "y"), title)
     return pil, title
 
 

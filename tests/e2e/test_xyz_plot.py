@@ -22,6 +22,14 @@ WORKFLOWS = ["xyz_seed_prompt", "xy_adjust_random"]
 
 
 def plot_graph(x=("none", ""), y=("none", ""), z=("none", ""), random_settings="R", mode="Weight sum") -> dict:
+    g = _plot_graph(x, y, z, random_settings, mode)
+    if mode in ("Triple sum", "Sum twice", "Add difference"):
+        g["5"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_C.safetensors"}}
+        g["3"]["inputs"].update(model_c=["5", 0], clip_c=["5", 1])
+    return g
+
+
+def _plot_graph(x, y, z, random_settings, mode) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
         "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_B.safetensors"}},
@@ -36,14 +44,14 @@ def plot_graph(x=("none", ""), y=("none", ""), z=("none", ""), random_settings="
 
 
 def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None, seed=11, positive=POSITIVE,
-                 model_b="test_B.safetensors") -> dict:
+                 model_b="test_B.safetensors", mode="Weight sum") -> dict:
     """One cell the stock way; every setting written out by the test, not read from the plot."""
     g = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
         "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": model_b}},
         "4": {"class_type": "ElementalMerge", "inputs": {
             "model_a": ["1", 0], "model_b": ["2", 0], "clip_a": ["1", 1], "clip_b": ["2", 1],
-            "mode": "Weight sum", "alpha": alpha, "beta": beta, "print_change": False}},
+            "mode": mode, "alpha": alpha, "beta": beta, "print_change": False}},
         "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": positive}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": NEGATIVE}},
         "7": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
@@ -53,6 +61,9 @@ def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None,
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
         "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "xyztest/single"}},
     }
+    if mode in ("Triple sum", "Sum twice", "Add difference"):
+        g["3"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_C.safetensors"}}
+        g["4"]["inputs"].update(model_c=["3", 0], clip_c=["3", 1])
     for node, name, text in (("11", "block_weights_alpha", bwa), ("12", "block_weights_beta", bwb)):
         if text is not None:
             g[node] = {"class_type": "BlockWeights", "inputs": {"weights": text, "architecture": "auto"}}
@@ -184,6 +195,13 @@ def test_model_axis_loads_each_checkpoint_once(comfy_server):
     assert_same(comfy_server, cells, 1, model_b="test_C.safetensors")
     rows = table_rows(outputs)
     assert rows[1][1] > 600  # another checkpoint: a full re-merge
+
+
+def test_block_weights_beta(comfy_server):
+    _, cells = run_plot(comfy_server, plot_graph(x=("block weights beta", "FLAT_25\nGRAD_V"), mode="Triple sum"))
+    assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
+    assert_same(comfy_server, cells, 0, bwb="FLAT_25", mode="Triple sum")
+    assert_same(comfy_server, cells, 1, bwb="GRAD_V", mode="Triple sum")
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
