@@ -38,6 +38,8 @@ import torch
 from devkit.checkpoints import SD15_UNET_CONFIG, _key_seed
 
 RANK = 4
+# Bump when what a layout writes changes: cached files of another version are rewritten.
+VERSION = "2"
 ALPHA = 2.0
 LAYOUTS = ("kohya", "peft", "loha")
 SEEDS = {"kohya": 11, "peft": 12, "loha": 13}
@@ -113,7 +115,8 @@ def flux_targets() -> list[tuple[str, tuple[int, ...], object]]:
     import comfy.lora
     import comfy.supported_models
 
-    model = comfy.supported_models.Flux(flux_config(1, 1, guidance=True)).get_model({}, device="meta")
+    config = flux_config(1, 1, guidance=True, text_dim=768, vec_dim=768)  # as fixtures_arch.flux_meta
+    model = comfy.supported_models.Flux(config).get_model({}, device="meta")
     sd = model.state_dict()
     out = []
     for name, target in sorted(comfy.lora.model_lora_keys_unet(model, {}).items()):
@@ -135,8 +138,28 @@ def write_flux_lora(path: str, seed: int = 21) -> None:
     for name, shape, _ in flux_targets():
         sd[f"{name}.lora_B.weight"], sd[f"{name}.lora_A.weight"] = _factors(seed, name, shape, "")
     tmp = path + ".partial"
-    save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata={"elemental_test_layout": "flux"})
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp,
+              metadata={"elemental_test_layout": "flux", "elemental_lora_version": VERSION})
     os.replace(tmp, path)
+
+
+def _current(path: str) -> bool:
+    """Whether a cached LoRA file exists and was written by this version of the writer."""
+    from safetensors import safe_open
+
+    if not os.path.exists(path):
+        return False
+    with safe_open(path, "pt") as f:
+        return (f.metadata() or {}).get("elemental_lora_version") == VERSION
+
+
+def ensure_flux_lora(out_dir: str) -> str:
+    """test_lora_flux.safetensors in out_dir, written when missing or stale; returns its path."""
+    path = os.path.join(out_dir, "test_lora_flux.safetensors")
+    if not _current(path):
+        os.makedirs(out_dir, exist_ok=True)
+        write_flux_lora(path)
+    return path
 
 
 def _randn(seed: int, name: str, shape, std: float) -> torch.Tensor:
@@ -182,15 +205,17 @@ def write_lora(path: str, layout: str, seed: int | None = None, targets=None) ->
 
     sd = {k: v.contiguous() for k, v in lora_state_dict(layout, seed, targets).items()}
     tmp = path + ".partial"
-    save_file(sd, tmp, metadata={"elemental_test_layout": layout, "format": "pt"})
+    save_file(sd, tmp, metadata={"elemental_test_layout": layout, "format": "pt",
+                                 "elemental_lora_version": VERSION})
     os.replace(tmp, path)
 
 
 def ensure_loras(out_dir: str, layouts=LAYOUTS) -> dict[str, str]:
-    """Writes the missing test LoRAs (test_lora_<layout>.safetensors) into out_dir; returns layout -> path."""
+    """Writes the missing or stale test LoRAs (test_lora_<layout>.safetensors) into out_dir; returns layout ->
+    path."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {layout: os.path.join(out_dir, f"test_lora_{layout}.safetensors") for layout in layouts}
-    missing = [layout for layout, p in paths.items() if not os.path.exists(p)]
+    missing = [layout for layout, p in paths.items() if not _current(p)]
     if missing:
         targets = sd15_targets()
         for layout in missing:
