@@ -313,4 +313,5 @@ def record_peak(nodeid: str, probe: PeakProbe) -> None:
     print("\n[peak] " + probe.line(nodeid.rsplit("::", 1)[-1]))
     cache = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
     with open(os.path.join(cache, "arch_test_peaks.tsv"), "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{nodeid}\t{probe.seconds:.1f}\t{probe.total_gib:.2f}\n")
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{nodeid}\t{probe.seconds:.1f}\t{probe.total_gib:.2f}\t"
+                f"{probe.anon_gib:.2f}\n")

@@ -8,8 +8,9 @@ bounds the peak of the two processes together from above.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -27,6 +28,11 @@ def peak_rss_bytes(pid: int | None = None) -> int:
 
 def rss_bytes(pid: int | None = None) -> int:
     return _status_kib(pid or os.getpid(), "VmRSS") * 1024
+
+
+def anon_rss_bytes(pid: int | None = None) -> int:
+    """RssAnon: the resident memory that is not a clean file page (what the OOM killer weighs)."""
+    return _status_kib(pid or os.getpid(), "RssAnon") * 1024
 
 
 def reset_peak(pid: int | None = None) -> bool:
@@ -50,19 +56,40 @@ def available_bytes() -> int:
 
 @dataclass
 class PeakProbe:
-    """Wall time and summed peak RSS of a set of processes over a span of code (`with PeakProbe([pid]) as p`)."""
+    """Wall time and peak memory of a set of processes over a span of code (`with PeakProbe([pid]) as p`).
+
+    Two peaks per process: VmHWM (all resident pages, file-backed ones included: a model file that ComfyUI
+    maps while loading counts in full until it is unmapped, although the kernel can drop those pages at any
+    time) and the largest RssAnon seen by a sampler thread every `interval` seconds (anonymous memory only;
+    a peak shorter than the interval can be missed)."""
     pids: list
+    interval: float = 0.1
     seconds: float = 0.0
     peaks: dict = None
+    anon_peaks: dict = field(default_factory=dict)
     exact: bool = True
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            for p in self.pids:
+                try:
+                    self.anon_peaks[p] = max(self.anon_peaks.get(p, 0), anon_rss_bytes(p))
+                except (OSError, KeyError):
+                    pass
 
     def __enter__(self):
         self.exact = all([reset_peak(p) for p in self.pids])
+        self.anon_peaks = {p: anon_rss_bytes(p) for p in self.pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
         self._t = time.time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.time() - self._t
+        self._stop.set()
+        self._thread.join()
         self.peaks = {p: peak_rss_bytes(p) for p in self.pids}
         return False
 
@@ -70,7 +97,13 @@ class PeakProbe:
     def total_gib(self) -> float:
         return sum(self.peaks.values()) / 2**30
 
+    @property
+    def anon_gib(self) -> float:
+        return sum(self.anon_peaks.values()) / 2**30
+
     def line(self, label: str) -> str:
-        parts = ", ".join(f"pid {p}: {v / 2**30:.2f} GiB" for p, v in self.peaks.items())
-        note = "" if self.exact else " (peaks since process start: reset not allowed)"
-        return f"{label}: {self.seconds:.1f} s, peak RSS {self.total_gib:.2f} GiB ({parts}){note}"
+        parts = ", ".join(f"pid {p}: {v / 2**30:.2f}/{self.anon_peaks.get(p, 0) / 2**30:.2f} GiB"
+                          for p, v in self.peaks.items())
+        note = "" if self.exact else " (VmHWM since process start: reset not allowed)"
+        return (f"{label}: {self.seconds:.1f} s, peak RSS {self.total_gib:.2f} GiB, peak anonymous "
+                f"{self.anon_gib:.2f} GiB (VmHWM/RssAnon per process: {parts}){note}")
