@@ -10,7 +10,7 @@ an elemental spec (prompt 1, the report previewed so that everything runs). Its 
 clear_refs), the merge runs again with a new alpha (so the merge is part of the measured span) and the file is
 saved; VmHWM afterwards is the peak of that span. `--stock` also measures ComfyUI's own CheckpointSave of the
 same merge (it builds the whole merged state dict and its serialized bytes in memory). Results go to stdout
-and bench/results/save.json.
+and bench/results/save.json (save_fp16_unet.json with `--unet fp16`).
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main() -> None:
               "models": "seeded SD1.5 test_A/test_B (1.07 B params each)", "unet_dtype": args.unet,
               "sources_loaded_gib": round(baseline / GIB, 3), "saves": rows}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "save.json"), "w") as f:
+    name = "save.json" if args.unet == "default" else f"save_{args.unet}_unet.json"
+    with open(os.path.join(HERE, "results", name), "w") as f:
         json.dump(result, f, indent=1)
 
 
