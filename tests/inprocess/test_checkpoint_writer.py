@@ -3,7 +3,8 @@
 Only test_A is loaded (fp16 UNet to halve the RAM). The patches are ComfyUI "diff" patches with strength
 pairs like the merge's, on chosen UNet and text-encoder keys. The oracle for each weight is ComfyUI's own
 `patch_weight_to_device` (what sampling runs), one key at a time; the oracle for names and shapes is
-`BaseModel.state_dict_for_saving`, what the stock save writes.
+`BaseModel.state_dict_for_saving`, what the stock save writes. (Every precision against the fp32 file is
+tests/e2e/test_save_recipe.py's.)
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from merge_core.save_dtypes import stored_dtype
 from tests.inprocess.conftest import pack_module
 
 UNET_KEYS = ["diffusion_model.input_blocks.0.0.weight", "diffusion_model.input_blocks.0.0.bias",
@@ -84,26 +84,6 @@ def test_fp32_save_holds_live_weights_and_stock_names(objects, tmp_path):
         assert torch.equal(f.get_tensor("model." + k0), _oracle(base, k0).float())
         assert not torch.equal(f.get_tensor("model." + UNET_KEYS[0]), _oracle(base, UNET_KEYS[0]).float())
     assert set(targets.values()) <= {torch.float32, torch.int64}
-
-
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2"])
-def test_other_precisions_equal_live_cast(objects, tmp_path, precision):
-    writer, _, merged, clip_m, vae = objects
-    path = str(tmp_path / f"{precision}.safetensors")
-    writer.save_checkpoint_streaming(path, merged, clip_m, vae, precision, {})
-    with safe_open(path, "pt") as f:
-        for key, patcher, prefix in ([(k, merged, "model.") for k in UNET_KEYS]
-                                     + [(k, clip_m.patcher, "") for k in CLIP_KEYS]):
-            file_key = prefix + key.replace("clip_l.", "cond_stage_model.")
-            live = _oracle(patcher, key)
-            want = stored_dtype(file_key, live.dtype, tuple(live.shape), precision)
-            got = f.get_tensor(file_key)
-            assert got.dtype == want, (file_key, got.dtype)
-            assert torch.equal(got.view(torch.uint8) if got.element_size() == 1 else got,
-                               live.to(want).view(torch.uint8) if got.element_size() == 1 else live.to(want)), key
-        if "fp8" in precision:
-            assert f.get_tensor("model.diffusion_model.input_blocks.0.0.bias").dtype == torch.float16
-            assert f.get_tensor("first_stage_model.decoder.conv_in.weight").dtype == torch.float16
 
 
 def test_same_file_when_a_clone_is_loaded_with_its_patches(objects, tmp_path):
