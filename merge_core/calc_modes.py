@@ -214,6 +214,7 @@ def cosine_values(A, B, normalize: bool) -> torch.Tensor:
     return (s if normalize else (s + m) / 2).reshape(-1)
 
 
+@torch.no_grad()  # model weights may require grad outside ComfyUI's inference mode: never build a graph
 def cosine_statistic(pairs: Iterable, mode: str) -> CosineStat:
     """The statistic of ``mode`` (cosineA/cosineB) over (A, B) tensor pairs in checkpoint layout: every UNet
     and text-encoder tensor present in both models, no block or weight/bias filter, never the VAE."""
@@ -313,6 +314,7 @@ def check_ratios(calc_mode: str, a: float, b: float, where: str) -> None:
 
 # ---------------------------------------------------------------- one key
 
+@torch.no_grad()
 def calc_merge(mode, A, B, C, a: float, b: float, args: CalcArgs = CalcArgs()) -> torch.Tensor:
     """The merged float32 tensor of one key (checkpoint layout) under calc mode ``mode`` (name or CalcMode).
     The caller has decided that the mode applies (`calc_applies`) and checked ratios (`check_ratios`)."""

@@ -35,6 +35,7 @@ def entry_dtype(entry) -> torch.dtype:
     return entry[0][0].dtype
 
 
+@torch.no_grad()
 def source_weight(entry, device, key: str = "") -> torch.Tensor:
     """A `get_key_patches()` entry's weight, float32 on ``device``: the base weight converted and, when the
     entry carries patches (a merge, a LoRA), those applied with ComfyUI's own calculate_weight. The result
@@ -98,6 +99,7 @@ class MergePatch(WeightAdapterBase):
                             self.a, self.b, args)
         return part_of(self.unit, self.key, merged, [p.shape for p in parts_a])
 
+    @torch.no_grad()  # outside ComfyUI's inference mode (tests, scripts) weights may require grad
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=torch.float32, original_weight=None):
         if self.calc == "normal":
