@@ -22,7 +22,6 @@ from .lora_engine import add_scaled_patches, parse_lora, read_lora
 
 log = logging.getLogger("elemental_merge")
 
-LORAS_KEY = "elemental_merge_loras"  # model_options entry: the LoRAs applied by this node, in order
 NO_BLOCK = "(none)"
 
 
@@ -142,7 +141,9 @@ class ElementalLoRA(io.ComfyNode):
                  "strength_clip": strength_clip if clip is not None else None,
                  "block_weights": block_weights.text if block_weights is not None else None,
                  "lbw_weights": lbw_weights or None, "elemental": elemental.text if elemental else None}
-        new_model.model_options[LORAS_KEY] = list(model.model_options.get(LORAS_KEY, [])) + [entry]
+        # model_info folds these entries, in order, into the model's recipe (a `lora` operation each).
+        key = model_info.LORAS_KEY
+        new_model.model_options[key] = list(model.model_options.get(key, [])) + [entry]
         report = build_report(entry, arch, lora, applied, res)
         return io.NodeOutput(new_model, new_clip, report, ui={"text": [report]})
 
