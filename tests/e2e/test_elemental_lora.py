@@ -201,3 +201,19 @@ def test_extracted_lora_on_a_gives_the_merge_back(comfy_server, loras, checkpoin
         "V": {"class_type": "PreviewAny", "inputs": {"source": ["L", 2]}}})
     report = outputs["L"]["text"][0]
     assert "686 UNet and 0 text-encoder patches" in report and "match neither" not in report, report
+
+
+def test_lora_on_a_merge_source_is_merged_with_it(comfy_server, loras):
+    """ElementalLoRA's MODEL/CLIP as merge source B at alpha 1: the merge is the LoRA'd B, bit for bit."""
+    prompt = {**LOADER, "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_B.safetensors"}},
+              "L": {"class_type": "ElementalLoRA", "inputs": {
+                  "model": ["2", 0], "clip": ["2", 1], "lora_name": "test_lora_peft.safetensors",
+                  "strength_model": 1.0, "strength_clip": 1.0, "lbw_weights": "OUTALL"}},
+              "M": {"class_type": "ElementalMerge", "inputs": {
+                  "model_a": ["1", 0], "model_b": ["L", 0], "clip_a": ["1", 1], "clip_b": ["L", 1],
+                  "mode": "Weight sum", "alpha": 1.0, "beta": 0.25, "print_change": False, "calc_mode": "normal",
+                  "calc_option": 0.3}},
+              **sample(["M", 0], ["M", 1], ["1", 2], "lora_merged", "m"),
+              **sample(["L", 0], ["L", 1], ["1", 2], "lora_source", "s")}
+    outputs = comfy_server.run(prompt)
+    assert np.array_equal(image(comfy_server, outputs, "Im"), image(comfy_server, outputs, "Is"))
