@@ -45,6 +45,7 @@ if ComfyExtension is not None:
 
         async def on_load(self) -> None:
             importlib.import_module(".nodes.routes", __name__).register_routes()
+            importlib.import_module(".nodes.recipe_routes", __name__).register()
             self._loaded = True
 
         async def get_node_list(self):

@@ -7,13 +7,10 @@ list of files to pick from (saved merges under output/checkpoints, then models/c
 from __future__ import annotations
 
 from ..merge_core import recipe as recipes
-from . import recipe_routes
 from .common import CATEGORY, io, log
 from .recipe_rebuild import rebuild, recipe_from_file, saved_merge_names
 
 PASTED = "(pasted recipe)"
-
-recipe_routes.register()  # the recipe -> workflow route; ComfyUI builds its route table after loading nodes
 
 
 class LoadMergeRecipe(io.ComfyNode):

@@ -170,9 +170,9 @@ def test_saved_merge_reloads_equal_to_formula(comfy_server, checkpoints):
     spec = next(n for n in prompt.values() if n["class_type"] == "ElementalSpec")["inputs"]["spec"]
     alpha = next(n for n in prompt.values() if n["class_type"] == "ElementalMerge")["inputs"]["alpha"]
     metadata = check_weight_sum_file(newest(comfy_server.output_dir, "merge_then_save"), checkpoints, alpha, spec)
-    recipe = json.loads(metadata["elemental_merge_recipe"])
-    assert recipe["mode"] == "Weight sum" and recipe["alpha"] == alpha and recipe["elemental_alpha"] == spec
-    assert recipe["models"] == {"A": "unnamed model", "B": "unnamed model"}  # stock loaders: no names
+    m = json.loads(metadata["elemental_merge_recipe"])["model"]
+    assert m["mode"] == "Weight sum" and m["alpha"] == alpha and m["elemental_alpha"] == spec
+    assert [s["kind"] for s in m["sources"].values()] == ["unknown", "unknown"]  # stock loaders: no names
 
 
 def test_save_never_overwrites(comfy_server):
@@ -185,9 +185,9 @@ def test_save_never_overwrites(comfy_server):
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(comfy_server.output_dir, "checkpoints", "twice_*")))
     assert names == ["twice_00001_.safetensors", "twice_00002_.safetensors"]
     with safe_open(os.path.join(comfy_server.output_dir, "checkpoints", names[0]), "pt") as f:
-        recipe = json.loads(f.metadata()["elemental_merge_recipe"])
-    assert recipe["models"] == {"A": "test_A.safetensors", "B": "test_B.safetensors"}
-    assert recipe["elemental_alpha"] == "::0.5"
+        m = json.loads(f.metadata()["elemental_merge_recipe"])["model"]
+    assert [s["name"] for s in m["sources"].values()] == ["test_A.safetensors", "test_B.safetensors"]
+    assert m["elemental_alpha"] == "::0.5"
 
 
 def test_stock_checkpoint_save_saves_the_merge(comfy_server, checkpoints):

@@ -210,7 +210,7 @@ def test_every_weight_equals_formula(comfy_objects, mode):
     assert out.ui == {"text": [report]}
     assert "diffusion_model.output_blocks.4.0.in_layers.2.weight" in report
     recipe = model.model_options["elemental_merge_recipe"]
-    assert recipe["mode"] == mode and recipe["models"]["A"] == "test_A.safetensors"
+    assert recipe["mode"] == mode and recipe["sources"]["A"]["name"] == "test_A.safetensors"
     assert recipe["elemental_alpha"] == SPEC_ALPHA
 
 
