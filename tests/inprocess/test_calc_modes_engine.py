@@ -188,9 +188,11 @@ def test_every_weight_equals_oracle(objs, calc):
             skipped += 1
             continue
         want = expected(calc, key, A, B, C, ra[key], rb[key], stat)
-        assert got.dtype == torch.float16 and got.shape == A.shape, key
+        assert got.shape == A.shape, key
         err = (got.float() - want).abs()
-        assert (err <= fp16_ulp(want)).all(), f"{calc} {key}: max error {err.max().item()}"
+        # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off
+        tol = fp16_ulp(want) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
+        assert (err <= tol).all(), f"{calc} {key}: max error {err.max().item()}"
         changed += not torch.equal(got, A.to(got.dtype))
         checked += 1
     assert checked + skipped == len(work) and checked > 150
