@@ -222,6 +222,82 @@ def best(fn, reps):
     return min(times)
 
 
+def _synthetic_sources(torch) -> dict:
+    """key -> {"a"/"b"/"c": get_key_patches()-style entry}: B and C are A plus 10 % noise, seeded."""
+    g = torch.Generator().manual_seed(0)
+    ident = lambda t, **kw: t  # noqa: E731
+    tensors = {}
+    for k, s in SHAPES.items():
+        A = torch.randn(s, generator=g)
+        tensors[k] = {n: [(t, ident)] for n, t in (("a", A), ("b", A + 0.1 * torch.randn(s, generator=g)),
+                                                      ("c", A + 0.1 * torch.randn(s, generator=g)))}
+    return tensors
+
+
+def _time_modes(a, torch, mp, core, cm, arch, tensors, say) -> None:
+    """The fresh-tensor floor, `normal` and every calc mode, summed over the keys."""
+    ws = core.get_merge_method("Weight sum")
+    stat = mp.cosine_stat("cosineA", ("bench",), [(arch, {k: v["a"] for k, v in tensors.items()},
+                                                     {k: v["b"] for k, v in tensors.items()})])
+    cm.STAT_CACHE.clear()
+    floor = normal = 0.0
+    per_calc = {c: 0.0 for c in CALCS}
+    for k, ent in tensors.items():
+        A, B = ent["a"][0][0], ent["b"][0][0]
+        floor += best(lambda: torch.lerp(A, B, 0.4), a.reps)
+        patch = mp.MergePatch(k, ws.steps(0.4, 0.0), sources={"b": (ent["b"],)})
+        normal += best(lambda: patch.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None, None),
+                       a.reps)
+        for c in CALCS:
+            if c == "smoothAdd" and k in SMOOTH_SKIP:
+                continue
+            args = cm.CalcArgs(core.canonical_key(k, arch), 0.3, stat)
+            q = mp.MergePatch(k, (), c, 0.4, 0.3, {"b": (ent["b"],), "c": (ent["c"],)}, None, args)
+            reps = 1 if c == "smoothAdd" else a.reps
+            per_calc[c] += best(lambda: q.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None,
+                                                           None), reps)
+    say(f"[floor]  lerp into fresh tensors, {len(SHAPES)} keys: {floor * 1e3:.0f} ms")
+    say(f"[normal] A's float32 copy + fused patch (lerp_): {normal * 1e3:.0f} ms = {normal / floor:.2f}x "
+        f"the fresh-tensor floor (target <= 2.0)")
+    for c in CALCS:
+        note = " (without the 2560x1280x3x3 key)" if c == "smoothAdd" else ""
+        say(f"[calc]   {c:<16} {per_calc[c] * 1e3:8.0f} ms = {per_calc[c] / normal:6.2f}x normal{note}")
+
+
+def _time_cosine_statistic(mp, cm, arch, tensors, say) -> None:
+    pairs = [(arch, {k: v["a"] for k, v in tensors.items()}, {k: v["b"] for k, v in tensors.items()})]
+    for mode in ("cosineA", "cosineB"):
+        cm.STAT_CACHE.clear()
+        cold = best(lambda: (cm.STAT_CACHE.clear(), mp.cosine_stat(mode, ("bench",), pairs)), 1)
+        cached = best(lambda: mp.cosine_stat(mode, ("bench",), pairs), 100)
+        n = sum(v["a"][0][0].numel() for v in tensors.values())
+        say(f"[cosine] {mode} statistic over these keys ({n / 1e6:.0f} M values): cold {cold * 1e3:.0f} ms "
+            f"({cold / n * 1e9:.1f} ns per value), cached {cached * 1e6:.1f} us")
+
+
+def _time_smooth_add(torch, cm, tensors, checkpoint_dir, say) -> None:
+    """smoothAdd's cost per value by tensor rank, extrapolated to every UNet and text-encoder value of SD1.5."""
+    per_elem = {}
+    for k, ent in tensors.items():
+        A, B, C = (ent[n][0][0] for n in "abc")
+        if k in SMOOTH_SKIP:
+            continue
+        cls = {1: "1-D", 2: "2-D", 4: "4-D"}[A.dim()]
+        t = best(lambda: cm.calc_merge("smoothAdd", A, B, C, 0.4, 0.0), 1)
+        s, n = per_elem.get(cls, (0.0, 0))
+        per_elem[cls] = (s + t, n + A.numel())
+    shapes = header_shapes(os.path.join(checkpoint_dir, "test_A.safetensors"))
+    counts = {}
+    for key, shape in shapes.items():
+        if key.startswith(("model.diffusion_model.", "cond_stage_model.")) and len(shape) in (1, 2, 4):
+            cls = {1: "1-D", 2: "2-D", 4: "4-D"}[len(shape)]
+            counts[cls] = counts.get(cls, 0) + torch.Size(shape).numel()
+    total = sum(per_elem[c][0] / per_elem[c][1] * counts.get(c, 0) for c in per_elem)
+    detail = ", ".join(f"{c} {per_elem[c][0] / per_elem[c][1] * 1e9:.0f} ns/value x {counts.get(c, 0) / 1e6:.0f} M"
+                       for c in sorted(per_elem))
+    say(f"[smooth] smoothAdd per SD1.5 merge (extrapolated per value from these keys): {total:.0f} s ({detail})")
+
+
 def main_keys(a) -> int:
     import torch
 
@@ -231,71 +307,15 @@ def main_keys(a) -> int:
     core = pack_module("merge_core")
     cm = pack_module("merge_core.calc_modes")
     arch = core.get_architecture("sd1")
-    g = torch.Generator().manual_seed(0)
-    ident = lambda t, **kw: t  # noqa: E731
-    tensors = {}
-    for k, s in SHAPES.items():
-        A = torch.randn(s, generator=g)
-        tensors[k] = {n: [(t, ident)] for n, t in (("a", A), ("b", A + 0.1 * torch.randn(s, generator=g)),
-                                                      ("c", A + 0.1 * torch.randn(s, generator=g)))}
+    tensors = _synthetic_sources(torch)
     out = []
     say = lambda line: (print(line, flush=True), out.append(line))  # noqa: E731
     say(f"# calc modes per key (synthetic SD1.5 shapes, float32, CPU, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f})")
     with torch.inference_mode():
-        ws = core.get_merge_method("Weight sum")
-        stat = mp.cosine_stat("cosineA", ("bench",), [(arch, {k: v["a"] for k, v in tensors.items()},
-                                                         {k: v["b"] for k, v in tensors.items()})])
-        cm.STAT_CACHE.clear()
-        floor = normal = 0.0
-        per_calc = {c: 0.0 for c in CALCS}
-        for k, ent in tensors.items():
-            A, B = ent["a"][0][0], ent["b"][0][0]
-            floor += best(lambda: torch.lerp(A, B, 0.4), a.reps)
-            patch = mp.MergePatch(k, ws.steps(0.4, 0.0), sources={"b": (ent["b"],)})
-            normal += best(lambda: patch.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None, None),
-                           a.reps)
-            for c in CALCS:
-                if c == "smoothAdd" and k in SMOOTH_SKIP:
-                    continue
-                args = cm.CalcArgs(core.canonical_key(k, arch), 0.3, stat)
-                q = mp.MergePatch(k, (), c, 0.4, 0.3, {"b": (ent["b"],), "c": (ent["c"],)}, None, args)
-                reps = 1 if c == "smoothAdd" else a.reps
-                per_calc[c] += best(lambda: q.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None,
-                                                               None), reps)
-        say(f"[floor]  lerp into fresh tensors, {len(SHAPES)} keys: {floor * 1e3:.0f} ms")
-        say(f"[normal] A's float32 copy + fused patch (lerp_): {normal * 1e3:.0f} ms = {normal / floor:.2f}x "
-            f"the fresh-tensor floor (target <= 2.0)")
-        for c in CALCS:
-            note = " (without the 2560x1280x3x3 key)" if c == "smoothAdd" else ""
-            say(f"[calc]   {c:<16} {per_calc[c] * 1e3:8.0f} ms = {per_calc[c] / normal:6.2f}x normal{note}")
-        pairs = [(arch, {k: v["a"] for k, v in tensors.items()}, {k: v["b"] for k, v in tensors.items()})]
-        for mode in ("cosineA", "cosineB"):
-            cm.STAT_CACHE.clear()
-            cold = best(lambda: (cm.STAT_CACHE.clear(), mp.cosine_stat(mode, ("bench",), pairs)), 1)
-            cached = best(lambda: mp.cosine_stat(mode, ("bench",), pairs), 100)
-            n = sum(v["a"][0][0].numel() for v in tensors.values())
-            say(f"[cosine] {mode} statistic over these keys ({n / 1e6:.0f} M values): cold {cold * 1e3:.0f} ms "
-                f"({cold / n * 1e9:.1f} ns per value), cached {cached * 1e6:.1f} us")
-        per_elem = {}
-        for k, ent in tensors.items():
-            A, B, C = (ent[n][0][0] for n in "abc")
-            if k in SMOOTH_SKIP:
-                continue
-            cls = {1: "1-D", 2: "2-D", 4: "4-D"}[A.dim()]
-            t = best(lambda: cm.calc_merge("smoothAdd", A, B, C, 0.4, 0.0), 1)
-            s, n = per_elem.get(cls, (0.0, 0))
-            per_elem[cls] = (s + t, n + A.numel())
-        shapes = header_shapes(os.path.join(CHECKPOINT_DIR, "test_A.safetensors"))
-        counts = {}
-        for key, shape in shapes.items():
-            if key.startswith(("model.diffusion_model.", "cond_stage_model.")) and len(shape) in (1, 2, 4):
-                cls = {1: "1-D", 2: "2-D", 4: "4-D"}[len(shape)]
-                counts[cls] = counts.get(cls, 0) + torch.Size(shape).numel()
-        total = sum(per_elem[c][0] / per_elem[c][1] * counts.get(c, 0) for c in per_elem)
-        detail = ", ".join(f"{c} {per_elem[c][0] / per_elem[c][1] * 1e9:.0f} ns/value x {counts.get(c, 0) / 1e6:.0f} M"
-                           for c in sorted(per_elem))
-        say(f"[smooth] smoothAdd per SD1.5 merge (extrapolated per value from these keys): {total:.0f} s ({detail})")
+        _time_modes(a, torch, mp, core, cm, arch, tensors, say)
+        _time_cosine_statistic(mp, cm, arch, tensors, say)
+        _time_smooth_add(torch, cm, tensors, CHECKPOINT_DIR, say)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(os.path.join(os.path.dirname(OUT), "calc_modes_keys.txt"), "w") as f:
         f.write("\n".join(out) + "\n")

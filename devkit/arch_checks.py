@@ -212,23 +212,7 @@ def spec_ratio(key: str, block: str | None, start: float | None,
 def run_patient(server, prompt: dict, timeout: float = 1200, poll_timeout: float = 300) -> dict:
     """`server.run`, tolerating a server that answers slowly while it holds the GIL for long (a multi-GB save
     serializes in one call): each /history poll may take `poll_timeout` seconds."""
-    from devkit.server import ComfyError
-
-    prompt_id = server.queue(prompt)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        history = server.get_json(f"/history/{prompt_id}", timeout=poll_timeout)
-        if prompt_id in history:
-            entry = history[prompt_id]
-            status = entry.get("status", {})
-            if status.get("status_str") == "error" or not status.get("completed", True):
-                raise ComfyError(f"prompt failed: {json.dumps(status.get('messages'), indent=1)[-6000:]}"
-                                 f"\n--- server log ---\n{server.log_tail()}")
-            return entry["outputs"]
-        if server.proc is not None and server.proc.poll() is not None:
-            raise ComfyError(f"ComfyUI died (exit {server.proc.returncode}):\n{server.log_tail()}")
-        time.sleep(0.5)
-    raise ComfyError(f"prompt did not finish within {timeout:.0f} s:\n{server.log_tail()}")
+    return server.run(prompt, timeout, poll_timeout)
 
 
 # ---- graph pieces and assertions shared by the architecture tests ----------------------------------------

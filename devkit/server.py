@@ -169,10 +169,12 @@ class ComfyServer:
             raise ComfyError(f"/prompt rejected the prompt ({status}): {json.dumps(answer, indent=1)}")
         return answer["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+    def wait(self, prompt_id: str, timeout: float = 600, poll_timeout: float = 60) -> dict:
+        """The prompt's history entry once it has run. `poll_timeout`: how long one /history request may take
+        (a server holding the GIL through a multi-GB save answers slowly)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            history = self.get_json(f"/history/{prompt_id}")
+            history = self.get_json(f"/history/{prompt_id}", timeout=poll_timeout)
             if prompt_id in history:
                 entry = history[prompt_id]
                 status = entry.get("status", {})
@@ -185,9 +187,9 @@ class ComfyServer:
             time.sleep(0.2)
         raise ComfyError(f"prompt {prompt_id} did not finish within {timeout:.0f} s:\n{self.log_tail()}")
 
-    def run(self, prompt: dict, timeout: float = 600) -> dict:
+    def run(self, prompt: dict, timeout: float = 600, poll_timeout: float = 60) -> dict:
         """Queues an API-format prompt, waits for it, and returns its `outputs` (node id -> ui dict)."""
-        return self.wait(self.queue(prompt), timeout)["outputs"]
+        return self.wait(self.queue(prompt), timeout, poll_timeout)["outputs"]
 
     def free_memory(self, settle: float = 3.0) -> None:
         """Unloads every model and drops ComfyUI's node cache (its /free route), so the next test module
