@@ -71,6 +71,12 @@ def objs(checkpoint_paths):
     out.clear()
 
 
+# SD1 checkpoints have no CLIP-L text projection: ComfyUI builds the layer without initialising it (its
+# values are whatever memory held, NaN included), never uses it for SD1 and drops it on save
+# (supported_models.SD15 pop_keys). No formula defines its merge, so it is not compared.
+UNDEFINED_IN_SD1 = {"clip_l.transformer.text_projection.weight"}
+
+
 def keys_of(objs):
     unet = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
     clip = [k for k in objs["A"][1].patcher.model_state_dict().keys()]
@@ -182,6 +188,9 @@ def test_every_weight_equals_oracle(objs, calc):
         assert len({expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}) == 25
     checked = changed = skipped = 0
     for patcher, key in work:
+        if key in UNDEFINED_IN_SD1:
+            skipped += 1
+            continue
         got = merged_weight(patcher, key)
         A, B, C = (tensor(models, files, n, key) for n in "ABC")
         if not A.is_floating_point():
