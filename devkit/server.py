@@ -191,6 +191,15 @@ class ComfyServer:
         """Queues an API-format prompt, waits for it, and returns its `outputs` (node id -> ui dict)."""
         return self.wait(self.queue(prompt), timeout, poll_timeout)["outputs"]
 
+    def delete_saved_models(self) -> int:
+        """Deletes the model files tests saved under the output folder (an fp32 SD1.5 merge is 4.3 GB, and one
+        session server would otherwise keep every module's saves on disk); returns how many it deleted."""
+        paths = [os.path.join(root, name) for root, _, names in os.walk(self.output_dir) for name in names
+                 if name.endswith(".safetensors")]
+        for path in paths:
+            os.remove(path)
+        return len(paths)
+
     def free_memory(self, settle: float = 3.0) -> None:
         """Unloads every model and drops ComfyUI's node cache (its /free route), so the next test module
         starts from an empty server: three SD1.5 models in fp32 plus a patched clone fill most of a 24 GB CI

@@ -57,8 +57,9 @@ _RUNNING_SERVERS: list[ComfyServer] = []
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_memory_after_each_module():
-    """Each test module leaves the machine's memory as it found it: the in-process suites' checkpoints are
-    returned to the OS, and the server drops its models and cache (see ComfyServer.free_memory)."""
+    """Each test module leaves the machine's memory and disk as it found them: the in-process suites'
+    checkpoints are returned to the OS, the server drops its models and cache (see ComfyServer.free_memory)
+    and the model files the module saved are deleted."""
     yield
     gc.collect()
     try:
@@ -67,6 +68,7 @@ def _release_memory_after_each_module():
         pass
     for server in _RUNNING_SERVERS:
         server.free_memory()
+        server.delete_saved_models()  # the disk too: a module's saved merges are its own
 
 
 @pytest.hookimpl(hookwrapper=True)
