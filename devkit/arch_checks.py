@@ -18,7 +18,8 @@ import torch
 from safetensors import safe_open
 
 from devkit.proc_memory import PeakProbe
-from devkit.workflows import png_pixels
+from devkit.server import ComfyError
+from devkit.workflows import only_image
 
 # Output keys that a save adds or that a merge never touches (ComfyUI's own bookkeeping).
 SAVE_EXTRAS = ("v_pred", "ztsnr")
@@ -229,20 +230,32 @@ def name(fixtures, kind, who="A") -> str:
     return os.path.basename(fixtures[(kind, who)])
 
 
-def image(server, outputs, node_id):
-    (png,) = server.images(outputs, node_id)
-    return png_pixels(png)
-
-
 def assert_sampled(server, outputs, merged_ids, plain_ids):
     """The merged model's latent is finite and its image differs from model A's."""
     latent = saved_latent(server, outputs, merged_ids[1])
     assert latent.isfinite().all(), "the merged model sampled non-finite values"
     assert latent.abs().sum() > 0
-    merged, plain = image(server, outputs, merged_ids[0]), image(server, outputs, plain_ids[0])
+    merged, plain = only_image(server, outputs, merged_ids[0]), only_image(server, outputs, plain_ids[0])
     assert merged.std() > 0, "the merged image is flat"
     assert not np.array_equal(merged, plain), "the merged model gives A's image"
     return merged
+
+
+def assert_mismatch_refused(server, loader_a: dict, loader_b: dict, label_a: str, label_b: str) -> None:
+    """Merging models of two architectures stops with an error naming both inputs and both architectures."""
+    prompt = {"1": loader_a, "2": loader_b,
+              "52": {"class_type": "ElementalMerge", "inputs": {
+                  "model_a": ["1", 0], "model_b": ["2", 0], "mode": "Weight sum", "alpha": 0.5, "beta": 0.0,
+                  "print_change": False}},
+              "60": {"class_type": "PreviewAny", "inputs": {"source": ["52", 2]}}}
+    try:
+        run_patient(server, prompt)
+    except ComfyError as err:
+        text = str(err)
+    else:
+        raise AssertionError(f"{label_a} against {label_b} merged without an error")
+    assert "model_a" in text and "model_b" in text and "architectures differ" in text, text[:3000]
+    assert label_a in text and label_b in text, text[:3000]
 
 
 def merge_node(model_a, model_b, clip_a=None, clip_b=None, weights="", spec="", arch="auto", alpha=0.5) -> dict:

@@ -106,6 +106,15 @@ def ensure_checkpoints(out_dir: str, names=("A", "B", "C")) -> dict[str, str]:
     return paths
 
 
+def sha256_hex(path: str) -> str:
+    """The file's SHA-256 by hashlib, independent of the pack's cached hashing (what a recipe must record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out_dir")

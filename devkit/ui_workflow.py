@@ -30,8 +30,9 @@ def _inputs(info: dict) -> list[tuple[str, object, dict]]:
     return [(n, every[n][0], every[n][1] if len(every[n]) > 1 else {}) for n in names]
 
 
-def _is_widget(kind) -> bool:
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+def _is_widget(kind, opts: dict) -> bool:
+    """Whether the front end draws the input as a widget (a forced input is a socket only)."""
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not opts.get("forceInput")
 
 
 def _order(api: dict) -> list[str]:
@@ -61,7 +62,7 @@ def api_to_ui(api: dict, object_info: dict, positions: dict | None = None, title
         inputs, widgets = [], []
         for name, kind, opts in _inputs(info):
             value = node["inputs"].get(name)
-            if _is_widget(kind):
+            if _is_widget(kind, opts):
                 if name in node["inputs"]:
                     widgets.append(value)
                     if opts.get("control_after_generate"):
@@ -88,6 +89,35 @@ def api_to_ui(api: dict, object_info: dict, positions: dict | None = None, title
                                      "links": out_links.get((str(entry["id"]), slot)), "slot_index": slot})
     return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """The API prompt a UI-format workflow queues, read back the way the front end does: links become
+    [node, slot]; widget values are taken in schema order (a seed's "control after generate" choice skipped;
+    a widget turned into a linked input keeps its slot). Refuses a link whose target is not the socket it is
+    listed on and widget values left over, so a template that drifted from its schema fails by name."""
+    links = {lk[0]: lk for lk in ui["links"]}
+    prompt = {}
+    for node in ui["nodes"]:
+        values, inputs = list(node.get("widgets_values", [])), {}
+        linked = {}
+        for slot, socket in enumerate(node.get("inputs", [])):
+            if socket.get("link") is not None:
+                lk = links[socket["link"]]
+                assert lk[3] == node["id"] and lk[4] == slot, f"node {node['id']}: link {lk[0]} is not slot {slot}"
+                linked[socket["name"]] = [str(lk[1]), lk[2]]
+        for name, kind, opts in _inputs(object_info[node["type"]]):
+            if _is_widget(kind, opts) and (name not in linked or values):
+                value = values.pop(0)
+                if opts.get("control_after_generate"):
+                    values.pop(0)
+                if name not in linked:
+                    inputs[name] = value
+            if name in linked:
+                inputs[name] = linked[name]
+        assert not values, f"node {node['id']} ({node['type']}): widget values left over {values}"
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
 
 
 def main() -> None:

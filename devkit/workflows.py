@@ -37,3 +37,25 @@ def png_pixels(png: bytes):
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def sample_nodes(model, clip, vae, prefix: str, tag: str, seed: int = 5) -> dict:
+    """API nodes that sample `model` 1 step at 64x64 and save the image as `prefix`; every id ends in `tag`
+    (the saved image is node ``I<tag>``). Small enough for CI, and deterministic on CPU."""
+    return {
+        f"P{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": clip}},
+        f"N{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        f"E{tag}": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        f"K{tag}": {"class_type": "KSampler", "inputs": {
+            "model": model, "positive": [f"P{tag}", 0], "negative": [f"N{tag}", 0], "latent_image": [f"E{tag}", 0],
+            "seed": seed, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        f"D{tag}": {"class_type": "VAEDecode", "inputs": {"samples": [f"K{tag}", 0], "vae": vae}},
+        f"I{tag}": {"class_type": "SaveImage", "inputs": {"images": [f"D{tag}", 0], "filename_prefix": prefix}},
+    }
+
+
+def only_image(server, outputs, node_id):
+    """The pixels of the one image a SaveImage node wrote."""
+    imgs = server.images(outputs, node_id)
+    assert len(imgs) == 1, f"node {node_id} wrote {len(imgs)} images"
+    return png_pixels(imgs[0])

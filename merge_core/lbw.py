@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import replace
 
-from .architectures import Architecture, get_architecture
+from .architectures import get_architecture
 from .diagnostics import ERROR, Diagnostic, MergeSpecError
 from .keys import canonical_key
 from .ratios import Resolution, resolve_ratios

@@ -13,12 +13,13 @@ import logging
 
 import folder_paths
 
-from ..merge_core import (ARCHITECTURES, MergeSpecError, format_change_report, get_architecture,
+from ..merge_core import (ARCHITECTURES, format_change_report, get_architecture,
                           parse_block_weights, parse_spec, resolve_ratios)
 from ..merge_core.lbw import LBW_FORMS, lbw_errors, resolve_lbw
 from . import model_info
-from .common import AUTO, CATEGORY, BlockWeightsType, ElementalSpecType, TextInput, io
+from .common import CATEGORY, BlockWeightsType, ElementalSpecType, TextInput, io
 from .lora_engine import add_scaled_patches, parse_lora, read_lora
+from .merge_inputs import check_written_for, parse_text
 
 log = logging.getLogger("elemental_merge")
 
@@ -37,34 +38,21 @@ def validate_lbw(text: str) -> bool | str:
                      + [d.format() for d in found[name]])
 
 
-def _parse(what: str, fn, *a, **kw):
-    try:
-        return fn(*a, **kw)
-    except MergeSpecError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-
-
-def _check_written_for(what: str, given: TextInput | None, arch) -> None:
-    if given is not None and given.architecture not in (AUTO, arch.name):
-        raise ValueError(f"{what} was written for {ARCHITECTURES[given.architecture].label} "
-                         f"but the model is {arch.label}")
-
-
 def resolve_lora_ratios(lora_keys, model_keys, arch, block_weights: TextInput | None, lbw: str,
                         elemental: TextInput | None):
     """merge_core's Resolution for the LoRA's keys, with 1 where the merge would use alpha."""
-    _check_written_for("block_weights", block_weights, arch)
-    _check_written_for("elemental", elemental, arch)
+    check_written_for("block_weights", block_weights, arch, "the model is")
+    check_written_for("elemental", elemental, arch, "the model is")
     if block_weights is not None and lbw.strip():
         raise ValueError("give block_weights or lbw_weights, not both")
     spec = None
     if elemental is not None and elemental.text.strip():
-        spec = _parse("elemental", parse_spec, elemental.text, arch, keys=model_keys)
+        spec = parse_text("elemental", parse_spec, elemental.text, arch, keys=model_keys)
     if lbw.strip():
-        return _parse("lbw_weights", resolve_lbw, lora_keys, arch, lbw, spec)
+        return parse_text("lbw_weights", resolve_lbw, lora_keys, arch, lbw, spec)
     weights = None
     if block_weights is not None:
-        weights = _parse("block_weights", parse_block_weights, block_weights.text, arch, alpha=1.0)
+        weights = parse_text("block_weights", parse_block_weights, block_weights.text, arch, alpha=1.0)
     return resolve_ratios(lora_keys, arch, 1.0, block_weights=weights, spec=spec)
 
 

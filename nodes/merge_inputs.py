@@ -124,13 +124,15 @@ class MergeTarget:
     sources: dict    # "a"/"b"/"c" -> that model's get_key_patches() dict ("a": A's own, for fused q/k/v)
 
 
-def _check_written_for(what: str, given: TextInput | None, arch) -> None:
+def check_written_for(what: str, given: TextInput | None, arch, connected: str = "the models are") -> None:
+    """A text the editor validated for one architecture, wired to models of another, is refused by name."""
     if given is not None and given.architecture not in (AUTO, arch.name):
         raise ValueError(f"{what} was written for {ARCHITECTURES[given.architecture].label} "
-                         f"but the models are {arch.label}")
+                         f"but {connected} {arch.label}")
 
 
-def _parse(what: str, fn, *a, **kw):
+def parse_text(what: str, fn, *a, **kw):
+    """``fn(*a, **kw)`` with a spec error turned into the node's error, prefixed by the input's name."""
     try:
         return fn(*a, **kw)
     except MergeSpecError as exc:
@@ -139,14 +141,14 @@ def _parse(what: str, fn, *a, **kw):
 
 def resolve_side(keys, arch, ratio, weights: TextInput | None, spec: TextInput | None, label: str):
     """merge_core's Resolution for one ratio (alpha or beta), after checking the texts against `arch`."""
-    _check_written_for(f"block_weights_{label}", weights, arch)
-    _check_written_for(f"elemental_{label}", spec, arch)
+    check_written_for(f"block_weights_{label}", weights, arch)
+    check_written_for(f"elemental_{label}", spec, arch)
     bw = None
     if weights is not None:
-        bw = _parse(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
+        bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
     parsed = None
     if spec is not None and spec.text.strip():
-        parsed = _parse(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
+        parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
     return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
 
 

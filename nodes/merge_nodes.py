@@ -18,7 +18,7 @@ import folder_paths
 from . import model_info
 from .common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
-from .merge_inputs import MergeInputs, _check_written_for, calc_queue_problem, calc_sockets, merge_sockets  # noqa: F401  (tests reach _check_written_for here)
+from .merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
 from .patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from devkit.arch_checks import (assert_sampled, check_weight_sum_file, expected_summary, image, in_proj_count,
-                                merge_node, merge_recipe, name, newest_file, record_peak, report_block_summary,
-                                run_patient, sample_nodes, spec_ratio, start_server)
+from devkit.arch_checks import (assert_mismatch_refused, assert_sampled, check_weight_sum_file, expected_summary,
+                                in_proj_count, merge_node, merge_recipe, name, newest_file, record_peak,
+                                report_block_summary, run_patient, sample_nodes, spec_ratio, start_server)
 from devkit.fixtures_arch import FIXTURES, checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from devkit.server import ComfyError
+from devkit.workflows import only_image
 
 UNET = "model.diffusion_model."
 FIXTURE_SET = [("sd2v", "A"), ("sd2v", "B"), ("sd3", "A"), ("sd3", "B"), ("flux_dev", "A"), ("flux_dev", "B"),
@@ -138,8 +138,8 @@ def test_sd2v_merge_save_reload_sample(server, fixtures):
               **sample_nodes(["1", 0], ["1", 1], ["1", 2], "sd2v_reloaded", 10),
               **sample_nodes(["2", 0], ["1", 1], ["1", 2], "sd2v_reloaded_eps", 20)}
     out2 = run_patient(server, reload)
-    assert np.array_equal(image(server, out2, "15"), merged_img), "the reloaded merge is not the merge"
-    assert not np.array_equal(image(server, out2, "25"), merged_img), "eps and v sampling agree: test is blind"
+    assert np.array_equal(only_image(server, out2, "15"), merged_img), "the reloaded merge is not the merge"
+    assert not np.array_equal(only_image(server, out2, "25"), merged_img), "eps and v sampling agree: test is blind"
 
 
 # ---- SD3 (2 joint blocks, CLIP-L + CLIP-G) ------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_flux_dev_merge_save_reload_sample(server, fixtures):
               **sample_nodes(["1", 0], ["3", 1], ["4", 0], "flux_reloaded", 10, latent="EmptySD3LatentImage",
                              cfg=1.0, scheduler="simple")}
     out2 = run_patient(server, reload)
-    assert np.array_equal(image(server, out2, "15"), merged_img), "the reloaded merge is not the merge"
+    assert np.array_equal(only_image(server, out2, "15"), merged_img), "the reloaded merge is not the merge"
 
 
 def test_flux_dev_with_schnell_keeps_guidance_from_a(server, fixtures):
@@ -332,16 +332,7 @@ def loader_node(fixtures, kind: str) -> tuple[dict, str]:
 def test_architecture_mismatch_names_both_models(server, fixtures, pair):
     """Merging models of two architectures stops with an error naming both inputs and both architectures."""
     (node_a, _), (node_b, _) = loader_node(fixtures, pair[0]), loader_node(fixtures, pair[1])
-    prompt = {"1": node_a, "2": node_b,
-              "52": {"class_type": "ElementalMerge", "inputs": {
-                  "model_a": ["1", 0], "model_b": ["2", 0], "mode": "Weight sum", "alpha": 0.5, "beta": 0.0,
-                  "print_change": False}},
-              "60": {"class_type": "PreviewAny", "inputs": {"source": ["52", 2]}}}
-    with pytest.raises(ComfyError) as err:
-        run_patient(server, prompt)
-    text = str(err.value)
-    assert "model_a" in text and "model_b" in text and "architectures differ" in text, text[:3000]
-    assert LABELS[pair[0]] in text and LABELS[pair[1]] in text, text[:3000]
+    assert_mismatch_refused(server, node_a, node_b, LABELS[pair[0]], LABELS[pair[1]])
 
 
 @pytest.mark.parametrize("kind,arch", [("sd2v", "sd2"), ("sd3", "sd3")])

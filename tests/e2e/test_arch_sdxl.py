@@ -18,12 +18,11 @@ import re
 import pytest
 from safetensors import safe_open
 
-from devkit.arch_checks import (assert_sampled, check_weight_sum_file, expected_summary, in_proj_count, merge_node,
-                                merge_recipe, newest_file, record_peak, report_block_summary, run_patient,
-                                sample_nodes, spec_ratio, start_server)
+from devkit.arch_checks import (assert_mismatch_refused, assert_sampled, check_weight_sum_file, expected_summary,
+                                in_proj_count, merge_node, merge_recipe, newest_file, record_peak,
+                                report_block_summary, run_patient, sample_nodes, spec_ratio, start_server)
 from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from devkit.server import ComfyError
 
 pytestmark = pytest.mark.heavy
 
@@ -115,15 +114,8 @@ def test_sdxl_against_sd1_names_both(sdxl, request):
     paths, server = sdxl
     server.free_memory()
     with PeakProbe([server.proc.pid, os.getpid()]) as probe:
-        prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
-                  "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": os.path.basename(paths["B"])}},
-                  "52": {"class_type": "ElementalMerge", "inputs": {
-                      "model_a": ["1", 0], "model_b": ["2", 0], "mode": "Weight sum", "alpha": 0.5, "beta": 0.0,
-                      "print_change": False}},
-                  "60": {"class_type": "PreviewAny", "inputs": {"source": ["52", 2]}}}
-        with pytest.raises(ComfyError) as err:
-            run_patient(server, prompt)
-        text = str(err.value)
-        assert "model_a" in text and "model_b" in text and "architectures differ" in text, text[:3000]
-        assert "SD1.x" in text and "SDXL" in text, text[:3000]
+        assert_mismatch_refused(
+            server, {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
+            {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": os.path.basename(paths["B"])}},
+            "SD1.x", "SDXL")
     record_peak(request.node.nodeid, probe)

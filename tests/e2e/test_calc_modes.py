@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from devkit.ui_workflow import ui_to_api
 from devkit.workflows import load_api_workflow, load_ui_workflow, png_pixels, with_inputs
 
 # example workflow -> the calc mode its ElementalMerge uses
@@ -23,33 +24,6 @@ VALID = {"normal": {"Weight sum", "Add difference", "Triple sum", "Sum twice"},
          "smoothAdd": {"Add difference"}, "extract": {"Add difference"}}
 MODES = ["Weight sum", "Add difference", "Triple sum", "Sum twice"]
 INVALID = [(m, c) for m, c in itertools.product(MODES, VALID) if m not in VALID[c]]
-
-
-def ui_to_api(ui: dict, object_info: dict) -> dict:
-    """API prompt of a UI workflow: links become [node, slot]; widget values are matched, in order, to the
-    node's widget inputs (required, then optional; a seed's "control after generate" value skipped)."""
-    links = {lk[0]: lk for lk in ui["links"]}
-    prompt = {}
-    for node in ui["nodes"]:
-        info = object_info[node["type"]]
-        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
-        values, inputs = list(node.get("widgets_values", [])), {}
-        for name in order:
-            kind, opts = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
-            widget = isinstance(kind, list) or kind == "COMBO" or (
-                kind in ("INT", "FLOAT", "STRING", "BOOLEAN") and not opts.get("forceInput"))
-            if name in linked:
-                lk = links[linked[name]]
-                inputs[name] = [str(lk[1]), lk[2]]
-            elif widget:
-                inputs[name] = values.pop(0)
-                if opts.get("control_after_generate"):
-                    values.pop(0)
-        assert not values, f"node {node['id']}: widget values left over {values}"
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
 
 
 def _node(prompt: dict, class_type: str) -> str:

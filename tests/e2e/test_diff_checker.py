@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from tests.e2e.test_xy_plot import ui_to_api
+from devkit.ui_workflow import ui_to_api
 from devkit.workflows import load_api_workflow, load_ui_workflow, png_pixels
 
 TARGETS = "IN04\nOUT05:no_such_element"

@@ -9,7 +9,6 @@ output/loras (where LoraSave writes) into models/loras/extracted. Sampling: 64x6
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 
@@ -18,30 +17,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.workflows import load_api_workflow, png_pixels, with_inputs
+from devkit.arch_checks import dtype_ulp
+from devkit.checkpoints import sha256_hex
+from devkit.workflows import load_api_workflow, only_image, sample_nodes, with_inputs
 from tests.e2e.test_merge_nodes import test_ui_workflow_matches_api_twin as check_ui_matches_api_twin
 
 WORKFLOWS = ("elemental_lora", "elemental_lora_bake", "elemental_lora_extract")
 CACHE_DIR = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
 LOADER = {"1": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_A.safetensors"}}}
-
-
-def sample(model, clip, vae, prefix: str, tag: str) -> dict:
-    return {
-        f"P{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": clip}},
-        f"N{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
-        f"E{tag}": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        f"K{tag}": {"class_type": "KSampler", "inputs": {
-            "model": model, "positive": [f"P{tag}", 0], "negative": [f"N{tag}", 0], "latent_image": [f"E{tag}", 0],
-            "seed": 5, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        f"D{tag}": {"class_type": "VAEDecode", "inputs": {"samples": [f"K{tag}", 0], "vae": vae}},
-        f"I{tag}": {"class_type": "SaveImage", "inputs": {"images": [f"D{tag}", 0], "filename_prefix": prefix}},
-    }
-
-
-def image(server, outputs, node_id):
-    (png,) = server.images(outputs, node_id)
-    return png_pixels(png)
 
 
 def newest(folder: str, prefix: str) -> str:
@@ -93,21 +76,13 @@ def test_weights_all_one_is_lora_loader_bit_for_bit(comfy_server, loras):
               "R": {"class_type": "LoraLoader", "inputs": {
                   "model": ["1", 0], "clip": ["1", 1], "lora_name": "test_lora_loha.safetensors",
                   "strength_model": 0.75, "strength_clip": 0.5}},
-              **sample(["L", 0], ["L", 1], ["1", 2], "lora_ones", "l"),
-              **sample(["R", 0], ["R", 1], ["1", 2], "lora_ref", "r"),
-              **sample(["1", 0], ["1", 1], ["1", 2], "lora_plain", "p")}
+              **sample_nodes(["L", 0], ["L", 1], ["1", 2], "lora_ones", "l"),
+              **sample_nodes(["R", 0], ["R", 1], ["1", 2], "lora_ref", "r"),
+              **sample_nodes(["1", 0], ["1", 1], ["1", 2], "lora_plain", "p")}
     outputs = comfy_server.run(prompt)
-    mine, ref, plain = (image(comfy_server, outputs, f"I{t}") for t in "lrp")
+    mine, ref, plain = (only_image(comfy_server, outputs, f"I{t}") for t in "lrp")
     assert np.array_equal(mine, ref), "block weights all 1 differ from LoraLoader"
     assert not np.array_equal(mine, plain), "the LoRA changed nothing"
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def test_bake_one_block_zero_reload_same_image_and_recipe(comfy_server, loras, checkpoints):
@@ -115,8 +90,8 @@ def test_bake_one_block_zero_reload_same_image_and_recipe(comfy_server, loras, c
 
     prompt = with_inputs(load_api_workflow("elemental_lora_bake"), "4", precision="fp32",
                          filename_prefix="checkpoints/lora_baked32")
-    prompt.update(sample(["3", 0], ["3", 1], ["1", 2], "lora_live", "l"))
-    live = image(comfy_server, comfy_server.run(prompt), "Il")
+    prompt.update(sample_nodes(["3", 0], ["3", 1], ["1", 2], "lora_live", "l"))
+    live = only_image(comfy_server, comfy_server.run(prompt), "Il")
     path = newest(os.path.join(comfy_server.output_dir, "checkpoints"), "lora_baked32")
 
     # Weights: OUT05 (block weight 0) is A's exactly; every other LoRA key is A + 0.75 * alpha/rank * up @ down.
@@ -145,22 +120,15 @@ def test_bake_one_block_zero_reload_same_image_and_recipe(comfy_server, loras, c
     name = "saved_" + os.path.basename(path)
     os.symlink(path, os.path.join(comfy_server.checkpoints_dir, name))
     again = comfy_server.run({"C": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
-                              **sample(["C", 0], ["C", 1], ["C", 2], "lora_reloaded", "s")})
-    assert np.array_equal(image(comfy_server, again, "Is"), live), "the baked file samples another image"
+                              **sample_nodes(["C", 0], ["C", 1], ["C", 2], "lora_reloaded", "s")})
+    assert np.array_equal(only_image(comfy_server, again, "Is"), live), "the baked file samples another image"
 
     doc = json.loads(meta["elemental_merge_recipe"])["model"]
     assert (doc["kind"], doc["name"]) == ("checkpoint", "test_A.safetensors")
     (op,) = doc["apply"]
-    assert op == {"op": "lora", "name": "test_lora_kohya.safetensors", "sha256": sha256(loras["kohya"]),
+    assert op == {"op": "lora", "name": "test_lora_kohya.safetensors", "sha256": sha256_hex(loras["kohya"]),
                   "strength_model": 0.75, "strength_clip": 0.5, "block_weights": "1," * 19 + "0" + ",1" * 6,
                   "elemental": None, "lbw_weights": None}
-
-
-def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
-    h = x.half()
-    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).double() - h.double()
-    down = h.double() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).double()
-    return torch.maximum(up, down)
 
 
 def merge_ratio(key: str) -> float:
@@ -190,7 +158,7 @@ def test_extracted_lora_on_a_gives_the_merge_back(comfy_server, loras, checkpoin
             r = merge_ratio(key)
             merge = A * (1 - r) + B * r
             err = (A + diff.double() - merge).abs()
-            bound = fp16_ulp(merge - A) / 2 + 4 * 2.0 ** -24 * (A.abs() + B.abs())
+            bound = dtype_ulp(merge - A, torch.float16) / 2 + 4 * 2.0 ** -24 * (A.abs() + B.abs())
             assert (err <= bound).all(), f"{key}: max error {err.max().item():.3g}"
             n += 1
         assert n == 686 and len(names) == 686  # every UNet weight and bias, nothing else
@@ -213,7 +181,7 @@ def test_lora_on_a_merge_source_is_merged_with_it(comfy_server, loras):
                   "model_a": ["1", 0], "model_b": ["L", 0], "clip_a": ["1", 1], "clip_b": ["L", 1],
                   "mode": "Weight sum", "alpha": 1.0, "beta": 0.25, "print_change": False, "calc_mode": "normal",
                   "calc_option": 0.3}},
-              **sample(["M", 0], ["M", 1], ["1", 2], "lora_merged", "m"),
-              **sample(["L", 0], ["L", 1], ["1", 2], "lora_source", "s")}
+              **sample_nodes(["M", 0], ["M", 1], ["1", 2], "lora_merged", "m"),
+              **sample_nodes(["L", 0], ["L", 1], ["1", 2], "lora_source", "s")}
     outputs = comfy_server.run(prompt)
-    assert np.array_equal(image(comfy_server, outputs, "Im"), image(comfy_server, outputs, "Is"))
+    assert np.array_equal(only_image(comfy_server, outputs, "Im"), only_image(comfy_server, outputs, "Is"))

@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from devkit.arch_checks import dtype_ulp
+from devkit.ui_workflow import ui_to_api
 from devkit.workflows import load_api_workflow, load_ui_workflow, png_pixels, with_inputs
 
 WORKFLOWS = ["elemental_merge_basic", "add_difference_block_weights", "merge_then_save"]
@@ -120,13 +122,6 @@ def test_example_workflow_runs(comfy_server, name):
         assert "alpha" in outputs[merge_node]["text"][0]
 
 
-def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
-    h = x.half()
-    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
-    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
-    return torch.maximum(up, down)
-
-
 def check_weight_sum_file(path: str, checkpoints: dict, alpha: float, spec: str) -> dict:
     """Every UNet and text-encoder tensor of a saved Weight-sum merge of A and B against A(1-a)+Ba computed
     here from the source files: the UNet is merged in fp32 (exact when saved as fp32, rounded once when
@@ -153,7 +148,8 @@ def check_weight_sum_file(path: str, checkpoints: dict, alpha: float, spec: str)
                 assert torch.equal(got, expected.to(got.dtype)), f"{key} (a={a})"
             else:
                 assert got.dtype == torch.float16
-                assert ((got.float() - expected).abs() <= fp16_ulp(expected)).all(), f"{key} (a={a})"
+                ulp = dtype_ulp(expected, torch.float16)
+                assert ((got.float() - expected).abs() <= ulp).all(), f"{key} (a={a})"
         return out.metadata()
 
 
@@ -201,44 +197,9 @@ def test_stock_checkpoint_save_saves_the_merge(comfy_server, checkpoints):
     assert "ElementalMerge" in metadata["prompt"]  # the stock node records the graph, not our recipe
 
 
-def _widget_names(info: dict) -> list[tuple[str, bool]]:
-    """(input name, has control_after_generate) of a node's widget inputs, in the schema's order."""
-    order = info.get("input_order", {})
-    every = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-    names = order.get("required", []) + order.get("optional", [])
-    out = []
-    for name in names:
-        spec = every[name]
-        t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-        if isinstance(t, list) or t in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-            out.append((name, bool(opts.get("control_after_generate"))))
-    return out
-
-
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_ui_workflow_matches_api_twin(comfy_server, name):
     """What users open (UI format) is what CI queues (API format): nodes, widget values and links."""
     ui, api = load_ui_workflow(name), load_api_workflow(name)
-    info = comfy_server.object_info()
-    assert {str(n["id"]): n["type"] for n in ui["nodes"]} == {k: v["class_type"] for k, v in api.items()}
-    links = {lk[0]: lk for lk in ui["links"]}
-    for node in ui["nodes"]:
-        nid, inputs = str(node["id"]), api[str(node["id"])]["inputs"]
-        values = list(node["widgets_values"])
-        widgets = {}
-        for wname, control in _widget_names(info[node["type"]]):
-            widgets[wname] = values.pop(0)
-            if control:
-                values.pop(0)  # the "fixed"/"randomize" choice the UI stores after a seed
-        assert not values, f"{name} node {nid}: extra widget values {values}"
-        linked = {}
-        for slot, inp in enumerate(node["inputs"]):
-            if inp.get("link") is not None:
-                lk = links[inp["link"]]
-                assert lk[3] == node["id"] and lk[4] == slot
-                linked[inp["name"]] = [str(lk[1]), lk[2]]
-        expected = {k: v for k, v in inputs.items() if isinstance(v, list)}
-        assert linked == expected, f"{name} node {nid}: links differ"
-        assert widgets == {k: v for k, v in inputs.items() if not isinstance(v, list)}, \
-            f"{name} node {nid}: widget values differ"
+    assert ui_to_api(ui, comfy_server.object_info()) == api, f"{name}: the template and its API twin differ"
     assert len(ui["links"]) == sum(isinstance(v, list) for n in api.values() for v in n["inputs"].values())

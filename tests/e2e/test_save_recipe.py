@@ -9,7 +9,6 @@ with it cast the same way (fp8 keeps the tensors merge_core.save_dtypes names in
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 
@@ -17,7 +16,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.workflows import png_pixels
+from devkit.checkpoints import sha256_hex
+from devkit.workflows import only_image, sample_nodes
 from merge_core.save_dtypes import stored_dtype
 
 SPEC = "OUT05:attn2:0.25\nIN04-IN05::0.75\nBASE::0.125"
@@ -49,20 +49,6 @@ def merge_of_merge() -> dict:
                 "print_change": False}}}
 
 
-def sample(model, clip, vae, prefix: str, tag: str) -> dict:
-    """1 step at 64x64, saved as an image; node ids end in `tag`."""
-    return {
-        f"P{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": clip}},
-        f"N{tag}": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
-        f"E{tag}": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        f"K{tag}": {"class_type": "KSampler", "inputs": {
-            "model": model, "positive": [f"P{tag}", 0], "negative": [f"N{tag}", 0], "latent_image": [f"E{tag}", 0],
-            "seed": 5, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        f"D{tag}": {"class_type": "VAEDecode", "inputs": {"samples": [f"K{tag}", 0], "vae": vae}},
-        f"I{tag}": {"class_type": "SaveImage", "inputs": {"images": [f"D{tag}", 0], "filename_prefix": prefix}},
-    }
-
-
 def save(model, clip, vae, prefix: str, precision: str, tag: str = "") -> dict:
     inputs = {"model": model, "clip": clip, "vae": vae, "filename_prefix": f"checkpoints/{prefix}",
               "precision": precision}
@@ -84,33 +70,20 @@ def expose(server, path: str) -> str:
     return name
 
 
-def image(server, outputs, node_id):
-    imgs = server.images(outputs, node_id)
-    assert len(imgs) == 1
-    return png_pixels(imgs[0])
-
-
 def stock_image(server, ckpt_name: str, prefix: str):
     prompt = {"C": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
-              **sample(["C", 0], ["C", 1], ["C", 2], prefix, "s")}
-    return image(server, server.run(prompt), "Is")
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
+              **sample_nodes(["C", 0], ["C", 1], ["C", 2], prefix, "s")}
+    return only_image(server, server.run(prompt), "Is")
 
 
 @pytest.fixture(scope="module")
 def spec_fp32(comfy_server):
     """The spec merge sampled live and saved as fp32 in the same graph: (live image, file path)."""
-    prompt = {**loaders("AB"), **spec_merge(), **sample(["M", 0], ["M", 1], ["LA", 2], "live_spec", "l"),
+    prompt = {**loaders("AB"), **spec_merge(),
+              **sample_nodes(["M", 0], ["M", 1], ["LA", 2], "live_spec", "l"),
               **save(["M", 0], ["M", 1], ["LA", 2], "spec32", "fp32")}
     outputs = comfy_server.run(prompt)
-    return image(comfy_server, outputs, "Il"), saved_file(comfy_server, "spec32")
+    return only_image(comfy_server, outputs, "Il"), saved_file(comfy_server, "spec32")
 
 
 def test_fp32_spec_merge_same_image_through_stock_loader(comfy_server, spec_fp32):
@@ -132,14 +105,15 @@ def test_recipe_in_file_is_complete(comfy_server, spec_fp32, checkpoints):
     for letter in "AB":
         src = m["sources"][letter]
         assert src == {"kind": "checkpoint", "name": f"test_{letter}.safetensors",
-                       "sha256": sha256(checkpoints[letter]), "apply": []}
+                       "sha256": sha256_hex(checkpoints[letter]), "apply": []}
     assert meta["modelspec.predict_key"] == "epsilon" and "prompt" in meta
 
 
 def test_merge_of_a_merge_fp32_same_image_and_nested_recipe(comfy_server):
-    prompt = {**loaders("AB"), **merge_of_merge(), **sample(["M2", 0], ["M2", 1], ["LA", 2], "live_mm", "l"),
+    prompt = {**loaders("AB"), **merge_of_merge(),
+              **sample_nodes(["M2", 0], ["M2", 1], ["LA", 2], "live_mm", "l"),
               **save(["M2", 0], ["M2", 1], ["LA", 2], "mm32", "fp32")}
-    live = image(comfy_server, comfy_server.run(prompt), "Il")
+    live = only_image(comfy_server, comfy_server.run(prompt), "Il")
     path = saved_file(comfy_server, "mm32")
     again = stock_image(comfy_server, expose(comfy_server, path), "reloaded_mm")
     assert (again == live).all()
@@ -253,7 +227,7 @@ def test_reload_by_recipe_example_gives_the_live_merge_image(comfy_server):
 
     comfy_server.free_memory()
     example = load_api_workflow("reload_by_recipe")
-    rebuilt = image(comfy_server, comfy_server.run(example), "7")
+    rebuilt = only_image(comfy_server, comfy_server.run(example), "7")
     doc = json.loads(example["1"]["inputs"]["recipe_json"])
     comfy_server.free_memory()
     k = example["5"]["inputs"]
@@ -264,10 +238,10 @@ def test_reload_by_recipe_example_gives_the_live_merge_image(comfy_server):
                        "model_a": ["LA", 0], "model_b": ["LB", 0], "clip_a": ["LA", 1], "clip_b": ["LB", 1],
                        "mode": "Weight sum", "alpha": doc["model"]["alpha"], "beta": 0.25,
                        "elemental_alpha": ["S", 0], "print_change": False}},
-                   **sample(["M", 0], ["M", 1], ["LA", 2], "live_example", "l")}
+                   **sample_nodes(["M", 0], ["M", 1], ["LA", 2], "live_example", "l")}
     live_prompt["Pl"]["inputs"]["text"] = example["2"]["inputs"]["text"]
     live_prompt["Kl"]["inputs"].update(seed=k["seed"], steps=k["steps"], cfg=k["cfg"])
-    live = image(comfy_server, comfy_server.run(live_prompt), "Il")
+    live = only_image(comfy_server, comfy_server.run(live_prompt), "Il")
     assert (rebuilt == live).all()
     assert saved_file(comfy_server, "reload_by_recipe")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devkit.ui_workflow import ui_to_api
 from devkit.workflows import WORKFLOW_DIR, load_api_workflow, load_ui_workflow, png_pixels
 
 SAMPLING = {"seed": 11, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
@@ -148,37 +149,6 @@ def test_cancel_leaves_models_intact(comfy_server, plot_run):
 # ---- example workflows ---------------------------------------------------------------------------------------
 
 XY_EXAMPLES = ["xy_pinpoint_element", "xy_pinpoint_blocks", "xy_elemental", "xy_alpha_beta", "xy_presets"]
-
-
-def ui_to_api(ui: dict, object_info: dict) -> dict:
-    """API prompt of a UI workflow: links become [node, slot], widget values are matched to the widget
-    inputs in the node's input order (a seed's 'control after generate' value is skipped)."""
-    links = {l[0]: l for l in ui["links"]}
-    prompt = {}
-    for node in ui["nodes"]:
-        info = object_info[node["type"]]
-        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
-        values = list(node.get("widgets_values", []))
-        inputs = {}
-        for name in order:
-            kind, opts = spec[name][0], (spec[name][1] if len(spec[name]) > 1 else {})
-            is_widget = (isinstance(kind, list) or kind == "COMBO" or
-                         (kind in ("INT", "FLOAT", "STRING", "BOOLEAN") and not opts.get("forceInput")))
-            if name in linked:
-                l = links[linked[name]]
-                inputs[name] = [str(l[1]), l[2]]
-                if is_widget and values:  # a converted widget keeps its slot in widgets_values
-                    values.pop(0)
-                    if opts.get("control_after_generate"):
-                        values.pop(0)
-            elif is_widget:
-                inputs[name] = values.pop(0)
-                if opts.get("control_after_generate"):
-                    values.pop(0)
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
 
 
 @pytest.mark.parametrize("name", XY_EXAMPLES)

@@ -44,10 +44,12 @@ def _plot_graph(x, y, z, random_settings, mode) -> dict:
 
 
 def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None, seed=11, positive=POSITIVE,
-                 model_b="test_B.safetensors", mode="Weight sum") -> dict:
-    """One cell the stock way; every setting written out by the test, not read from the plot."""
+                 model_a="test_A.safetensors", model_b="test_B.safetensors", model_c="test_C.safetensors",
+                 mode="Weight sum", calc_mode=None) -> dict:
+    """One cell the stock way; every setting written out by the test, not read from the plot. The VAE is
+    test_A's, as the plot's is, whichever model A the cell merges."""
     g = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": model_a}},
         "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": model_b}},
         "4": {"class_type": "ElementalMerge", "inputs": {
             "model_a": ["1", 0], "model_b": ["2", 0], "clip_a": ["1", 1], "clip_b": ["2", 1],
@@ -61,9 +63,14 @@ def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None,
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
         "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "xyztest/single"}},
     }
+    if model_a != "test_A.safetensors":
+        g["15"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}}
+        g["9"]["inputs"]["vae"] = ["15", 2]
     if mode in ("Triple sum", "Sum twice", "Add difference"):
-        g["3"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_C.safetensors"}}
+        g["3"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": model_c}}
         g["4"]["inputs"].update(model_c=["3", 0], clip_c=["3", 1])
+    if calc_mode is not None:
+        g["4"]["inputs"]["calc_mode"] = calc_mode
     for node, name, text in (("11", "block_weights_alpha", bwa), ("12", "block_weights_beta", bwb)):
         if text is not None:
             g[node] = {"class_type": "BlockWeights", "inputs": {"weights": text, "architecture": "auto"}}
@@ -195,6 +202,27 @@ def test_model_axis_loads_each_checkpoint_once(comfy_server):
     assert_same(comfy_server, cells, 1, model_b="test_C.safetensors")
     rows = table_rows(outputs)
     assert rows[1][1] > 600  # another checkpoint: a full re-merge
+
+
+def test_model_a_and_model_c_axes(comfy_server):
+    """Model A and model C swapped per cell (with their text encoders): each distinct pair is one full merge
+    and every cell is the stock graph with those checkpoints."""
+    outputs, cells = run_plot(comfy_server, plot_graph(
+        x=("model A", "test_A.safetensors\ntest_C.safetensors"),
+        y=("model C", "test_C.safetensors\ntest_B.safetensors"), mode="Add difference"))
+    assert len(cells) == 4 and len({c.tobytes() for c in cells}) == 4
+    assert_same(comfy_server, cells, 1, model_a="test_C.safetensors", mode="Add difference")
+    assert_same(comfy_server, cells, 2, model_c="test_B.safetensors", mode="Add difference")
+    rows = table_rows(outputs)
+    assert "model_a=test_C.safetensors" in rows[1][2] and "model_c=test_B.safetensors" in rows[2][2]
+
+
+def test_calc_mode_axis(comfy_server):
+    """Each cell is ElementalMerge with that calc mode; the modes give different images."""
+    _, cells = run_plot(comfy_server, plot_graph(x=("calc mode", "normal\ncosineA\ntensor")))
+    assert len(cells) == 3 and len({c.tobytes() for c in cells}) == 3
+    for i, calc in enumerate(("normal", "cosineA", "tensor")):
+        assert_same(comfy_server, cells, i, calc_mode=calc)
 
 
 def test_block_weights_beta(comfy_server):

@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from tests.inprocess.conftest import pack_module
+from tests.inprocess.sd1_sources import merged_weight
 
 P = "diffusion_model."
 IN_W, IN_B = P + "input_blocks.0.0.weight", P + "input_blocks.0.0.bias"
@@ -36,17 +37,6 @@ def expected(weights: dict, v: dict, matrix) -> dict:
            OUT2_W: f[OUT2_W] * (1 - v["OUT2"] * 0.01),
            OUT2_B: f[OUT2_B] + torch.tensor([v["CONT"] * 0.02] + c, dtype=torch.float32)}
     return {k: t.to(weights[k].dtype) for k, t in out.items()}
-
-
-def patched(patcher, key):
-    """The weight the sampler would use for `key`, via ComfyUI's patch path, then put back."""
-    import comfy.utils
-
-    patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
-    weight = comfy.utils.get_attr(patcher.model, key).detach().clone()
-    backup = patcher.backup.pop(key)
-    comfy.utils.set_attr_param(patcher.model, key, backup.weight)
-    return weight
 
 
 def run(model, **values):
@@ -73,7 +63,7 @@ def test_sd1_changed_keys_equal_the_formulas(sd1_model):
     assert set(adjusted.patches) == set(SIX)
     want = expected(originals, VALUES, M_SD1)
     for key in SIX:
-        got = patched(adjusted, key)
+        got = merged_weight(adjusted, key)
         assert got.dtype == torch.float16
         assert torch.equal(got, want[key]), key
         assert not torch.equal(got, originals[key]), f"{key} did not change"
@@ -89,7 +79,7 @@ def test_sd1_only_some_values_and_stacking(sd1_model):
     assert report.splitlines()[1] == "1 keys changed:"
     # Adjust on an adjusted model: applied on top, in fp32, like any stacked patch
     twice, _ = run(once, OUT2=-2.0)
-    got = patched(twice, OUT2_W)
+    got = merged_weight(twice, OUT2_W)
     want = ((originals[OUT2_W].float() * (1 - 4 * 0.01)) * (1 + 2 * 0.01)).half()
     assert torch.equal(got, want)
 
@@ -129,7 +119,7 @@ def test_sdxl_uses_the_sdxl_colour_matrix():
     assert "SDXL" in report
     want = expected(originals, VALUES, M_SDXL)
     for key in SIX:
-        assert torch.equal(patched(adjusted, key), want[key]), key
+        assert torch.equal(merged_weight(adjusted, key), want[key]), key
     # and the SD1 matrix would have given another bias (the matrices really differ on these values)
     assert not torch.equal(want[OUT2_B], expected(originals, VALUES, M_SD1)[OUT2_B])
 

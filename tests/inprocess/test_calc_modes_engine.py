@@ -18,49 +18,34 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from devkit.arch_checks import dtype_ulp
 from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
                                 oracle_tensor, oracle_train_difference)
 from tests.inprocess.conftest import pack_module
+from tests.inprocess.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, UNDEFINED_IN_SD1,
+                                         assert_sources_unchanged, file_key, load_models, merged_weight,
+                                         reference_ratios)
 from tests.unit.helpers import expected_block
 
 CALC = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
         "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
         "extract": "Add difference"}
 GAMMA = 0.7
-ALPHA, BETA = 0.5, 0.25
-BLOCK_WEIGHTS_ALPHA = ("0.25, 0.5,0.5,0.75,0.75,0.125,0.125,0.875,0.875,1,1,0,0, 0.5, "
-                       "0.25,0.25,0.375,0.375,0.625,0.625,0.75,0.75,0.875,0.875,0.5,0.5")
 SPEC_ALPHA = """IN01-IN03::0.75
 OUT03-OUT05:NOT norm:0.625
 BASE:layers.1.:0.125
 OUT04::1
 IN00:time_embed:0"""
-BLOCK_WEIGHTS_BETA = "FLAT_25"
 SPEC_BETA = """M00::0.5
 BASE:NOT mlp:0.125
 OUT10-OUT11:proj:0.375
 OUT04::0.75"""
-FILE_PREFIX = {"diffusion_model.": "model.diffusion_model.", "clip_l.": "cond_stage_model."}
-
-
-def file_key(key: str) -> str:
-    for comfy_prefix, file_prefix in FILE_PREFIX.items():
-        if key.startswith(comfy_prefix):
-            return file_prefix + key[len(comfy_prefix):]
-    raise KeyError(key)
 
 
 @pytest.fixture(scope="module")
 def objs(checkpoint_paths):
-    merge_nodes = pack_module("merge_nodes")  # imports ComfyUI first
-    import comfy.sd
-
-    out = {}
-    for name in "AB":
-        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
-            checkpoint_paths[name], output_vae=False, output_clip=True, model_options={"dtype": torch.float16})
-        pack_module("model_info").set_source_name(model, f"test_{name}.safetensors")
-        out[name] = (model, clip)
+    merge_nodes = pack_module("merge_nodes")
+    out = load_models(checkpoint_paths, "AB", lambda _name: {"dtype": torch.float16})
     (ma, ca), (mb, cb) = out["A"], out["B"]
     mc, cc = ma.clone(), ca.clone()
     mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
@@ -69,12 +54,6 @@ def objs(checkpoint_paths):
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "AB"}
     yield merge_nodes, out, files
     out.clear()
-
-
-# SD1 checkpoints have no CLIP-L text projection: ComfyUI builds the layer without initialising it (its
-# values are whatever memory held, NaN included), never uses it for SD1 and drops it on save
-# (supported_models.SD15 pop_keys). No formula defines its merge, so it is not compared.
-UNDEFINED_IN_SD1 = {"clip_l.transformer.text_projection.weight"}
 
 
 def keys_of(objs):
@@ -96,15 +75,6 @@ def tensor(objs, files, name, key):
     return patcher.model_state_dict()[key].detach().clone()
 
 
-def ratios(keys, spec_text, weights_text, ratio):
-    import merge_core as mc
-
-    arch = mc.get_architecture("sd1")
-    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
-                            mc.parse_spec(spec_text, arch, keys=keys))
-    return {k: res.ratios.get(k, ratio) for k in keys}
-
-
 def run(merge_nodes, objs, calc, **kw):
     T = merge_nodes.TextInput
     (ma, ca), (mb, cb), (mc, cc) = objs["A"], objs["B"], objs["C"]
@@ -114,25 +84,6 @@ def run(merge_nodes, objs, calc, **kw):
                 elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, "sd1"))
     args.update(kw)
     return merge_nodes.ElementalMerge.execute(**args)
-
-
-def merged_weight(patcher, key):
-    import comfy.utils
-
-    if key not in patcher.patches:
-        return comfy.utils.get_attr(patcher.model, key).detach()
-    patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
-    weight = comfy.utils.get_attr(patcher.model, key).detach()
-    backup = patcher.backup.pop(key)
-    comfy.utils.set_attr_param(patcher.model, key, backup.weight)
-    return weight
-
-
-def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
-    h = x.half()
-    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
-    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
-    return torch.maximum(up, down)
 
 
 def expected(calc, key, A, B, C, a, b, stat):
@@ -172,8 +123,8 @@ def test_every_weight_equals_oracle(objs, calc):
     merge_nodes, models, files = objs
     model, clip, report = run(merge_nodes, models, calc).args
     unet_keys, clip_keys = keys_of(models)
-    ra = ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
-    rb = ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    ra = reference_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    rb = reference_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
     assert len(set(ra.values())) >= 6 and len(set(rb.values())) >= 4
     stat = None
     if calc.startswith("cosine"):
@@ -200,7 +151,7 @@ def test_every_weight_equals_oracle(objs, calc):
         assert got.shape == A.shape, key
         err = (got.float() - want).abs()
         # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off
-        tol = fp16_ulp(want) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
+        tol = dtype_ulp(want, torch.float16) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
         assert (err <= tol).all(), f"{calc} {key}: max error {err.max().item()}"
         changed += not torch.equal(got, A.to(got.dtype))
         checked += 1
@@ -235,14 +186,7 @@ def test_bounded_ratio_from_spec_names_block(objs):
 def test_sources_unchanged(objs):
     """Runs last: A and B hold their files' values and no patches; C only its own 0.5/0.5 patches."""
     _, models, files = objs
-    for name in "AB":
-        model, clip = models[name]
-        assert not model.patches and not clip.patcher.patches, f"{name} got patches"
-        for patcher, prefix in ((model, "diffusion_model."), (clip.patcher, "clip_l.")):
-            for key, weight in patcher.model_state_dict(filter_prefix=prefix).items():
-                if file_key(key) in files[name].keys():
-                    want = files[name].get_tensor(file_key(key)).to(weight.dtype)
-                    assert torch.equal(weight, want), f"{name} {key} changed"
+    assert_sources_unchanged(models, files, "AB")
     mc = models["C"][0]
     assert all(len(v) == 1 and v[0][0] == 0.5 for v in mc.patches.values())
 

@@ -22,7 +22,9 @@ import os
 import pytest
 import torch
 
+from devkit.arch_checks import dtype_ulp
 from tests.inprocess.conftest import CACHE_DIR, pack_module
+from tests.inprocess.sd1_sources import merged_weight
 
 STRENGTH_MODEL, STRENGTH_CLIP = 0.75, 0.5
 # One dyadic ratio per block, BASE first (26 values): products with the strengths stay exact.
@@ -119,24 +121,6 @@ def formula64(W, kind, t, alpha, s):
     return W.double() + s * scale * diff, W.double().abs() + abs(s * scale) * size
 
 
-def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
-    h = x.half()
-    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
-    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
-    return torch.maximum(up, down)
-
-
-def sampler_weight(patcher, key):
-    """The weight as the sampler sees it, through ComfyUI's patch path; the backup is put back at once."""
-    import comfy.utils
-
-    patcher.patch_weight_to_device(key, device_to=torch.device("cpu"))
-    weight = comfy.utils.get_attr(patcher.model, key).detach().clone()
-    backup = patcher.backup.pop(key)
-    comfy.utils.set_attr_param(patcher.model, key, backup.weight)
-    return weight
-
-
 def patcher_of(model, clip, key):
     return clip.patcher if key.startswith("clip_l.") else model
 
@@ -177,9 +161,10 @@ def test_every_patched_weight_equals_formula(env, layout):
         assert ((want32[:8].double() - exact).abs() <= 2.0 ** -21 * size).all(), f"{key}: fp32 is not the formula"
         if block_of(key) not in sampled:
             sampled.add(block_of(key))
-            got = sampler_weight(target, key)
+            got = merged_weight(target, key)
             assert got.dtype == torch.float16
-            assert ((got.float() - want32).abs() <= fp16_ulp(want32)).all(), f"{layout} {key}: > 1 fp16 ulp off"
+            assert ((got.float() - want32).abs() <= dtype_ulp(want32, torch.float16)).all(), \
+                f"{layout} {key}: > 1 fp16 ulp off"
     assert zero == 12 + 12 + 24  # IN02 and OUT03 (weight 0), BASE:mlp:0
     assert len(sampled) == 26 - 4 - 2  # every block with keys but IN02, OUT03
     assert "OUT05     13  0.1875..0.5625 (2 values)" in report
@@ -213,8 +198,8 @@ def test_keys_at_ratio_one_equal_lora_loader(env):
             differ.append(key)
     assert (len(same), len(differ)) == (274 - 30, 4 + 24 + 2)  # OUT05 attn2, BASE mlp, time_embed
     for key in same[::40]:  # the sampler's weights, bit for bit
-        assert torch.equal(sampler_weight(patcher_of(new_model, new_clip, key), key),
-                           sampler_weight(patcher_of(ref_model, ref_clip, key), key)), key
+        assert torch.equal(merged_weight(patcher_of(new_model, new_clip, key), key),
+                           merged_weight(patcher_of(ref_model, ref_clip, key), key)), key
 
 
 def test_all_ones_has_lora_loaders_patches(env):

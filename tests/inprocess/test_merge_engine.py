@@ -19,7 +19,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from devkit.arch_checks import dtype_ulp
 from tests.inprocess.conftest import pack_module
+from tests.inprocess.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, UNDEFINED_IN_SD1,
+                                         assert_sources_unchanged, file_key, load_models, merged_weight,
+                                         reference_ratios)
 
 MODES = ["Weight sum", "Add difference", "Triple sum", "Sum twice"]
 
@@ -49,8 +53,6 @@ def _steps(w, steps):
     return w
 
 
-BLOCK_WEIGHTS_ALPHA = ("0.25, 0.5,0.5,0.75,0.75,0.125,0.125,0.875,0.875,1,1,0,0, 0.5, "
-                       "0.25,0.25,0.375,0.375,0.625,0.625,0.75,0.75,0.875,0.875,0.5,0.5")
 # Block weights, NOT on blocks and on elements, ranges, and a later entry overriding an earlier one.
 SPEC_ALPHA = """IN01-IN03::0.75
 NOT IN04 IN05 M00 BASE:attn1:0.375
@@ -58,34 +60,15 @@ OUT03-OUT05:NOT norm:0.625
 BASE:layers.1.:0.125
 OUT04::1
 IN00:time_embed:0"""
-BLOCK_WEIGHTS_BETA = "FLAT_25"
 SPEC_BETA = """M00::0.5
 BASE:NOT mlp:0.125
 OUT10-OUT11:proj:0.375"""
-
-ALPHA, BETA = 0.5, 0.25
-FILE_PREFIX = {"diffusion_model.": "model.diffusion_model.", "clip_l.transformer.": "cond_stage_model.transformer."}
-
-
-def file_key(key: str) -> str:
-    for comfy_prefix, file_prefix in FILE_PREFIX.items():
-        if key.startswith(comfy_prefix):
-            return file_prefix + key[len(comfy_prefix):]
-    raise KeyError(key)
 
 
 @pytest.fixture(scope="module")
 def comfy_objects(checkpoint_paths):
     merge_nodes = pack_module("merge_nodes")
-    import comfy.sd
-
-    out = {}
-    for name in "ABC":
-        opts = {} if name == "A" else {"dtype": torch.float16}
-        model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
-            checkpoint_paths[name], output_vae=False, output_clip=True, model_options=opts)
-        pack_module("model_info").set_source_name(model, f"test_{name}.safetensors")
-        out[name] = (model, clip)
+    out = load_models(checkpoint_paths, "ABC", lambda n: {} if n == "A" else {"dtype": torch.float16})
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "ABC"}
     yield merge_nodes, out, files
     out.clear()
@@ -93,18 +76,8 @@ def comfy_objects(checkpoint_paths):
 
 def patched_weights(patcher, prefix):
     """(key, weight as the sampler would see it) for every key under `prefix`, via ComfyUI's patch path."""
-    import comfy.utils
-
-    cpu = torch.device("cpu")
     for key in list(patcher.model_state_dict(filter_prefix=prefix).keys()):
-        if key in patcher.patches:
-            patcher.patch_weight_to_device(key, device_to=cpu)
-            weight = comfy.utils.get_attr(patcher.model, key)
-            backup = patcher.backup.pop(key)
-            comfy.utils.set_attr_param(patcher.model, key, backup.weight)
-            yield key, weight.detach()
-        else:
-            yield key, comfy.utils.get_attr(patcher.model, key).detach()
+        yield key, merged_weight(patcher, key)
     assert not patcher.backup
 
 
@@ -119,38 +92,13 @@ def run_merge(merge_nodes, objs, mode, **kw):
     return merge_nodes.ElementalMerge.execute(**args)
 
 
-def expected_ratios(keys, spec_text, weights_text, ratio):
-    """Per-key ratios from merge_core (tested on its own), spot-checked by hand in the test below."""
-    import merge_core as mc
-
-    arch = mc.get_architecture("sd1")
-    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
-                            mc.parse_spec(spec_text, arch, keys=keys))
-    return res.ratios
-
-
-def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
-    h = x.half()
-    up = torch.nextafter(h, torch.tensor(float("inf"), dtype=torch.float16)).float() - h.float()
-    down = h.float() - torch.nextafter(h, torch.tensor(float("-inf"), dtype=torch.float16)).float()
-    return torch.maximum(up, down)
-
-
-def source_tensor(files, patchers, name, key):
-    """A source weight from its file; from the loaded model for the few keys ComfyUI makes up itself
-    (the SD1 text encoder's text_projection, an identity the checkpoint does not store)."""
-    fk = file_key(key)
-    if fk in files[name].keys():
-        return files[name].get_tensor(fk)
-    return patchers[name].model_state_dict(filter_prefix=key)[key].clone()
-
-
-def check_patcher(patcher, prefix, files, mode, ra, rb, label, patchers):
+def check_patcher(patcher, prefix, files, mode, ra, rb, label):
     checked = 0
     for key, got in patched_weights(patcher, prefix):
-        if not got.is_floating_point() or key.endswith((".position_ids", ".logit_scale")):
+        if not got.is_floating_point() or key.endswith((".position_ids", ".logit_scale")) \
+                or key in UNDEFINED_IN_SD1:
             continue
-        A, B, C = (source_tensor(files, patchers, n, key) for n in "ABC")
+        A, B, C = (files[n].get_tensor(file_key(key)) for n in "ABC")
         a, b = ra[key], rb[key]
         ordered = FP32_ORDER[mode](A.float(), B.float(), C.float(), a, b)
         # The fp32 order is the formula up to fp32 rounding (checked on a slice of every key: it is a
@@ -168,7 +116,7 @@ def check_patcher(patcher, prefix, files, mode, ra, rb, label, patchers):
         else:
             assert got.dtype == torch.float16
             err = (got.float() - ordered).abs()
-            assert (err <= fp16_ulp(ordered)).all(), f"{label} {key}: more than one fp16 ulp off"
+            assert (err <= dtype_ulp(ordered, torch.float16)).all(), f"{label} {key}: more than one fp16 ulp off"
         checked += 1
     return checked
 
@@ -177,7 +125,7 @@ def test_ratios_spot_checks(comfy_objects):
     merge_nodes, objs, _ = comfy_objects
     keys = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
     keys += list(objs["A"][1].patcher.model_state_dict().keys())
-    ra = expected_ratios(keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    ra = reference_ratios(keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
     assert ra["diffusion_model.input_blocks.1.1.proj_in.weight"] == 0.75            # IN01: range over 0.5
     assert ra["diffusion_model.input_blocks.7.1.transformer_blocks.0.attn1.to_q.weight"] == 0.375  # NOT IN04..
     assert ra["diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"] == 0.125  # block wt
@@ -198,14 +146,13 @@ def test_every_weight_equals_formula(comfy_objects, mode):
     assert model is not objs["A"][0] and clip is not objs["A"][1]
     unet_keys = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
     clip_keys = list(objs["A"][1].patcher.model_state_dict().keys())
-    ra = expected_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
-    rb = expected_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
-    n_unet = check_patcher(model, "diffusion_model.", files, mode, ra, rb, "UNet",
-                           {n: objs[n][0] for n in "ABC"})
-    n_clip = check_patcher(clip.patcher, "clip_l.", files, mode, ra, rb, "text encoder",
-                           {n: objs[n][1].patcher for n in "ABC"})
+    ra = reference_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    rb = reference_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    n_unet = check_patcher(model, "diffusion_model.", files, mode, ra, rb, "UNet")
+    n_clip = check_patcher(clip.patcher, "clip_l.", files, mode, ra, rb, "text encoder")
     assert n_unet == len(unet_keys) == 686
-    assert n_clip == len([k for k in clip_keys if not k.endswith((".position_ids", ".logit_scale"))]) == 197
+    assert n_clip == len([k for k in clip_keys if not k.endswith((".position_ids", ".logit_scale"))
+                          and k not in UNDEFINED_IN_SD1]) == 196
     # print_change: the report is returned and shown on the node
     assert out.ui == {"text": [report]}
     assert "diffusion_model.output_blocks.4.0.in_layers.2.weight" in report
@@ -281,15 +228,5 @@ def test_mismatched_architectures_name_both(comfy_objects):
 
 def test_sources_unchanged(comfy_objects):
     """Runs last: after every merge above, A, B and C hold their files' values and no patches."""
-    merge_nodes, objs, files = comfy_objects
-    for name in "ABC":
-        model, clip = objs[name]
-        assert not model.patches and not clip.patcher.patches, f"{name} got patches"
-        for patcher, prefix in ((model, "diffusion_model."), (clip.patcher, "clip_l.transformer.")):
-            for key, weight in patcher.model_state_dict(filter_prefix=prefix).items():
-                if key.endswith(".position_ids"):
-                    continue
-                if file_key(key) not in files[name].keys():
-                    continue
-                expected = files[name].get_tensor(file_key(key)).to(weight.dtype)
-                assert torch.equal(weight, expected), f"{name} {key} changed"
+    _, objs, files = comfy_objects
+    assert_sources_unchanged(objs, files, "ABC")

@@ -117,7 +117,6 @@ def test_calc_mode_on_plain_key(calc):
 
 def test_fused_qkv_computes_on_checkpoint_layout():
     from merge_core import calc_layout as cl
-    from merge_core import calc_modes as cm
 
     mp = pack_module("merge_patch")
     pa, pb, _ = _patchers(4)

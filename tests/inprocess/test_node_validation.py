@@ -45,5 +45,5 @@ def test_text_written_for_other_architecture_fails_at_merge(nodes):
     import merge_core
 
     with pytest.raises(ValueError, match="written for SDXL but the models are SD1.x"):
-        nodes._check_written_for("elemental_alpha", nodes.TextInput("IN01::0", "sdxl"),
-                                 merge_core.get_architecture("sd1"))
+        pack_module("merge_inputs").check_written_for(
+            "elemental_alpha", nodes.TextInput("IN01::0", "sdxl"), merge_core.get_architecture("sd1"))
