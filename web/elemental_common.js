@@ -40,13 +40,19 @@ export function archInfo(name) {
 }
 
 const detectCache = new Map();
-function detectCheckpoint(ckpt) {
-  if (!detectCache.has(ckpt)) {
-    const p = callRoute("/detect?ckpt_name=" + encodeURIComponent(ckpt)).catch(() => ({ arch: null }));
-    detectCache.set(ckpt, p);
+/** The architecture of a model file ({name, folder}: "checkpoints" or "diffusion_models"), from its header. */
+function detectCheckpoint(source) {
+  const key = `${source.folder}/${source.name}`;
+  if (!detectCache.has(key)) {
+    const folder = source.folder === "checkpoints" ? "" : "&folder=" + encodeURIComponent(source.folder);
+    const p = callRoute("/detect?ckpt_name=" + encodeURIComponent(source.name) + folder).catch(() => ({ arch: null }));
+    detectCache.set(key, p);
   }
-  return detectCache.get(ckpt);
+  return detectCache.get(key);
 }
+
+// Loader widgets that name a model file, and the ComfyUI folder each lists (Load Diffusion Model: Flux, SD3).
+const MODEL_FILE_WIDGETS = [["ckpt_name", "checkpoints"], ["unet_name", "diffusion_models"]];
 
 export function debounce(fn, ms) {
   let timer = null;
@@ -76,12 +82,14 @@ function linkOf(graph, id) {
   return graph.getLink?.(id) ?? graph.links?.get?.(id) ?? graph.links?.[id] ?? null;
 }
 
-/** Checkpoint names of the loaders that feed the MODEL inputs of `node`, walking up through other nodes. */
+/** Model files ({name, folder}) of the loaders that feed the MODEL inputs of `node`, walking up. */
 function upstreamCheckpoints(node, depth = 0, seen = new Set()) {
   if (!node || depth > 12 || seen.has(node.id)) return [];
   seen.add(node.id);
-  const ckpt = widget(node, "ckpt_name");
-  if (ckpt?.value) return [String(ckpt.value)];
+  for (const [name, folder] of MODEL_FILE_WIDGETS) {
+    const w = widget(node, name);
+    if (w?.value) return [{ name: String(w.value), folder }];
+  }
   const found = [];
   for (const [i, input] of (node.inputs ?? []).entries()) {
     if (input.link == null) continue;
@@ -121,7 +129,7 @@ export async function resolveArchitecture(node) {
       const note = chosen && chosen !== "auto" && chosen !== found.arch
         ? `the architecture widget says ${chosen} but the connected model is ${found.label}: the merge will refuse it`
         : "";
-      return { arch: found.arch, label: found.label, source: `from ${ckpt}`, note };
+      return { arch: found.arch, label: found.label, source: `from ${ckpt.name}`, note };
     }
   }
   if (chosen && chosen !== "auto") return { arch: chosen, label: chosen, source: "from the architecture widget", note: "" };

@@ -5,6 +5,7 @@ weight text, and the change report shown on the merge node after a run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -159,3 +160,36 @@ def test_change_report_is_shown_on_the_merge_node_after_a_run(comfy_page):
     screenshot(page, "change_report")
     print(f"run took {time.time() - started:.1f} s")
     assert not [e for e in page.console_errors if "elemental" in e.lower()], page.console_errors
+
+
+def test_editor_reads_the_architecture_of_a_diffusion_model_loader(comfy_page, comfy_server):
+    """A spec fed to a merge of `Load Diffusion Model` outputs (Flux, SD3) is checked for that file's
+    architecture: the editor asks /elemental/detect with the loader's folder, not the checkpoint folder."""
+    import torch
+    from safetensors.torch import save_file
+
+    from devkit.ui_workflow import api_to_ui
+
+    folder = os.path.join(comfy_server.models_dir, "diffusion_models")
+    os.makedirs(folder, exist_ok=True)
+    name = "header_only_flux.safetensors"  # detection reads key names only: tiny tensors are enough
+    save_file({k: torch.zeros(1) for k in ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight",
+                                           "img_in.weight", "final_layer.linear.weight")}, os.path.join(folder, name))
+    loader = {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}}
+    api = {"1": loader, "2": loader,
+           "3": {"class_type": "ElementalSpec", "inputs": {"spec": "D00::0.5", "architecture": "auto"}},
+           "4": {"class_type": "ElementalMerge", "inputs": {
+               "model_a": ["1", 0], "model_b": ["2", 0], "mode": "Weight sum", "alpha": 0.5, "beta": 0.25,
+               "elemental_alpha": ["3", 0], "print_change": False}}}
+    page = comfy_page
+    load_workflow(page, api_to_ui(api, comfy_server.object_info()), "ElementalSpec")
+    spec_id = node_id(page, "ElementalSpec")
+    status = page.locator(f'.elemental-spec-panel[data-node="{spec_id}"] .elemental-status')
+    status.wait_for(timeout=15_000)
+    deadline = time.time() + 15
+    while f"Flux from {name}" not in status.inner_text() and time.time() < deadline:
+        time.sleep(0.2)
+    assert f"Flux from {name}" in status.inner_text()
+    set_spec(page, spec_id, "D00::0.5\nOUT05::1")  # an SD block: an error for Flux
+    wait_state(page, spec_id, "error", "D00::0.5\nOUT05::1")
+    screenshot(page, "spec_flux_from_unet_loader")

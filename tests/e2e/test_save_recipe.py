@@ -246,6 +246,27 @@ def test_reload_by_recipe_example_gives_the_live_merge_image(comfy_server):
     assert saved_file(comfy_server, "reload_by_recipe")
 
 
+def test_save_then_reload_by_recipe_examples(comfy_server):
+    """The two examples chained as the README tells users: merge_then_save writes a merge, and
+    reload_by_recipe, pointed at that file instead of its pasted recipe, rebuilds the same merge (same image
+    with the same sampling) and saves it again with the same tensors."""
+    from devkit.workflows import load_api_workflow, with_inputs
+
+    comfy_server.free_memory()
+    first = load_api_workflow("merge_then_save")
+    live = only_image(comfy_server, comfy_server.run(first), "11")
+    saved = saved_file(comfy_server, "merge_then_save")
+    comfy_server.free_memory()
+    rel = os.path.relpath(saved, comfy_server.output_dir).replace(os.sep, "/")
+    again = with_inputs(load_api_workflow("reload_by_recipe"), "1", merge_file=f"{rel} [output]", recipe_json="")
+    again["2"]["inputs"]["text"] = first["6"]["inputs"]["text"]
+    again["5"]["inputs"].update({k: first["9"]["inputs"][k] for k in ("seed", "steps", "cfg", "sampler_name")})
+    again["8"]["inputs"]["filename_prefix"] = "checkpoints/reloaded_example"
+    rebuilt = only_image(comfy_server, comfy_server.run(again), "7")
+    assert (rebuilt == live).all(), "the merge rebuilt from the saved file samples another image"
+    assert_same_tensors(saved_file(comfy_server, "reloaded_example"), saved)
+
+
 def test_reload_by_recipe_ui_file_is_its_api_twin(comfy_server):
     """The template users open is the prompt CI queues: same nodes, widget values and links."""
     from devkit.ui_workflow import api_to_ui
