@@ -80,6 +80,19 @@ def load_workflow(page, workflow: str | dict, focus_type: str | None = None) -> 
     page.wait_for_timeout(500)
 
 
+PANELS = {"ElementalSpec": "elemental-spec-panel", "BlockWeights": "elemental-weights-panel"}
+
+
+def open_editor(page, workflow: str | dict, node_type: str):
+    """Loads `workflow`, centres its first `node_type` node and waits for the pack's editor panel on it:
+    (node id, the panel's locator)."""
+    load_workflow(page, workflow, node_type)
+    nid = node_id(page, node_type)
+    panel = page.locator(f'.{PANELS[node_type]}[data-node="{nid}"]')
+    panel.wait_for(timeout=15_000)
+    return nid, panel
+
+
 def node_id(page, node_type: str) -> int:
     ids = page.evaluate(f"(t) => {APP}.graph.nodes.filter((n) => n.type === t).map((n) => n.id)", node_type)
     if not ids:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.browser.conftest import screenshot
-from devkit.browser import APP, load_workflow, node_id, set_spec, wait_state, widget_value
+from devkit.browser import APP, load_workflow, node_id, open_editor, set_spec, wait_state, widget_value
 
 pytestmark = pytest.mark.browser
 
@@ -22,10 +22,7 @@ WITH_WEIGHTS = "add_difference_block_weights"    # the same with BlockWeights (G
 
 def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_server):
     page = comfy_page
-    load_workflow(page, BASIC, "ElementalSpec")
-    spec_id = node_id(page, "ElementalSpec")
-    panel = page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]')
-    panel.wait_for(timeout=15_000)
+    spec_id, panel = open_editor(page, BASIC, "ElementalSpec")
 
     # An unknown block on line 2: marked there, in the panel and behind the text.
     bad = "IN04:attn2:0.3\nOUT03-OUT05::0, OUT99:attn1:0.5"
@@ -74,9 +71,7 @@ def test_spec_editor_marks_errors_and_counts_matched_keys(comfy_page, comfy_serv
 
 def test_spec_editor_completes_block_and_element_names(comfy_page):
     page = comfy_page
-    load_workflow(page, BASIC, "ElementalSpec")
-    spec_id = node_id(page, "ElementalSpec")
-    page.locator(f'.elemental-spec-panel[data-node="{spec_id}"]').wait_for(timeout=15_000)
+    spec_id, _ = open_editor(page, BASIC, "ElementalSpec")
     set_spec(page, spec_id, "OUT1")
     popup = page.locator(".elemental-complete:not([hidden])")
     popup.wait_for(timeout=5_000)
@@ -96,10 +91,7 @@ def test_spec_editor_completes_block_and_element_names(comfy_page):
 
 def test_block_weight_preset_writes_the_text_and_the_sliders(comfy_page, comfy_server):
     page = comfy_page
-    load_workflow(page, WITH_WEIGHTS, "BlockWeights")
-    bw_id = node_id(page, "BlockWeights")
-    panel = page.locator(f'.elemental-weights-panel[data-node="{bw_id}"]')
-    panel.wait_for(timeout=15_000)
+    bw_id, panel = open_editor(page, WITH_WEIGHTS, "BlockWeights")
     page.wait_for_function("(id) => document.querySelector(`.elemental-weights-panel[data-node='${id}']`)"
                            "?.dataset.arch === 'sd1'", arg=bw_id, timeout=15_000)
     # The workflow's text names a preset: the menu shows it and the sliders show its values.
@@ -182,10 +174,8 @@ def test_editor_reads_the_architecture_of_a_diffusion_model_loader(comfy_page, c
                "model_a": ["1", 0], "model_b": ["2", 0], "mode": "Weight sum", "alpha": 0.5, "beta": 0.25,
                "elemental_alpha": ["3", 0], "print_change": False}}}
     page = comfy_page
-    load_workflow(page, api_to_ui(api, comfy_server.object_info()), "ElementalSpec")
-    spec_id = node_id(page, "ElementalSpec")
-    status = page.locator(f'.elemental-spec-panel[data-node="{spec_id}"] .elemental-status')
-    status.wait_for(timeout=15_000)
+    spec_id, panel = open_editor(page, api_to_ui(api, comfy_server.object_info()), "ElementalSpec")
+    status = panel.locator(".elemental-status")
     deadline = time.time() + 15
     while f"Flux from {name}" not in status.inner_text() and time.time() < deadline:
         time.sleep(0.2)

@@ -77,30 +77,9 @@ def expected_alpha(key: str, pins: list) -> float:
     return r
 
 
-def test_incremental_equals_full_remerge(objs, counter):
-    remerge, xy, merge_nodes = (pack_module(m) for m in ("remerge", "xy_plot", "merge_nodes"))
-    axes = importlib.import_module(f"{PACK}.merge_core.plot_axes")
-    import comfy.model_management
-    import comfy.utils
-
-    (ma, ca), (mb, cb) = objs["A"], objs["B"]
-    a_patches_before = dict(ma.patches)
-    method = importlib.import_module(f"{PACK}.merge_core").get_merge_method("Weight sum")
-    eng = remerge.IncrementalMerge(ma, mb, None, method, ca, cb)
-    arch = pack_module("model_info").architecture_of(ma)
-    base = axes.Settings(0.5, 0.25)
-    # (settings, independent description of the ratios): pinpoint element, another element, a whole block,
-    # the text encoder (BASE), and back to the base.
-    T = axes.Target
-    sequence = [
-        (base, []),
-        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.75, "alpha"), [(OUT05, "attn2.to_k", 0.75)]),
-        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.25, "alpha"), [(OUT05, "attn2.to_k", 0.25)]),
-        (axes.pinpoint(base, T("", "IN07", ""), 1.0, "alpha"), [(IN07, None, 1.0)]),
-        (axes.pinpoint(base, T("", "BASE", "layers.3."), 0.0, "alpha"), [(CLIP, "layers.3.", 0.0)]),
-        (base, []),
-        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.75, "alpha"), [(OUT05, "attn2.to_k", 0.75)]),
-    ]
+def walk_cells(eng, method, arch, sequence, counter):
+    """Applies each cell's settings to the incremental merge: exactly the keys whose ratio changed are
+    re-merged (ratio 0: restored from the backup), and loading afterwards re-patches nothing."""
     prev = None
     for i, (settings, pins) in enumerate(sequence):
         ra, rb = pack_module("plot_job").settings_ratios(method, arch, eng.keys, settings)
@@ -124,6 +103,48 @@ def test_incremental_equals_full_remerge(objs, counter):
         else:
             assert counter == [], f"cell {i}: loading re-patched {len(counter)} keys"
         prev = want
+
+
+def assert_sources_untouched(objs, a_patches_before):
+    import comfy.model_management
+    import comfy.utils
+
+    (ma, _), (mb, cb) = objs["A"], objs["B"]
+    files = objs["files"]
+    # A's patcher has no patches, and loading A gives the file's weights.
+    assert ma.patches == a_patches_before == {}
+    assert mb.patches == {} and cb.patcher.patches == {}
+    comfy.model_management.load_models_gpu([ma])
+    for key in ("diffusion_model.output_blocks.5.1.transformer_blocks.0.attn2.to_k.weight",
+                "diffusion_model.input_blocks.7.0.in_layers.2.weight"):
+        assert torch.equal(comfy.utils.get_attr(ma.model, key).detach(),
+                           files["A"].get_tensor("model." + key).float()), key
+
+
+def test_incremental_equals_full_remerge(objs, counter):
+    remerge, merge_nodes = (pack_module(m) for m in ("remerge", "merge_nodes"))
+    axes = importlib.import_module(f"{PACK}.merge_core.plot_axes")
+    import comfy.utils
+
+    (ma, ca), (mb, cb) = objs["A"], objs["B"]
+    a_patches_before = dict(ma.patches)
+    method = importlib.import_module(f"{PACK}.merge_core").get_merge_method("Weight sum")
+    eng = remerge.IncrementalMerge(ma, mb, None, method, ca, cb)
+    arch = pack_module("model_info").architecture_of(ma)
+    base = axes.Settings(0.5, 0.25)
+    # (settings, independent description of the ratios): pinpoint element, another element, a whole block,
+    # the text encoder (BASE), and back to the base.
+    T = axes.Target
+    sequence = [
+        (base, []),
+        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.75, "alpha"), [(OUT05, "attn2.to_k", 0.75)]),
+        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.25, "alpha"), [(OUT05, "attn2.to_k", 0.25)]),
+        (axes.pinpoint(base, T("", "IN07", ""), 1.0, "alpha"), [(IN07, None, 1.0)]),
+        (axes.pinpoint(base, T("", "BASE", "layers.3."), 0.0, "alpha"), [(CLIP, "layers.3.", 0.0)]),
+        (base, []),
+        (axes.pinpoint(base, T("", "OUT05", "attn2.to_k"), 0.75, "alpha"), [(OUT05, "attn2.to_k", 0.75)]),
+    ]
+    walk_cells(eng, method, arch, sequence, counter)
     # The recomputed keys hold the formula's value, in the patch steps' fp32 order (UNet fp32: bit for bit).
     files = objs["files"]
     for key in [k for k in eng.keys if k.startswith(OUT05) and "attn2.to_k" in k]:
@@ -149,15 +170,7 @@ def test_incremental_equals_full_remerge(objs, counter):
     assert digests([eng.model, eng.clip.patcher]) == incremental
     assert len(counter) > 600
 
-    # The sources are untouched: A's patcher has no patches, and loading A gives the file's weights.
-    assert ma.patches == a_patches_before == {}
-    assert mb.patches == {} and cb.patcher.patches == {}
-    comfy.model_management.load_models_gpu([ma])
-    for key in ("diffusion_model.output_blocks.5.1.transformer_blocks.0.attn2.to_k.weight",
-                "diffusion_model.input_blocks.7.0.in_layers.2.weight"):
-        assert torch.equal(comfy.utils.get_attr(ma.model, key).detach(),
-                           files["A"].get_tensor("model." + key).float()), key
-
+    assert_sources_untouched(objs, a_patches_before)
 
 def test_not_loaded_model_is_deferred_not_patched(objs, counter):
     """Before the first load, or when the model is not loaded with our patches, `apply` only changes the
