@@ -12,6 +12,13 @@ Layouts (SD1.5):
   ``lora_A.weight`` / ``lora_B.weight`` and no alpha (diffusers/PEFT; attention projections under the
   ``processor.`` names ComfyUI maps).
 * ``loha``: LyCORIS LoHa, kohya names with ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``, ``alpha``.
+* ``lokr``: LyCORIS LoKr, kohya names with a full ``lokr_w1`` and ``alpha``; the output and input dimensions
+  are split as LyCORIS's ``factorization(dim, 8)`` does (8 x dim/8, else the divisor pair nearest the square
+  root), ``lokr_w1`` being the small (out1, in1) factor. Linear modules have a factorised
+  ``lokr_w2_a`` (out2, rank) / ``lokr_w2_b`` (rank, in2), so ComfyUI scales the whole ``kron(w1, w2)`` by
+  alpha/rank; the convolutions have a full 4-D ``lokr_w2`` (out2, in2, kh, kw), for which ComfyUI applies
+  no alpha (scale 1, as in LyCORIS, which stores alpha = rank for a full pair; here it stays 2 so that a
+  wrong scale shows).
 
 Flux (``flux``, for devkit.fixtures_arch's ``flux_dev``: 1 double and 1 single block): diffusers names
 ``transformer.<name>.lora_A.weight`` / ``lora_B.weight`` for every 2-D weight ComfyUI's Flux key map names,
@@ -24,7 +31,7 @@ resnet-only IN10, IN11, OUT00 and OUT01 has keys, and so do the keys LoRA Block 
 Values are seeded per tensor name (the same file on every machine) and stored in fp16 like real LoRAs;
 rank 4 and alpha 2 make the LoRA scale alpha/rank = 0.5, exact in binary.
 
-Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha]
+Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha lokr]
 """
 from __future__ import annotations
 
@@ -41,8 +48,9 @@ RANK = 4
 # Bump when what a layout writes changes: cached files of another version are rewritten.
 VERSION = "2"
 ALPHA = 2.0
-LAYOUTS = ("kohya", "peft", "loha")
-SEEDS = {"kohya": 11, "peft": 12, "loha": 13}
+LAYOUTS = ("kohya", "peft", "loha", "lokr")
+SEEDS = {"kohya": 11, "peft": 12, "loha": 13, "lokr": 14}
+LOKR_FACTOR = 8
 
 # Diffusers UNet module names the layouts train, as regexes on the name without ".weight": kohya's default
 # LoRA modules (transformer projections, attention, feed-forward) plus a few convolutions so that every block
@@ -178,6 +186,28 @@ def _factors(seed: int, name: str, shape: tuple[int, ...], tag: str) -> tuple[to
             _randn(seed, f"{name}.{tag}down", down_shape, fan_in ** -0.5))
 
 
+def kron_split(dim: int, factor: int = LOKR_FACTOR) -> tuple[int, int]:
+    """(m, n), m <= n, m * n = dim: (factor, dim / factor) when factor divides dim and is the smaller,
+    else the divisor pair nearest the square root (as LyCORIS's ``factorization``)."""
+    if dim % factor == 0 and factor * factor <= dim:
+        return factor, dim // factor
+    m = max(d for d in range(1, int(dim ** 0.5) + 1) if dim % d == 0)
+    return m, dim // m
+
+
+def _lokr(seed: int, name: str, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """One LoKr module: a full ``lokr_w1`` and, for a linear layer, ``lokr_w2_a`` @ ``lokr_w2_b`` (rank
+    RANK), for a convolution a full 4-D ``lokr_w2``; kron(w1, w2) entries are ~1e-3."""
+    (o1, o2), (i1, i2) = kron_split(shape[0]), kron_split(shape[1])
+    out = {f"{name}.lokr_w1": _randn(seed, f"{name}.w1", (o1, i1), 0.25)}
+    if len(shape) == 4:
+        out[f"{name}.lokr_w2"] = _randn(seed, f"{name}.w2", (o2, i2) + tuple(shape[2:]), 0.005)
+    else:
+        out[f"{name}.lokr_w2_a"] = _randn(seed, f"{name}.w2a", (o2, RANK), 0.05)
+        out[f"{name}.lokr_w2_b"] = _randn(seed, f"{name}.w2b", (RANK, i2), 0.05)
+    return out
+
+
 def lora_state_dict(layout: str, seed: int | None = None, targets=None) -> dict[str, torch.Tensor]:
     """The tensors of one LoRA file in ``layout`` (see the module docstring)."""
     if layout not in LAYOUTS:
@@ -191,6 +221,9 @@ def lora_state_dict(layout: str, seed: int | None = None, targets=None) -> dict[
             sd[f"{kohya}.alpha"] = alpha.clone()
         elif layout == "peft":
             sd[f"{peft}.lora_B.weight"], sd[f"{peft}.lora_A.weight"] = _factors(seed, peft, shape, "")
+        elif layout == "lokr":
+            sd.update(_lokr(seed, kohya, shape))
+            sd[f"{kohya}.alpha"] = alpha.clone()
         else:
             flat = (shape[0], RANK), (RANK, int(torch.tensor(shape[1:]).prod()))
             for i in (1, 2):

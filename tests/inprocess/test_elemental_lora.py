@@ -1,19 +1,21 @@
 """ElementalLoRA on real ComfyUI objects: every patched weight against the LoRA formula, key by key.
 
 Model A is loaded once with an fp16 UNet (half the RAM; the fp16 text encoder is ComfyUI's CPU default).
-The seeded LoRA files come from devkit.loras (kohya, diffusers/PEFT, LyCORIS LoHa, SD1.5 layouts).
+The seeded LoRA files come from devkit.loras (kohya, diffusers/PEFT, LyCORIS LoHa and LoKr, SD1.5 layouts).
 
 For every key the LoRA patches, the test checks, with the formula written here:
 * the strength ComfyUI got for the key is strength x ratio, the ratio worked out here by hand from the block
   weights and the spec (independent of merge_core);
 * ComfyUI's fp32 computation of the patched weight from the key's patches equals
-  ``W + s * alpha/rank * (up @ down)`` (LoHa: ``(w1a @ w1b) * (w2a @ w2b)``; PEFT: no alpha, scale 1) bit for
-  bit in fp32, and the float64 formula within fp32 rounding (on the first rows of every key: a property of
-  the test's arithmetic);
+  ``W + s * alpha/rank * (up @ down)`` (LoHa: ``(w1a @ w1b) * (w2a @ w2b)``; PEFT: no alpha, scale 1; LoKr:
+  ``kron(w1, w2_a @ w2_b)`` at alpha/rank, and ``kron(w1, w2)`` at scale 1 where both factors are full, as
+  ComfyUI applies alpha only with a factorised factor) bit for bit in fp32, and the float64 formula (LoKr's
+  Kronecker product written as an outer product) within fp32 rounding (on the first rows of every key: a
+  property of the test's arithmetic);
 * a key at strength 0 gets no patch (A's weight itself); for one key of every block the weight the sampler
   gets (ComfyUI's patch path, fp16 with its stochastic rounding) is within one fp16 ulp of the formula.
 Keys the spec and weights leave at ratio 1 carry exactly the stock LoraLoader's patch (strength, tensors), and
-the sampler's weight is bit for bit LoraLoader's.
+the sampler's weight is bit for bit LoraLoader's (every layout).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ BLOCKS = ["BASE"] + ["IN%02d" % i for i in range(12)] + ["M00"] + ["OUT%02d" % i
 WEIGHTS = [0.5, 1, 0.25, 0, 0.75, 1.5, 0.125, 1, 0.5, 0.25, 1, 0.375, 0.625, 0.875,
            1, 0.5, 0.25, 0, 1, 0.75, 0.5, 1, 0.25, 1.25, 0.5, 1]
 SPEC = "OUT05:attn2:0.25\nBASE:mlp:0\nIN00:time_embed:0.5"
-LAYOUTS = ("kohya", "peft", "loha")
+LAYOUTS = ("kohya", "peft", "loha", "lokr")
 
 
 def block_of(key: str) -> str:
@@ -74,12 +76,13 @@ def env(checkpoint_paths):
 
 
 def lora_modules(path: str, key_map: dict):
-    """model key -> (kind, tensors, alpha) for each module of the file, found through ComfyUI's key map."""
+    """model key -> (kind, tensors, alpha) for each module of the file, found through ComfyUI's key map (LoKr:
+    (w1, w2_a, w2_b) or (w1, w2))."""
     from safetensors.torch import load_file
 
     sd = load_file(path)
     out = {}
-    suffixes = {".lora_up.weight": "lora", ".lora_B.weight": "peft", ".hada_w1_a": "loha"}
+    suffixes = {".lora_up.weight": "lora", ".lora_B.weight": "peft", ".hada_w1_a": "loha", ".lokr_w1": "lokr"}
     for name in sd:
         for suffix, kind in suffixes.items():
             if name.endswith(suffix):
@@ -89,6 +92,9 @@ def lora_modules(path: str, key_map: dict):
                     t = (sd[base + ".lora_up.weight"], sd[base + ".lora_down.weight"])
                 elif kind == "peft":
                     t = (sd[base + ".lora_B.weight"], sd[base + ".lora_A.weight"])
+                elif kind == "lokr":
+                    w2 = ("lokr_w2",) if base + ".lokr_w2" in sd else ("lokr_w2_a", "lokr_w2_b")
+                    t = tuple(sd[f"{base}.{n}"] for n in ("lokr_w1",) + w2)
                 else:
                     t = tuple(sd[f"{base}.hada_w{i}_{ab}"] for i in (1, 2) for ab in "ab")
                 out[key_map[base]] = (kind, t, alpha)
@@ -98,7 +104,13 @@ def lora_modules(path: str, key_map: dict):
 def formula32(W, kind, t, alpha, s):
     """The patched weight in fp32, in the order ComfyUI's adapters compute it."""
     f = [x.float() for x in t]
-    if kind == "loha":
+    if kind == "lokr":
+        w1, w2 = f[0], (f[1] if len(f) == 2 else torch.mm(f[1], f[2]))
+        if w2.ndim == 4:
+            w1 = w1[:, :, None, None]
+        diff = torch.kron(w1, w2).reshape(W.shape)
+        scale = alpha / f[2].shape[0] if len(f) == 3 and alpha is not None else 1.0  # none if both are full
+    elif kind == "loha":
         diff = (torch.mm(f[0], f[1]) * torch.mm(f[2], f[3])).reshape(W.shape)
         scale = alpha / f[1].shape[0]
     else:
@@ -112,13 +124,29 @@ def formula64(W, kind, t, alpha, s):
     d = [x.double() for x in t]
     rank = d[1].shape[0]
     scale = alpha / rank if alpha is not None else 1.0
-    if kind == "loha":
+    if kind == "lokr":
+        # kron(w1, w2)[a * out2 + b, c * in2 + d] = w1[a, c] * w2[b, d] (w2's input and kernel dims flattened)
+        scale = alpha / d[2].shape[0] if len(d) == 3 and alpha is not None else 1.0
+        w2, w2_abs = (d[1], d[1].abs()) if len(d) == 2 else (d[1] @ d[2], d[1].abs() @ d[2].abs())
+        outer = lambda x, y: torch.einsum("ac,bd->abcd", x, y.flatten(1)).reshape(-1, W[0].numel())
+        diff = outer(d[0], w2)[:W.shape[0]].reshape(W.shape)
+        size = outer(d[0].abs(), w2_abs)[:W.shape[0]].reshape(W.shape)
+    elif kind == "loha":
         diff = ((d[0] @ d[1]) * (d[2] @ d[3])).reshape(W.shape)
         size = ((d[0].abs() @ d[1].abs()) * (d[2].abs() @ d[3].abs())).reshape(W.shape)
     else:
         diff = (d[0].flatten(1) @ d[1].flatten(1)).reshape(W.shape)
         size = (d[0].flatten(1).abs() @ d[1].flatten(1).abs()).reshape(W.shape)
     return W.double() + s * scale * diff, W.double().abs() + abs(s * scale) * size
+
+
+def first_rows(kind, t, n=8):
+    """The factors' parts that make the first n rows of the weight."""
+    if kind == "loha":
+        return [t[0][:n], t[1], t[2][:n], t[3]]
+    if kind == "lokr":  # rows a * out2 + b of kron(w1, w2): w1's first ceil(n / out2) rows
+        return [t[0][:-(-n // t[1].shape[0])]] + list(t[1:])
+    return [x[:n] for x in t]
 
 
 def patcher_of(model, clip, key):
@@ -156,7 +184,7 @@ def test_every_patched_weight_equals_formula(env, layout):
         got32 = comfy.lora.calculate_weight(target.patches[key], base.float().clone(), key)
         want32 = formula32(base, kind, t, alpha, s)
         assert torch.equal(got32, want32), f"{layout} {key}: fp32 weight differs from the formula"
-        rows = [x[:8] for x in t] if kind != "loha" else [t[0][:8], t[1], t[2][:8], t[3]]
+        rows = first_rows(kind, t)
         exact, size = formula64(base[:8], kind, rows, alpha, s)
         assert ((want32[:8].double() - exact).abs() <= 2.0 ** -21 * size).all(), f"{key}: fp32 is not the formula"
         if block_of(key) not in sampled:
@@ -178,15 +206,16 @@ def same_patch(a, b) -> bool:
                     for x, y in zip(a[1].weights, b[1].weights)))
 
 
-def test_keys_at_ratio_one_equal_lora_loader(env):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_keys_at_ratio_one_equal_lora_loader(env, layout):
     lora_node, model, clip, paths, key_map = env
     import nodes as comfy_nodes
 
-    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, "test_lora_kohya.safetensors",
+    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, f"test_lora_{layout}.safetensors",
                                                             STRENGTH_MODEL, STRENGTH_CLIP)
-    new_model, new_clip, _ = run(lora_node, model, clip, "kohya", block_weights=None)
+    new_model, new_clip, _ = run(lora_node, model, clip, layout, block_weights=None)
     same, differ = [], []
-    for key in lora_modules(paths["kohya"], key_map):
+    for key in lora_modules(paths[layout], key_map):
         mine = patcher_of(new_model, new_clip, key).patches.get(key, [])
         (ref,) = patcher_of(ref_model, ref_clip, key).patches[key]
         if expected_ratio(key, weights=False) == 1.0:
@@ -202,12 +231,14 @@ def test_keys_at_ratio_one_equal_lora_loader(env):
                            merged_weight(patcher_of(ref_model, ref_clip, key), key)), key
 
 
-def test_all_ones_has_lora_loaders_patches(env):
+@pytest.mark.parametrize("layout", ("loha", "lokr"))
+def test_all_ones_has_lora_loaders_patches(env, layout):
     lora_node, model, clip, paths, _ = env
     import nodes as comfy_nodes
 
-    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, "test_lora_loha.safetensors", 0.75, 0.5)
-    new_model, new_clip, _ = run(lora_node, model, clip, "loha", block_weights=lora_node.TextInput("1," * 25 + "1"),
+    ref_model, ref_clip = comfy_nodes.LoraLoader().load_lora(model, clip, f"test_lora_{layout}.safetensors", 0.75,
+                                                            0.5)
+    new_model, new_clip, _ = run(lora_node, model, clip, layout, block_weights=lora_node.TextInput("1," * 25 + "1"),
                                  elemental=None)
     for mine, ref in ((new_model, ref_model), (new_clip.patcher, ref_clip.patcher)):
         assert mine.patches.keys() == ref.patches.keys()
