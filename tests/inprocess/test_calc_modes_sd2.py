@@ -1,0 +1,272 @@
+"""Calc modes on SD2 (768-v, OpenCLIP-H) through ElementalMerge on real ComfyUI objects, against the note's
+formulas (tests/calc_oracles.py) applied to the CHECKPOINT-layout tensors read from the fixture files.
+
+Why SD2: ComfyUI holds OpenCLIP-H's attention input projection split (``self_attn.q_proj``/``k_proj``/
+``v_proj``) and ``text_projection`` transposed, while the file (and SuperMerger) has one fused
+``attn.in_proj_weight``/``in_proj_bias`` (q, k, v stacked on dim 0) and ``text_projection`` as stored. The
+oracle computes on the file's tensors; each ComfyUI key is then compared with its part of the oracle's result:
+rows [0, d), [d, 2d), [2d, 3d) of the fused tensor for q, k, v (d = rows / 3), the transpose for
+text_projection, the tensor itself otherwise. A pack that computed on ComfyUI's split layout fails here: the
+cosine statistic and k over dim 0, tensor's row swap (it crosses the q/k boundary with these ratios) and
+smoothAdd's filters at the q/k/v seams all differ.
+
+Names only come from the pack (merge_core.keys.canonical_key); `test_layout_mapping` proves that naming and
+the row/transpose rule right on its own by comparing every loaded, unmerged weight with its file tensor.
+
+Models: the seeded full-size SD2-v fixtures A and B (devkit.fixtures_arch), loaded by
+comfy.sd.load_checkpoint_guess_config with an fp16 UNet (the files are fp16; the text encoder loads fp16
+too, logit_scale fp32). C is A's clone with B's patches at 0.5/0.5, as in the SD1 test: ``A * 0.5 + 0.5 * B``
+in float32. Ratios differ block by block and the spec names checkpoint-form elements (``in_proj``,
+``resblocks.1.``), all within [0, 1]. fp16 weights must be within one fp16 ulp of the oracle's float32 value.
+
+Coverage: every text-encoder key in every mode; the UNet keys of the blocks in UNET_BLOCKS (every key of
+those blocks; smoothAdd: 1-D/2-D keys plus the smallest 4-D key of each, its scipy oracle being slow).
+`self` also asserts the note's naming rule: OpenCLIP ``ln_1``/``ln_2``/``ln_final`` (ComfyUI's
+``layer_norm1``/``layer_norm2``/``final_layer_norm``) contain no "norm" and are scaled, while UNet ``norm``
+keys keep A.
+
+Measured (2-core CPU, ComfyUI 0.3.75, other jobs sharing the machine): 594 keys per mode (all 390 text-encoder
+keys, 204 UNet keys of the 7 sampled blocks; smoothAdd 583), 8 modes, every element within one fp16 ulp of the
+oracle (max 0.5 ulp: the fp16 rounding itself; tensor/tensor2 exact). Runtime ~490 s in all (tensor, tensor2,
+self and the mapping check ~95 s; cosineA, cosineB, trainDifference, smoothAdd and extract ~390 s, the cosine
+statistic over the whole model and smoothAdd's scipy oracle dominating). Peak RSS (VmHWM, devkit PeakProbe)
+13.1 GiB, of which 8.2 GiB anonymous, measured while the files were still read through safe_open's mmap (the
+pages it touched counted); now read with devkit's TensorFile (plain reads) -- the load of two fp16 SD2 models
+alone peaks at ~11.1 GiB VmHWM / 7.4 GiB anonymous. Over the ~12 GB budget of the default suite, so the module
+is marked ``heavy`` and skipped unless selected:
+
+    flock /tmp/elemental-heavy.lock $PYTHON -m pytest -q tests/inprocess/test_calc_modes_sd2.py -m heavy
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from devkit.arch_checks import TensorFile, dtype_ulp
+from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
+from devkit.proc_memory import PeakProbe
+from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
+                                oracle_tensor, oracle_train_difference)
+from tests.inprocess.conftest import pack_module
+from tests.inprocess.sd1_sources import ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, load_models, merged_weight
+from tests.unit.helpers import expected_block
+
+pytestmark = pytest.mark.heavy
+
+ARCH = "sd2"
+CALC = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
+        "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
+        "extract": "Add difference"}
+GAMMA = 0.7
+SPEC_ALPHA = """IN01-IN03::0.75
+OUT03-OUT05:NOT norm:0.625
+BASE:resblocks.1.:0.125
+BASE:in_proj:0.375
+OUT04::1
+IN00:time_embed:0"""
+SPEC_BETA = """M00::0.5
+BASE:NOT mlp:0.125
+OUT10-OUT11:proj:0.375
+OUT04::0.75"""
+# UNet blocks checked key by key (SD2 UNet prefixes after diffusion_model.)
+UNET_BLOCKS = ("time_embed.", "input_blocks.1.", "input_blocks.4.", "middle_block.", "output_blocks.4.",
+               "output_blocks.11.", "out.")
+QKV = ("q_proj", "k_proj", "v_proj")
+TEXT_PROJECTION = "clip_h.transformer.text_projection.weight"
+
+
+# ---------------------------------------------------------------- ComfyUI key -> checkpoint tensor (naming only)
+
+def file_view(key: str):
+    """(file key, part): part is 0/1/2 for q/k/v rows of a fused in_proj, "T" for the transposed
+    text_projection, None for a key stored as is."""
+    from merge_core.keys import canonical_key
+
+    name = canonical_key(key, ARCH)
+    if name.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
+        return name, QKV.index(key.split(".")[-2])
+    if key == TEXT_PROJECTION:
+        return name, "T"
+    return name, None
+
+
+def comfy_part(tensor: torch.Tensor, part):
+    """The piece of a checkpoint-layout tensor that a ComfyUI key holds."""
+    if part is None:
+        return tensor
+    if part == "T":
+        return tensor.transpose(0, 1)
+    d = tensor.shape[0] // 3
+    return tensor[part * d:(part + 1) * d]
+
+
+# ---------------------------------------------------------------- models
+
+@pytest.fixture(scope="module")
+def objs(request):
+    if "heavy" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("two full-size SD2 models peak at ~13 GiB RSS: run with -m heavy")
+    paths = {n: ensure_fixture(checkpoints_dir(), "sd2v", n) for n in "AB"}
+    merge_nodes = pack_module("merge_nodes")
+    probe = PeakProbe([os.getpid()]).__enter__()
+    models = load_models(paths, "AB", lambda _name: {"dtype": torch.float16})
+    (ma, ca), (mb, cb) = models["A"], models["B"]
+    mc, cc = ma.clone(), ca.clone()
+    mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
+    cc.add_patches(cb.get_key_patches(), 0.5, 0.5)
+    models["C"] = (mc, cc)
+    files = {n: TensorFile(paths[n]) for n in "AB"}  # plain reads: no mapped file pages left in RSS
+    yield merge_nodes, models, files
+    for f in files.values():
+        f.close()
+    probe.__exit__(None, None, None)
+    print("\n[peak] " + probe.line("test_calc_modes_sd2"))
+    models.clear()
+
+
+def keys_of(models):
+    unet = list(models["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
+    clip = list(models["A"][1].patcher.model_state_dict().keys())
+    return unet, clip
+
+
+def in_sample(key: str) -> bool:
+    return not key.startswith("diffusion_model.") or key[len("diffusion_model."):].startswith(UNET_BLOCKS)
+
+
+def file_tensors(files, fk):
+    """A, B and C's checkpoint-layout tensors of file key ``fk`` (C as ComfyUI evaluates the patched clone)."""
+    A, B = files["A"].get_tensor(fk), files["B"].get_tensor(fk)
+    return A, B, A.float() * 0.5 + 0.5 * B.float()
+
+
+def reference_ratios(keys, spec_text, weights_text, ratio):
+    """Per-key ratios from merge_core (tested on its own), every key present."""
+    import merge_core as mc
+
+    arch = mc.get_architecture(ARCH)
+    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
+                            mc.parse_spec(spec_text, arch, keys=keys))
+    return {k: res.ratios.get(k, ratio) for k in keys}
+
+
+def run(merge_nodes, models, calc, **kw):
+    T = merge_nodes.TextInput
+    (ma, ca), (mb, cb), (mc, cc) = models["A"], models["B"], models["C"]
+    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=CALC[calc],
+                alpha=ALPHA, beta=BETA, print_change=False, calc_mode=calc, calc_option=GAMMA,
+                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
+                elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, ARCH))
+    args.update(kw)
+    return merge_nodes.ElementalMerge.execute(**args)
+
+
+def expected(calc, fk, A, B, C, a, b, stat):
+    """The oracle on checkpoint-layout tensors of file key ``fk`` (float32)."""
+    if expected_block(ARCH, fk) is None or not ("weight" in fk or "bias" in fk):
+        return A.float()  # outside every block, or not a weight/bias (text_projection, logit_scale): A's weight
+    if calc in ("cosineA", "cosineB"):
+        return oracle_cosine(A, B, a, stat[0], stat[1], calc)
+    if calc == "trainDifference":
+        return oracle_train_difference(A, B, C, a)
+    if calc == "smoothAdd":
+        return oracle_smooth_add(A, B, C, a)
+    if calc == "extract":
+        return oracle_extract(A, B, C, a, b, GAMMA)
+    if calc in ("tensor", "tensor2"):
+        return oracle_tensor(A, B, a, b, calc == "tensor2")
+    return oracle_self(A, a, fk)
+
+
+def checkpoint_stat(files, calc):
+    """The oracle's cosine statistic over the files' tensors as stored (fused in_proj, text_projection
+    untransposed): every key holding "model", the VAE excepted."""
+    keys = [k for k in files["A"].keys() if "model" in k and not k.startswith("first_stage_model.")
+            and k in files["B"].keys()]
+    return oracle_stat(((files["A"].get_tensor(k), files["B"].get_tensor(k)) for k in keys), calc)
+
+
+def smooth_subset(work, shapes):
+    """Every 1-D/2-D key and the smallest 4-D key of each UNet block in the sample."""
+    picked, smallest = [], {}
+    for patcher, key in work:
+        if len(shapes[key]) <= 2:
+            picked.append((patcher, key))
+        else:
+            block = expected_block(ARCH, file_view(key)[0])
+            n = torch.Size(shapes[key]).numel()
+            if block not in smallest or n < smallest[block][2]:
+                smallest[block] = (patcher, key, n)
+    return picked + [(p, k) for p, k, _ in smallest.values()]
+
+
+# ---------------------------------------------------------------- tests
+
+def test_layout_mapping(objs):
+    """Every ComfyUI key is its file tensor's part (q/k/v rows, transpose), every file key (not the VAE) is
+    held by ComfyUI, and unmerged A holds its file's values exactly."""
+    _, models, files = objs
+    unet_keys, clip_keys = keys_of(models)
+    ma, ca = models["A"]
+    sd = {**ma.model_state_dict(filter_prefix="diffusion_model."), **ca.patcher.model_state_dict()}
+    seen: dict[str, list] = {}
+    for key in unet_keys + clip_keys:
+        fk, part = file_view(key)
+        assert fk in files["A"].keys(), key
+        seen.setdefault(fk, []).append(part)
+        want = comfy_part(files["A"].get_tensor(fk), part)
+        assert torch.equal(sd[key], want.to(sd[key].dtype)), key
+    model_keys = {k for k in files["A"].keys() if not k.startswith("first_stage_model.")}
+    assert set(seen) == model_keys
+    fused = [fk for fk, parts in seen.items() if sorted(parts) == [0, 1, 2]]
+    assert len(fused) == 2 * 24 and all(fk.endswith(("in_proj_weight", "in_proj_bias")) for fk in fused)
+    assert seen["cond_stage_model.model.text_projection"] == ["T"]
+
+
+@pytest.mark.parametrize("calc", list(CALC))
+def test_sd2_weights_equal_checkpoint_layout_oracle(objs, calc):
+    merge_nodes, models, files = objs
+    model, clip, report = run(merge_nodes, models, calc).args
+    unet_keys, clip_keys = keys_of(models)
+    ra = reference_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
+    rb = reference_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    stat = checkpoint_stat(files, calc) if calc.startswith("cosine") else None
+    work = [(model, k) for k in unet_keys if in_sample(k)] + [(clip.patcher, k) for k in clip_keys]
+    if calc == "smoothAdd":
+        shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
+        work = smooth_subset(work, shapes)
+    checked = changed = 0
+    worst = 0.0
+    done_fk, want_full, ratios_fk = None, None, None
+    scaled_norms = 0
+    for patcher, key in work:
+        fk, part = file_view(key)
+        a, b = ra[key], rb[key]
+        if fk != done_fk:  # q, k, v follow each other: one oracle per fused tensor
+            A, B, C = file_tensors(files, fk)
+            want_full, done_fk, ratios_fk = expected(calc, fk, A, B, C, a, b, stat), fk, (a, b)
+            A_full = A
+        assert (a, b) == ratios_fk, f"{key}: q/k/v ratios differ"
+        want = comfy_part(want_full, part)
+        A = comfy_part(A_full, part)
+        got = merged_weight(patcher, key)
+        assert got.shape == want.shape, key
+        err = (got.float() - want).abs()
+        tol = dtype_ulp(want, torch.float16) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
+        assert (err <= tol).all(), (f"{calc} {key} ({fk} part {part}): max error {err.max().item():.3g}, "
+                                    f"{int((err > tol).sum())} of {err.numel()} elements over one ulp")
+        worst = max(worst, (err / tol.clamp_min(1e-30)).max().item())
+        moved = not torch.equal(got, A.to(got.dtype))
+        changed += moved
+        if calc == "self" and moved and key.startswith("clip_h.") and "norm" in key and "norm" not in fk:
+            scaled_norms += 1
+        checked += 1
+    print(f"\n[{calc}] {checked} keys checked ({sum(k.startswith('clip_h.') for _, k in work)} text encoder), "
+          f"{changed} changed, max error {worst:.3f} ulp")
+    assert checked == len(work) and checked > 300
+    assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
+    if calc == "self":  # ln_1/ln_2/ln_final are scaled: matched against checkpoint names, as the note says
+        assert scaled_norms == 2 * 24 * 2 + 2
+    assert f"calc mode: {calc}" in report
