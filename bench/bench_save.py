@@ -1,16 +1,27 @@
 """Peak memory of saving a merge (issue 14): the ComfyUI server's RSS with the two sources loaded and merged,
 against its peak RSS while it merges again and saves with SaveMergedCheckpoint (streaming), per precision.
 
-Run (needs the provisioned ComfyUI and the seeded SD1.5 checkpoints; about 2 minutes per precision):
+Run (needs the provisioned ComfyUI and the seeded checkpoints; SD1.5: about 2 minutes per precision):
     source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save [--stock] [--unet fp16]
+    source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save --sdxl
 
-How: a fresh server (`main.py --cpu`) loads test_A/test_B through MergeCheckpointLoader and merges them with
+How: a fresh server (`main.py --cpu`) loads the two sources through MergeCheckpointLoader and merges them with
 an elemental spec (prompt 1, the report previewed so that everything runs). Its RSS then is the baseline:
 "sources loaded". Before each save the kernel's peak-RSS mark of the server process is reset (/proc/PID/
 clear_refs), the merge runs again with a new alpha (so the merge is part of the measured span) and the file is
-saved; VmHWM afterwards is the peak of that span. `--stock` also measures ComfyUI's own CheckpointSave of the
-same merge (it builds the whole merged state dict and its serialized bytes in memory). Results go to stdout
-and bench/results/save.json (save_fp16_unet.json with `--unet fp16`).
+saved; VmHWM afterwards is the peak of that span. Each saved file is deleted right after it is measured.
+A thread also samples the server's RSS and the machine's MemAvailable: if the server dies (OOM killer), the
+largest RSS seen is what gets recorded, and if MemAvailable falls below --guard-gib the bench kills its own
+server first (this is a shared machine). `--stock` also measures ComfyUI's own CheckpointSave of the same
+merge (it builds the whole merged state dict and its serialized bytes in memory).
+
+Sources: SD1.5 test_A/test_B (devkit.checkpoints; ComfyUI's CPU default fp32 UNet, or `--unet fp16`), or with
+`--sdxl` the full-size seeded SDXL fixtures sdxl A/B (devkit.fixtures_arch, 6.9 GB each) in a server started
+with `--fp16-unet --fp16-text-enc`, so the sources stay fp16 on the CPU. `--sdxl` saves fp16 only by default,
+refuses `--stock` (known to be OOM-killed at 23.8 GB on a 24 GiB machine), needs --min-free-gb on the disk of
+the server's output folder, and first waits (up to --wait-min minutes) until MemAvailable is at least
+--min-available-gib. Results go to stdout and bench/results/save.json (save_fp16_unet.json with
+`--unet fp16`, save_sdxl.json with `--sdxl`).
 """
 from __future__ import annotations
 
@@ -18,23 +29,59 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
 import time
+from dataclasses import dataclass
 
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
-from devkit.proc_memory import peak_rss_bytes, reset_peak, rss_bytes
-from devkit.server import ComfyServer
+from devkit.proc_memory import available_bytes, peak_rss_bytes, reset_peak, rss_bytes
+from devkit.server import ComfyError, ComfyServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Valid for SD1 and SDXL alike (both have BASE, IN00-IN11/IN08, M00, OUT00-OUT11/OUT08).
 SPEC = "OUT05:attn2:0.25\nIN04-IN05::0.75\nBASE::0.125"
 GIB = 2 ** 30
 
 
-def graph(alpha: float, save: dict | None) -> dict:
+@dataclass
+class Setup:
+    """One pair of sources: what the server is given and how the results are labelled."""
+    arch: str
+    names: tuple  # (A, B) checkpoint file names as the loader lists them
+    checkpoints: dict  # {name: path} linked into the server's models/checkpoints
+    server_args: tuple
+    models: str
+    unet_dtype: str
+    result_name: str
+
+
+def sd1_setup(unet: str) -> Setup:
+    checkpoints = ensure_checkpoints(os.environ.get("ELEMENTAL_CHECKPOINTS",
+                                                    os.path.expanduser("~/.cache/comfyui-elemental-merge/checkpoints")))
+    return Setup("sd1", ("test_A.safetensors", "test_B.safetensors"), checkpoints,
+                 ("--fp16-unet",) if unet == "fp16" else (), "seeded SD1.5 test_A/test_B (1.07 B params each)",
+                 unet, "save.json" if unet == "default" else f"save_{unet}_unet.json")
+
+
+def sdxl_setup() -> Setup:
+    from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
+    paths = [ensure_fixture(checkpoints_dir(), "sdxl", n) for n in ("A", "B")]
+    names = tuple(os.path.basename(p) for p in paths)
+    return Setup("sdxl", names, dict(zip(names, paths)), ("--fp16-unet", "--fp16-text-enc"),
+                 f"seeded full-size SDXL base {names[0]}/{names[1]} (3.47 B params, 6.9 GB fp16 each)",
+                 "fp16 (UNet and text encoders)", "save_sdxl.json")
+
+
+def graph(setup: Setup, alpha: float, save: dict | None) -> dict:
     prompt = {
-        "LA": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_A.safetensors"}},
-        "LB": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_B.safetensors"}},
-        "S": {"class_type": "ElementalSpec", "inputs": {"spec": SPEC, "architecture": "sd1"}},
+        "LA": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": setup.names[0]}},
+        "LB": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": setup.names[1]}},
+        "S": {"class_type": "ElementalSpec", "inputs": {"spec": SPEC, "architecture": setup.arch}},
         "M": {"class_type": "ElementalMerge", "inputs": {
             "model_a": ["LA", 0], "model_b": ["LB", 0], "clip_a": ["LA", 1], "clip_b": ["LB", 1],
             "mode": "Weight sum", "alpha": alpha, "beta": 0.25, "elemental_alpha": ["S", 0],
@@ -57,47 +104,179 @@ def stock() -> dict:
         "model": ["M", 0], "clip": ["M", 1], "vae": ["LA", 2], "filename_prefix": "checkpoints/bench_stock"}}
 
 
-def measure(server, label: str, alpha: float, save: dict, baseline: int) -> dict:
-    pid = server.proc.pid
-    exact = reset_peak(pid)
-    t = time.time()
-    server.run(graph(alpha, save), timeout=1800)
-    seconds = time.time() - t
-    peak = peak_rss_bytes(pid)
-    row = {"save": label, "seconds": round(seconds, 1), "peak_gib": round(peak / GIB, 3),
-           "over_loaded_pct": round(100 * (peak - baseline) / baseline, 1), "peak_exact": exact}
-    print(f"{label:>22}: {seconds:6.1f} s, peak RSS {peak / GIB:6.2f} GiB "
-          f"({row['over_loaded_pct']:+.1f} % over sources loaded)", flush=True)
+class RssWatch:
+    """Samples a process's VmRSS and the machine's MemAvailable every `interval` s on a thread. Keeps the
+    largest RSS (what is left to report when the process dies: its VmHWM goes with it) and the smallest
+    MemAvailable, and SIGKILLs the process group of `pid` (a server this bench started) if MemAvailable
+    falls below `guard` bytes, so that the bench dies before anything else on the machine does."""
+
+    def __init__(self, pid: int, guard: int, interval: float = 0.1):
+        self.pid, self.guard, self.interval = pid, guard, interval
+        self.max_rss, self.min_available, self.killed = 0, available_bytes(), False
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.max_rss = max(self.max_rss, rss_bytes(self.pid))
+            except (OSError, KeyError):
+                return  # the process is gone
+            self.min_available = min(self.min_available, available_bytes())
+            if self.guard and self.min_available < self.guard and not self.killed:
+                self.killed = True
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def __enter__(self) -> "RssWatch":
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def failure(label: str, err: Exception, server, watch: RssWatch, baseline: int | None) -> dict:
+    """The row of a span that did not finish: how the server ended and the largest RSS sampled before."""
+    code = server.proc.poll()
+    if watch.killed:
+        how = "killed by this bench: the machine's MemAvailable fell below the guard"
+    elif code is None:
+        how = "prompt failed, server alive"
+    else:
+        how = f"server exited with {code}" + (" (SIGKILL: the OOM killer)" if code == -9 else "")
+    row = {"save": label, "failed": how, "error": str(err).splitlines()[0][:300],
+           "rss_reached_gib": round(watch.max_rss / GIB, 3),
+           "min_machine_available_gib": round(watch.min_available / GIB, 3)}
+    if baseline:
+        row["over_loaded_pct"] = round(100 * (watch.max_rss - baseline) / baseline, 1)
+    print(f"{label:>22}: FAILED ({how}); RSS reached {watch.max_rss / GIB:.2f} GiB", flush=True)
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--precisions", default="fp16,fp32,fp8_e4m3fn")
+def drop_saves(server) -> float:
+    """Deletes every model file saved under the server's output folder; returns their total size in GB."""
+    size = sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(server.output_dir)
+               for n in names if n.endswith(".safetensors"))
+    server.delete_saved_models()
+    return round(size / 1e9, 3)
+
+
+def measure(server, setup: Setup, label: str, alpha: float, save: dict, baseline: int, guard: int) -> dict:
+    pid = server.proc.pid
+    exact = reset_peak(pid)
+    t = time.time()
+    with RssWatch(pid, guard) as watch:
+        try:
+            server.run(graph(setup, alpha, save), timeout=3600, poll_timeout=300)
+        except (ComfyError, OSError) as err:  # OSError: a dead server refuses the /history poll
+            return failure(label, err, server, watch, baseline)
+    seconds = time.time() - t
+    peak = peak_rss_bytes(pid)
+    row = {"save": label, "seconds": round(seconds, 1), "peak_gib": round(peak / GIB, 3),
+           "over_loaded_pct": round(100 * (peak - baseline) / baseline, 1), "peak_exact": exact,
+           "file_gb": drop_saves(server), "min_machine_available_gib": round(watch.min_available / GIB, 3)}
+    print(f"{label:>22}: {seconds:6.1f} s, peak RSS {peak / GIB:6.2f} GiB "
+          f"({row['over_loaded_pct']:+.1f} % over sources loaded), {row['file_gb']} GB file (deleted)", flush=True)
+    return row
+
+
+def load_sources(server, setup: Setup, guard: int) -> tuple[int | None, dict | None]:
+    """Prompt 1 (load and merge, no save); (RSS afterwards, None), or (None, failure row)."""
+    with RssWatch(server.proc.pid, guard) as watch:
+        try:
+            server.run(graph(setup, 0.5, None), timeout=3600, poll_timeout=300)
+        except (ComfyError, OSError) as err:
+            return None, failure("load and merge sources", err, server, watch, None)
+    time.sleep(2)
+    baseline = rss_bytes(server.proc.pid)
+    print(f"sources loaded and merged: RSS {baseline / GIB:.2f} GiB", flush=True)
+    return baseline, None
+
+
+def run_all(setup: Setup, precisions: list, with_stock: bool, guard: int) -> tuple[int | None, list]:
+    """One server: the baseline, then each save (stopping at the first that kills the server)."""
+    with ComfyServer(comfyui_dir(), os.environ.get("COMFYUI_PYTHON", "python"), checkpoints=setup.checkpoints,
+                     extra_args=setup.server_args) as server:
+        baseline, failed = load_sources(server, setup, guard)
+        if failed:
+            return None, [failed]
+        saves = [(f"SaveMergedCheckpoint {p}", ours(p)) for p in precisions]
+        saves += [("stock CheckpointSave", stock())] if with_stock else []
+        rows = []
+        for i, (label, node) in enumerate(saves):
+            rows.append(measure(server, setup, label, 0.5 + 0.01 * (i + 1), node, baseline, guard))
+            if server.proc.poll() is not None:
+                break
+    return baseline, rows
+
+
+def wait_for_memory(min_gib: float, minutes: float) -> None:
+    """Blocks until MemAvailable >= min_gib (checked every 30 s); exits after `minutes` without it."""
+    deadline = time.time() + 60 * minutes
+    while available_bytes() < min_gib * GIB:
+        if time.time() > deadline:
+            sys.exit(f"MemAvailable stayed below {min_gib} GiB for {minutes} minutes: not started")
+        print(f"MemAvailable {available_bytes() / GIB:.1f} GiB < {min_gib} GiB: waiting", flush=True)
+        time.sleep(30)
+    print(f"MemAvailable {available_bytes() / GIB:.1f} GiB: starting", flush=True)
+
+
+def check_disk(min_gb: float) -> None:
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 1e9
+    if free < min_gb:
+        sys.exit(f"only {free:.1f} GB free under {tempfile.gettempdir()} (the server's output): need {min_gb}")
+    print(f"disk: {free:.1f} GB free under {tempfile.gettempdir()}", flush=True)
+
+
+def machine() -> str:
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1]) * 1024 / GIB  # MemTotal comes first
+    return f"{platform.machine()}, {os.cpu_count()} cores, {total:.1f} GiB RAM, no GPU"
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sdxl", action="store_true", help="the full-size SDXL fixtures (fp16 sources) instead of SD1.5")
+    ap.add_argument("--precisions", default=None, help="default: fp16,fp32,fp8_e4m3fn (SD1.5), fp16 (--sdxl)")
     ap.add_argument("--stock", action="store_true", help="also ComfyUI's CheckpointSave (needs much more RAM)")
     ap.add_argument("--unet", choices=("default", "fp16"), default="default",
-                    help="UNet dtype of the loaded sources (default: ComfyUI's CPU default, fp32)")
+                    help="SD1.5 UNet dtype of the loaded sources (default: ComfyUI's CPU default, fp32)")
+    ap.add_argument("--min-available-gib", type=float, default=18.0, help="--sdxl: MemAvailable to wait for")
+    ap.add_argument("--wait-min", type=float, default=60.0, help="--sdxl: how long to wait for it, minutes")
+    ap.add_argument("--min-free-gb", type=float, default=15.0, help="--sdxl: free disk needed for the saves")
+    ap.add_argument("--guard-gib", type=float, default=0.75,
+                    help="kill the bench's server if the machine's MemAvailable falls below this (0: never)")
     args = ap.parse_args()
-    checkpoints = ensure_checkpoints(os.environ.get("ELEMENTAL_CHECKPOINTS",
-                                                    os.path.expanduser("~/.cache/comfyui-elemental-merge/checkpoints")))
-    extra = ("--fp16-unet",) if args.unet == "fp16" else ()
-    with ComfyServer(comfyui_dir(), os.environ.get("COMFYUI_PYTHON", "python"), checkpoints=checkpoints,
-                     extra_args=extra) as server:
-        server.run(graph(0.5, None), timeout=1800)
-        time.sleep(2)
-        baseline = rss_bytes(server.proc.pid)
-        print(f"sources loaded and merged: RSS {baseline / GIB:.2f} GiB", flush=True)
-        rows = [measure(server, f"SaveMergedCheckpoint {p}", 0.5 + 0.01 * (i + 1), ours(p), baseline)
-                for i, p in enumerate(args.precisions.split(","))]
-        if args.stock:
-            rows.append(measure(server, "stock CheckpointSave", 0.45, stock(), baseline))
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-              "models": "seeded SD1.5 test_A/test_B (1.07 B params each)", "unet_dtype": args.unet,
-              "sources_loaded_gib": round(baseline / GIB, 3), "saves": rows}
+    if args.sdxl and args.stock:
+        ap.error("--stock with --sdxl: ComfyUI's CheckpointSave of an SDXL merge was OOM-killed at 23.8 GB")
+    if args.sdxl and args.unet != "default":
+        ap.error("--unet applies to SD1.5; --sdxl always loads fp16 sources")
+    args.precisions = args.precisions or ("fp16" if args.sdxl else "fp16,fp32,fp8_e4m3fn")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.sdxl:
+        check_disk(args.min_free_gb)
+        setup = sdxl_setup()
+        wait_for_memory(args.min_available_gib, args.wait_min)
+    else:
+        setup = sd1_setup(args.unet)
+    baseline, rows = run_all(setup, args.precisions.split(","), args.stock, int(args.guard_gib * GIB))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "models": setup.models,
+              "unet_dtype": setup.unet_dtype, "server_args": ["--cpu", *setup.server_args],
+              "sources_loaded_gib": round(baseline / GIB, 3) if baseline else None,
+              "completed": all("failed" not in r for r in rows), "saves": rows}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "save.json" if args.unet == "default" else f"save_{args.unet}_unet.json"
-    with open(os.path.join(HERE, "results", name), "w") as f:
+    with open(os.path.join(HERE, "results", setup.result_name), "w") as f:
         json.dump(result, f, indent=1)
+    print(f"written: bench/results/{setup.result_name}", flush=True)
 
 
 if __name__ == "__main__":
