@@ -72,6 +72,26 @@ def input_names(prompt: dict, unique_id, inputs=("model_a", "model_b", "model_c"
     return out
 
 
+CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader", "MergeCheckpointLoader")
+
+
+def loaded_checkpoints(prompt: dict, unique_id, inputs=("model_a", "model_b", "model_c")) -> dict:
+    """input name -> checkpoint file name, for inputs wired straight to a checkpoint loader's MODEL output:
+    the model there is that file as loaded, so a model axis naming the same file can reuse it rather than load
+    a second copy (the stock loader does not name its MODEL; only the graph tells)."""
+    node = (prompt or {}).get(str(unique_id)) if unique_id is not None else None
+    out = {}
+    for name in inputs if node else ():
+        value = (node.get("inputs") or {}).get(name)
+        if not (isinstance(value, list) and len(value) == 2 and value[1] == 0):
+            continue
+        source = prompt.get(str(value[0])) or {}
+        ckpt = (source.get("inputs") or {}).get("ckpt_name")
+        if source.get("class_type") in CHECKPOINT_LOADERS and isinstance(ckpt, str):
+            out[name] = ckpt
+    return out
+
+
 _PIECES = re.compile(r"[^ :,]*[ :,]+|[^ :,]+$")
 
 

@@ -66,8 +66,12 @@ class MergeJob:
     rebuilt for each distinct set, and the models' CLIPs replace those inputs' CLIPs where they are
     connected), an Adjust after the merge, and its own seed and positive prompt (re-sampled, not re-merged)."""
 
-    def __init__(self, kw: dict):
+    def __init__(self, kw: dict, loaded: dict | None = None):
+        """`loaded`: input name -> checkpoint file the graph wires straight into it (plot_labels.
+        loaded_checkpoints), so model axes reuse those models."""
         self.kw = kw
+        self.loaded = loaded or {}
+        self.checkpoints = CheckpointCache()
         self.inputs = self._inputs(())
         self.method, self.arch, self.names = self.inputs.method, self.inputs.arch, self.inputs.names
         texts = {k: kw.get(k) for k in ("block_weights_alpha", "block_weights_beta", "elemental_alpha",
@@ -79,7 +83,6 @@ class MergeJob:
                              text("block_weights_beta", None), text("elemental_alpha", ""),
                              text("elemental_beta", ""), kw.get("calc_mode", "normal"),
                              float(kw.get("calc_option", 0.3)))
-        self.checkpoints = CheckpointCache()
         self.model_set = ()
         self.merge = AdjustedMerge.from_inputs(self.inputs)
         latent = kw.get("latent") or empty_latent(kw["width"], kw["height"], kw["batch_size"])
@@ -101,12 +104,16 @@ class MergeJob:
                            kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3))
 
     def _input_named(self, name: str):
-        """(model, clip) of a node input that is checkpoint `name` as loaded, unpatched (Load Checkpoint (Merge)
-        names its output), so a model axis value equal to an input is not loaded a second time."""
+        """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load
+        Checkpoint (Merge), or wired straight from a checkpoint loader in the graph), so a model axis value
+        equal to an input is not loaded a second time."""
         for s in "ABC":
-            model = self.kw.get(f"model_{s.lower()}")
-            if (model is not None and model_info.model_name(model) == name
-                    and not comfy_internals.patch_lists(model) and model_info.recipe_of(model) is None):
+            slot = f"model_{s.lower()}"
+            model = self.kw.get(slot)
+            named = model is not None and name in (model_info.model_name(model), self.loaded.get(slot))
+            recipe = model_info.recipe_of(model) if named else None
+            as_loaded = recipe is None or (recipe.get("kind") == "checkpoint" and not recipe.get("apply"))
+            if named and as_loaded and not comfy_internals.patch_lists(model):
                 return model, self.kw.get(f"clip_{s.lower()}") or self.checkpoints.get(name)[1]
         return None
 

@@ -100,7 +100,7 @@ class ElementalXYPlot(io.ComfyNode):
     @classmethod
     def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, z_type=plot_axes.NONE, z_values="",
                 random_settings=plot_xyz.DEFAULT_RANDOM_SETTINGS, **kw):
-        job = MergeJob(kw)
+        job = MergeJob(kw, plot_labels.loaded_checkpoints(cls.hidden.prompt, cls.hidden.unique_id))
         try:
             axes = plot_xyz.parse_plot((x_type, y_type, z_type), (x_values, y_values, z_values), job.arch,
                                        random_settings, folder_paths.get_filename_list("checkpoints"))

@@ -9,7 +9,7 @@ from merge_core import plot_axes as pa
 from merge_core import plot_xyz as px
 from merge_core.adjust import AdjustValues
 from merge_core.cell_order import order_cells, total_changed
-from merge_core.plot_labels import fits_without_cuts, input_names, upstream_name, wrap_label
+from merge_core.plot_labels import fits_without_cuts, input_names, loaded_checkpoints, upstream_name, wrap_label
 
 BASE = pa.Settings(0.5, 0.25, None, None, "OUT11::0.1", "")
 
@@ -141,6 +141,16 @@ def test_names_from_the_graph():
     assert upstream_name(PROMPT, "4") == "(dreamy_v2 + real)"
     assert input_names(PROMPT, "9") == {"model_a": "(dreamy_v2 + real)", "model_b": "real"}
     assert input_names(PROMPT, "77") == {} and input_names(None, "9") == {}
+
+
+def test_checkpoints_wired_straight_into_the_plot():
+    """Only a loader's MODEL output linked directly counts: a LoRA or a merge in between is not the file."""
+    prompt = {**PROMPT, "10": {"class_type": "ElementalXYPlot", "inputs": {
+        "model_a": ["1", 0], "model_b": ["3", 0], "model_c": ["2", 0], "clip_a": ["1", 1]}},
+        "11": {"class_type": "ElementalXYPlot", "inputs": {"model_a": ["1", 1]}}}
+    assert loaded_checkpoints(prompt, "10") == {"model_a": "sd15/dreamy_v2.safetensors", "model_c": "real.ckpt"}
+    assert loaded_checkpoints(prompt, "9") == {"model_b": "real.ckpt"}
+    assert loaded_checkpoints(prompt, "11") == {} and loaded_checkpoints(None, "10") == {}
 
 
 def test_wrap_breaks_at_spaces_colons_and_commas_only():
