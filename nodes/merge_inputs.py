@@ -183,7 +183,10 @@ class MergeInputs:
     """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
 
     def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
-                 calc_mode: str = NORMAL, calc_option: float = DEFAULT_GAMMA):
+                 calc_mode: str = NORMAL, calc_option: float = DEFAULT_GAMMA, graph_names: dict | None = None):
+        """`graph_names`: input name -> checkpoint file wired straight into it (merge_core.plot_labels.
+        loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader)."""
+        self.graph_names = graph_names or {}
         self.method = get_merge_method(mode) if isinstance(mode, str) else mode
         check_calc(self.method.name, calc_mode, calc_option)
         self.calc_mode, self.calc_option = calc_mode, float(calc_option)
@@ -230,10 +233,18 @@ class MergeInputs:
             stat = cosine_stat(mode, token, parts)
         return CalcSettings(mode, gamma, stat, self.arch)
 
+    def _origin(self, slot: str):
+        """The recipe node of input `slot`'s model: its own, else the checkpoint the graph wires into it."""
+        node = model_info.recipe_of(self.models[slot])
+        if node is None and slot in self.graph_names:
+            node = model_info.checkpoint_recipe(self.graph_names[slot])
+        return node
+
     @property
     def names(self) -> dict:
         """"A"/"B"/"C" -> the model's name, for reports, titles and recipes."""
-        return {k[-1].upper(): model_info.model_name(m) for k, m in self.models.items()}
+        return {k[-1].upper(): (self.graph_names[k] if model_info.recipe_of(m) is None and k in self.graph_names
+                                else model_info.model_name(m)) for k, m in self.models.items()}
 
     def targets(self) -> tuple[object, object, list[MergeTarget]]:
         """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""
@@ -256,5 +267,4 @@ class MergeInputs:
 
     def recipe_models(self) -> dict:
         """Recipes of inputs that are themselves merges, as `<input>_recipe` entries of this merge's recipe."""
-        return {f"{k}_recipe": model_info.recipe_of(m) for k, m in self.models.items()
-                if model_info.recipe_of(m) is not None}
+        return {f"{k}_recipe": self._origin(k) for k in self.models if self._origin(k) is not None}

@@ -21,6 +21,7 @@ from .common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsT
 from .merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
 from .patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
+from ..merge_core.plot_labels import loaded_checkpoints
 
 
 # ---- queue-time validation --------------------------------------------------------------------------------
@@ -130,6 +131,8 @@ class ElementalMerge(io.ComfyNode):
             ] + calc_sockets(),
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
                      io.String.Output(display_name="report")],
+            # The graph names the checkpoints the stock loader leaves unnamed: the recipe records them.
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
@@ -142,7 +145,10 @@ class ElementalMerge(io.ComfyNode):
     def execute(cls, model_a, model_b, mode, alpha, beta, print_change, model_c=None, clip_a=None,
                 clip_b=None, clip_c=None, block_weights_alpha=None, block_weights_beta=None,
                 elemental_alpha=None, elemental_beta=None, calc_mode="normal", calc_option=0.3):
-        inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option)
+        hidden = getattr(cls, "hidden", None)
+        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None))
+        inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option,
+                             graph_names=graph)
         method = inputs.method
         ratios = inputs.ratios(alpha, beta, block_weights_alpha, block_weights_beta, elemental_alpha,
                                elemental_beta)

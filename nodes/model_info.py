@@ -99,8 +99,13 @@ def _node_label(node: dict) -> str:
 def set_source_name(model, name: str) -> None:
     """Marks `model` as loaded from checkpoint `name`; a saved merge's own recipe is kept as provenance."""
     model.model_options[SOURCE_KEY] = name
-    model.model_options[RECIPE_KEY] = recipes.checkpoint_node(name, recipe=_embedded_recipe(name))
+    model.model_options[RECIPE_KEY] = checkpoint_recipe(name)
     model.model_options[LORAS_FOLDED_KEY] = len(model.model_options.get(LORAS_KEY, []))
+
+
+def checkpoint_recipe(name: str) -> dict:
+    """The recipe node of checkpoint `name` as loaded (with a saved merge's own recipe as provenance)."""
+    return recipes.checkpoint_node(name, recipe=_embedded_recipe(name))
 
 
 def _embedded_recipe(name: str) -> dict | None:
