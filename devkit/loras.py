@@ -25,13 +25,21 @@ Flux (``flux``, for devkit.fixtures_arch's ``flux_dev``: 1 double and 1 single b
 including the fused projections it maps to a slice of one weight (``attn.to_q/to_k/to_v`` of
 ``img_attn.qkv``, ``proj_mlp`` of ``linear1``) and ``norm_out.linear`` with its scale/shift swap.
 
-The UNet modules are those a kohya LoRA trains (transformer projections, attention, feed-forward) plus
+SDXL (``sdxl``, for devkit.fixtures_arch's full-size ``sdxl``): one kohya file (``lora_unet_<diffusers name>``,
+``lora_te1_text_model_encoder_layers_<n>_<module>`` for CLIP-L, ``lora_te2_...`` for CLIP-G, with
+``lora_up``/``lora_down``/``alpha`` as ``kohya``), kept small: in each attention block (IN04, IN05, IN07, IN08,
+M00, OUT00-OUT05) the first transformer block's attn1/attn2 ``to_q/to_k/to_v/to_out.0`` and the block's
+``proj_in``/``proj_out``, plus ``conv_in`` and ``conv_out``; layers 0 and 10 of CLIP-L, 0 and 30 of CLIP-G.
+Names and shapes from ComfyUI's SDXL classes on the meta device, every kohya and diffusers name checked as
+above.
+
+The SD1.5 UNet modules are those a kohya LoRA trains (transformer projections, attention, feed-forward) plus
 ``conv_in``, the down/upsampler convolutions, ``time_embedding`` and ``conv_out``: every block but the
 resnet-only IN10, IN11, OUT00 and OUT01 has keys, and so do the keys LoRA Block Weight assigns no block.
 Values are seeded per tensor name (the same file on every machine) and stored in fp16 like real LoRAs;
 rank 4 and alpha 2 make the LoRA scale alpha/rank = 0.5, exact in binary.
 
-Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha lokr]
+Run as a script:  python -m devkit.loras OUT_DIR [--layouts kohya peft loha lokr] [--sdxl] [--flux]
 """
 from __future__ import annotations
 
@@ -66,6 +74,18 @@ UNET_MODULES = (
 TEXT_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1",
                 "mlp.fc2")
 
+# SDXL (one kohya file): in every attention block (IN04, IN05, IN07, IN08, M00, OUT00-OUT05) the first
+# transformer block's attn1/attn2 projections and the block's proj_in/proj_out; conv_in (IN00) and conv_out
+# (``out.2``: no LoRA Block Weight block); 2 layers of each text encoder.
+SDXL_SEED = 22
+SDXL_UNET_MODULES = (
+    r"\.attentions\.\d+\.(?:proj_in|proj_out)$",
+    r"\.attentions\.\d+\.transformer_blocks\.0\.attn[12]\.to_(?:q|k|v|out\.0)$",
+    r"^(?:conv_in|conv_out)$",
+)
+# kohya prefix -> (ComfyUI encoder, diffusers prefix, layers)
+SDXL_TEXT = {"te1": ("clip_l", "text_encoder", (0, 10)), "te2": ("clip_g", "text_encoder_2", (0, 30))}
+
 
 def _comfy_parts():
     """(UNet BaseModel on meta, SD1 CLIP model on meta, unet_to_diffusers map) from ComfyUI's own classes."""
@@ -87,8 +107,21 @@ def sd15_targets() -> list[tuple[str, str, tuple[int, ...], str]]:
     unet, clip, diffusers = _comfy_parts()
     import comfy.lora
 
-    unet_sd, clip_sd = unet.state_dict(), clip.state_dict()
-    compiled = [re.compile(p) for p in UNET_MODULES]
+    clip_sd = clip.state_dict()
+    out = _unet_targets(unet, diffusers, UNET_MODULES)
+    for layer in range(12):
+        for m in TEXT_MODULES:
+            key = f"clip_l.transformer.text_model.encoder.layers.{layer}.{m}.weight"
+            out.append((f"lora_te_text_model_encoder_layers_{layer}_{comfy.lora.LORA_CLIP_MAP[m]}",
+                        f"text_encoder.text_model.encoder.layers.{layer}.{m}", tuple(clip_sd[key].shape), key))
+    _check_names(out, unet, clip)
+    return out
+
+
+def _unet_targets(unet, diffusers: dict, patterns) -> list[tuple[str, str, tuple[int, ...], str]]:
+    """(kohya name, PEFT name, shape, ComfyUI key) of the UNet modules whose diffusers name matches a pattern."""
+    unet_sd = unet.state_dict()
+    compiled = [re.compile(p) for p in patterns]
     out = []
     for dname, cname in sorted(diffusers.items()):
         module = dname[:-len(".weight")] if dname.endswith(".weight") else None
@@ -100,17 +133,75 @@ def sd15_targets() -> list[tuple[str, str, tuple[int, ...], str]]:
         peft = "unet." + module.replace(".to_", ".processor.to_")
         peft = peft[:-2] if peft.endswith(".to_out.0") else peft
         out.append(("lora_unet_" + module.replace(".", "_"), peft, tuple(unet_sd[key].shape), key))
-    for layer in range(12):
-        for m in TEXT_MODULES:
-            key = f"clip_l.transformer.text_model.encoder.layers.{layer}.{m}.weight"
-            out.append((f"lora_te_text_model_encoder_layers_{layer}_{comfy.lora.LORA_CLIP_MAP[m]}",
-                        f"text_encoder.text_model.encoder.layers.{layer}.{m}", tuple(clip_sd[key].shape), key))
+    return out
+
+
+def _check_names(targets, unet, clip) -> None:
+    """Every kohya and PEFT name in `targets` is one ComfyUI's key maps send to the target's key."""
+    import comfy.lora
+
     key_map = comfy.lora.model_lora_keys_clip(clip, comfy.lora.model_lora_keys_unet(unet, {}))
-    for kohya, peft, _, key in out:
+    for kohya, peft, _, key in targets:
         for name in (kohya, peft):
             if key_map.get(name) != key:
                 raise AssertionError(f"ComfyUI does not map LoRA name {name} to {key}")
+
+
+def _sdxl_parts():
+    """(SDXL UNet BaseModel on meta, SDXL CLIP-L + CLIP-G model on meta, unet_to_diffusers map)."""
+    from devkit.comfy_env import import_comfy
+    from devkit.fixtures_arch import SDXL_UNET
+
+    import_comfy()
+    import comfy.sdxl_clip
+    import comfy.supported_models
+    import comfy.utils
+
+    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
+    unet = config.get_model({}, device="meta")
+    clip = comfy.sdxl_clip.SDXLClipModel(device="meta")
+    return unet, clip, comfy.utils.unet_to_diffusers(config.unet_config)
+
+
+def sdxl_targets() -> list[tuple[str, str, tuple[int, ...], str]]:
+    """(kohya name, diffusers name, weight shape, ComfyUI key) for the SDXL layout: the UNet modules of
+    SDXL_UNET_MODULES and the SDXL_TEXT layers of CLIP-L (``lora_te1_``) and CLIP-G (``lora_te2_``)."""
+    unet, clip, diffusers = _sdxl_parts()
+    import comfy.lora
+
+    clip_sd = clip.state_dict()
+    out = _unet_targets(unet, diffusers, SDXL_UNET_MODULES)
+    for te, (encoder, diffusers_te, layers) in SDXL_TEXT.items():
+        for layer in layers:
+            for m in TEXT_MODULES:
+                key = f"{encoder}.transformer.text_model.encoder.layers.{layer}.{m}.weight"
+                out.append((f"lora_{te}_text_model_encoder_layers_{layer}_{comfy.lora.LORA_CLIP_MAP[m]}",
+                            f"{diffusers_te}.text_model.encoder.layers.{layer}.{m}", tuple(clip_sd[key].shape),
+                            key))
+    _check_names(out, unet, clip)
     return out
+
+
+def write_sdxl_lora(path: str, seed: int | None = None) -> None:
+    """The SDXL kohya LoRA (lora_up/lora_down/alpha per module, as the SD1.5 ``kohya`` layout) at `path`."""
+    from safetensors.torch import save_file
+
+    seed = SDXL_SEED if seed is None else seed
+    sd = {k: v.contiguous() for k, v in lora_state_dict("kohya", seed, sdxl_targets()).items()}
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata={"elemental_test_layout": "sdxl", "format": "pt",
+                                 "elemental_lora_version": VERSION})
+    os.replace(tmp, path)
+
+
+def ensure_sdxl_lora(out_dir: str) -> str:
+    """test_lora_sdxl.safetensors in out_dir, written when missing or stale; returns its path."""
+    path = os.path.join(out_dir, "test_lora_sdxl.safetensors")
+    if not _current(path):
+        os.makedirs(out_dir, exist_ok=True)
+        write_sdxl_lora(path)
+        print(f"[loras] wrote {path}", file=sys.stderr)
+    return path
 
 
 def flux_targets() -> list[tuple[str, tuple[int, ...], object]]:
@@ -261,9 +352,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
+    ap.add_argument("--sdxl", action="store_true", help="also the SDXL kohya LoRA")
+    ap.add_argument("--flux", action="store_true", help="also the Flux diffusers LoRA")
     args = ap.parse_args()
     for path in ensure_loras(args.out_dir, args.layouts).values():
         print(path)
+    if args.sdxl:
+        print(ensure_sdxl_lora(args.out_dir))
+    if args.flux:
+        print(ensure_flux_lora(args.out_dir))
 
 
 if __name__ == "__main__":
