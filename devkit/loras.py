@@ -87,18 +87,21 @@ SDXL_UNET_MODULES = (
 SDXL_TEXT = {"te1": ("clip_l", "text_encoder", (0, 10)), "te2": ("clip_g", "text_encoder_2", (0, 30))}
 
 
-def _comfy_parts():
-    """(UNet BaseModel on meta, SD1 CLIP model on meta, unet_to_diffusers map) from ComfyUI's own classes."""
+def _comfy_parts(config_class: str = "SD15", unet_config: dict | None = None,
+                 clip_class: str = "sd1_clip.SD1ClipModel"):
+    """(UNet BaseModel on meta, CLIP model on meta, unet_to_diffusers map) from ComfyUI's own classes."""
+    import importlib
+
     from devkit.comfy_env import import_comfy
 
     import_comfy()
-    import comfy.sd1_clip
     import comfy.supported_models
     import comfy.utils
 
-    config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
+    config = getattr(comfy.supported_models, config_class)(dict(unet_config or SD15_UNET_CONFIG))
     unet = config.get_model({}, device="meta")
-    clip = comfy.sd1_clip.SD1ClipModel(device="meta")
+    module, name = clip_class.rsplit(".", 1)
+    clip = getattr(importlib.import_module(f"comfy.{module}"), name)(device="meta")
     return unet, clip, comfy.utils.unet_to_diffusers(config.unet_config)
 
 
@@ -149,18 +152,9 @@ def _check_names(targets, unet, clip) -> None:
 
 def _sdxl_parts():
     """(SDXL UNet BaseModel on meta, SDXL CLIP-L + CLIP-G model on meta, unet_to_diffusers map)."""
-    from devkit.comfy_env import import_comfy
     from devkit.fixtures_arch import SDXL_UNET
 
-    import_comfy()
-    import comfy.sdxl_clip
-    import comfy.supported_models
-    import comfy.utils
-
-    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
-    unet = config.get_model({}, device="meta")
-    clip = comfy.sdxl_clip.SDXLClipModel(device="meta")
-    return unet, clip, comfy.utils.unet_to_diffusers(config.unet_config)
+    return _comfy_parts("SDXL", SDXL_UNET, "sdxl_clip.SDXLClipModel")
 
 
 def sdxl_targets() -> list[tuple[str, str, tuple[int, ...], str]]:

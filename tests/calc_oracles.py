@@ -9,6 +9,17 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
+# calc mode -> the merge mode it goes with (the note's pairing), and the extract gamma the tests use.
+CALC_MODE_OF = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
+                "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
+                "extract": "Add difference"}
+GAMMA = 0.7
+# The beta spec the calc-mode engine tests merge with (the same on SD1 and SD2: their blocks are the same).
+CALC_SPEC_BETA = """M00::0.5
+BASE:NOT mlp:0.125
+OUT10-OUT11:proj:0.375
+OUT04::0.75"""
+
 
 def oracle_stat(pairs, mode):
     sims = np.array([], dtype=np.float64)
@@ -84,3 +95,23 @@ def oracle_self(A, a, name):
     return A.float() * a
 
 
+
+
+def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
+    """The oracle's merged weight for checkpoint key ``fk`` (float32): A's own weight outside every block or
+    for what is not a weight or bias (SuperMerger's rule), else the calc mode's formula."""
+    from tests.unit.helpers import expected_block
+
+    if expected_block(arch, fk) is None or not ("weight" in fk or "bias" in fk):
+        return A.float()
+    if calc in ("cosineA", "cosineB"):
+        return oracle_cosine(A, B, a, stat[0], stat[1], calc)
+    if calc == "trainDifference":
+        return oracle_train_difference(A, B, C, a)
+    if calc == "smoothAdd":
+        return oracle_smooth_add(A, B, C, a)
+    if calc == "extract":
+        return oracle_extract(A, B, C, a, b, gamma)
+    if calc in ("tensor", "tensor2"):
+        return oracle_tensor(A, B, a, b, calc == "tensor2")
+    return oracle_self(A, a, fk)

@@ -1,6 +1,6 @@
-"""What the in-process engine tests share about the SD1.5 test checkpoints: ComfyUI key -> file key, the
-weights no formula defines, the reference ratios, and how a merged weight is read back through ComfyUI's
-own patch path."""
+"""What the in-process engine tests share about their checkpoints (SD1.5; the SD2 calc-mode test reuses the
+merge settings): ComfyUI key -> file key, the weights no formula defines, the reference ratios, the half-merge
+C, and how a merged weight is read back through ComfyUI's own patch path."""
 from __future__ import annotations
 
 import torch
@@ -44,14 +44,53 @@ def load_models(checkpoint_paths, names, model_options):
     return out
 
 
-def reference_ratios(keys, spec_text, weights_text, ratio):
+def run_calc_merge(merge_nodes, models, calc, spec_alpha, spec_beta, arch, **kw):
+    """ElementalMerge with calc mode `calc` (and its merge mode) on `models` {"A"/"B"/"C": (model, clip)},
+    the shared ratios and the given specs; `kw` overrides any input."""
+    from tests.calc_oracles import CALC_MODE_OF, GAMMA
+
+    T = merge_nodes.TextInput
+    (ma, ca), (mb, cb), (mc, cc) = models["A"], models["B"], models["C"]
+    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=CALC_MODE_OF[calc],
+                alpha=ALPHA, beta=BETA, print_change=False, calc_mode=calc, calc_option=GAMMA,
+                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
+                elemental_alpha=T(spec_alpha), elemental_beta=T(spec_beta, arch))
+    args.update(kw)
+    return merge_nodes.ElementalMerge.execute(**args)
+
+
+def with_half_merge_c(models):
+    """Adds C = A merged with B half and half *as a ComfyUI patch* (a clone of A with B's patches at 0.5/0.5):
+    no third checkpoint in RAM, and the three-model calc modes read a source that is itself a merge."""
+    (ma, ca), (mb, cb) = models["A"], models["B"]
+    mc, cc = ma.clone(), ca.clone()
+    mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
+    cc.add_patches(cb.get_key_patches(), 0.5, 0.5)
+    models["C"] = (mc, cc)
+    return models
+
+
+def reference_ratios(keys, spec_text, weights_text, ratio, arch_name: str = "sd1"):
     """Per-key ratios from merge_core (tested on its own), every key present."""
     import merge_core as mc
 
-    arch = mc.get_architecture("sd1")
+    arch = mc.get_architecture(arch_name)
     res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
                             mc.parse_spec(spec_text, arch, keys=keys))
     return {k: res.ratios.get(k, ratio) for k in keys}
+
+
+def both_ratios(keys, spec_alpha, spec_beta, arch_name: str = "sd1"):
+    """(alpha, beta) per key for the shared block weights and the given specs."""
+    return (reference_ratios(keys, spec_alpha, BLOCK_WEIGHTS_ALPHA, ALPHA, arch_name),
+            reference_ratios(keys, spec_beta, BLOCK_WEIGHTS_BETA, BETA, arch_name))
+
+
+def keys_of(models):
+    """(UNet keys, text-encoder keys) of model A as ComfyUI names them."""
+    unet = list(models["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
+    clip = list(models["A"][1].patcher.model_state_dict().keys())
+    return unet, clip
 
 
 def merged_weight(patcher, key):

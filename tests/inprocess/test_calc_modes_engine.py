@@ -19,47 +19,29 @@ import torch
 from safetensors import safe_open
 
 from devkit.arch_checks import dtype_ulp
-from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
-                                oracle_tensor, oracle_train_difference)
+from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, oracle_stat, oracle_weight
 from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, UNDEFINED_IN_SD1,
-                                         assert_sources_unchanged, file_key, load_models, merged_weight,
-                                         reference_ratios)
+from tests.inprocess.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
+                                         load_models, merged_weight, run_calc_merge,
+                                         with_half_merge_c)
 from tests.unit.helpers import expected_block
 
-CALC = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
-        "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
-        "extract": "Add difference"}
-GAMMA = 0.7
+CALC = CALC_MODE_OF
 SPEC_ALPHA = """IN01-IN03::0.75
 OUT03-OUT05:NOT norm:0.625
 BASE:layers.1.:0.125
 OUT04::1
 IN00:time_embed:0"""
-SPEC_BETA = """M00::0.5
-BASE:NOT mlp:0.125
-OUT10-OUT11:proj:0.375
-OUT04::0.75"""
+SPEC_BETA = CALC_SPEC_BETA
 
 
 @pytest.fixture(scope="module")
 def objs(checkpoint_paths):
     merge_nodes = pack_module("merge_nodes")
-    out = load_models(checkpoint_paths, "AB", lambda _name: {"dtype": torch.float16})
-    (ma, ca), (mb, cb) = out["A"], out["B"]
-    mc, cc = ma.clone(), ca.clone()
-    mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
-    cc.add_patches(cb.get_key_patches(), 0.5, 0.5)
-    out["C"] = (mc, cc)
+    out = with_half_merge_c(load_models(checkpoint_paths, "AB", lambda _name: {"dtype": torch.float16}))
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "AB"}
     yield merge_nodes, out, files
     out.clear()
-
-
-def keys_of(objs):
-    unet = list(objs["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
-    clip = [k for k in objs["A"][1].patcher.model_state_dict().keys()]
-    return unet, clip
 
 
 def tensor(objs, files, name, key):
@@ -75,32 +57,8 @@ def tensor(objs, files, name, key):
     return patcher.model_state_dict()[key].detach().clone()
 
 
-def run(merge_nodes, objs, calc, **kw):
-    T = merge_nodes.TextInput
-    (ma, ca), (mb, cb), (mc, cc) = objs["A"], objs["B"], objs["C"]
-    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=CALC[calc],
-                alpha=ALPHA, beta=BETA, print_change=False, calc_mode=calc, calc_option=GAMMA,
-                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
-                elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, "sd1"))
-    args.update(kw)
-    return merge_nodes.ElementalMerge.execute(**args)
-
-
-def expected(calc, key, A, B, C, a, b, stat):
-    fk = file_key(key)
-    if expected_block("sd1", fk) is None or not ("weight" in fk or "bias" in fk):
-        return A.float()  # outside every block, or not a weight/bias: A's weight (SuperMerger's rule)
-    if calc in ("cosineA", "cosineB"):
-        return oracle_cosine(A, B, a, stat[0], stat[1], calc)
-    if calc == "trainDifference":
-        return oracle_train_difference(A, B, C, a)
-    if calc == "smoothAdd":
-        return oracle_smooth_add(A, B, C, a)
-    if calc == "extract":
-        return oracle_extract(A, B, C, a, b, GAMMA)
-    if calc in ("tensor", "tensor2"):
-        return oracle_tensor(A, B, a, b, calc == "tensor2")
-    return oracle_self(A, a, fk)
+def run(merge_nodes, models, calc, **kw):
+    return run_calc_merge(merge_nodes, models, calc, SPEC_ALPHA, SPEC_BETA, "sd1", **kw)
 
 
 def smooth_subset(keys):
@@ -123,8 +81,7 @@ def test_every_weight_equals_oracle(objs, calc):
     merge_nodes, models, files = objs
     model, clip, report = run(merge_nodes, models, calc).args
     unet_keys, clip_keys = keys_of(models)
-    ra = reference_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
-    rb = reference_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    ra, rb = both_ratios(unet_keys + clip_keys, SPEC_ALPHA, SPEC_BETA)
     assert len(set(ra.values())) >= 6 and len(set(rb.values())) >= 4
     stat = None
     if calc.startswith("cosine"):
@@ -147,7 +104,7 @@ def test_every_weight_equals_oracle(objs, calc):
         if not A.is_floating_point():
             skipped += 1
             continue
-        want = expected(calc, key, A, B, C, ra[key], rb[key], stat)
+        want = oracle_weight(calc, "sd1", file_key(key), A, B, C, ra[key], rb[key], stat)
         assert got.shape == A.shape, key
         err = (got.float() - want).abs()
         # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off

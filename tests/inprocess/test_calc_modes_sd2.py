@@ -48,27 +48,21 @@ import torch
 from devkit.arch_checks import TensorFile, dtype_ulp
 from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
-                                oracle_tensor, oracle_train_difference)
+from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, oracle_stat, oracle_weight
 from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, load_models, merged_weight
+from tests.inprocess.sd1_sources import (both_ratios, keys_of, load_models, merged_weight, run_calc_merge,
+                                         with_half_merge_c)
 from tests.unit.helpers import expected_block
 
 ARCH = "sd2"
-CALC = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
-        "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
-        "extract": "Add difference"}
-GAMMA = 0.7
+CALC = CALC_MODE_OF
 SPEC_ALPHA = """IN01-IN03::0.75
 OUT03-OUT05:NOT norm:0.625
 BASE:resblocks.1.:0.125
 BASE:in_proj:0.375
 OUT04::1
 IN00:time_embed:0"""
-SPEC_BETA = """M00::0.5
-BASE:NOT mlp:0.125
-OUT10-OUT11:proj:0.375
-OUT04::0.75"""
+SPEC_BETA = CALC_SPEC_BETA
 # UNet blocks checked key by key (SD2 UNet prefixes after diffusion_model.)
 UNET_BLOCKS = ("time_embed.", "input_blocks.1.", "input_blocks.4.", "middle_block.", "output_blocks.4.",
                "output_blocks.11.", "out.")
@@ -108,12 +102,7 @@ def objs():
     paths = {n: ensure_fixture(checkpoints_dir(), "sd2v", n) for n in "AB"}
     merge_nodes = pack_module("merge_nodes")
     probe = PeakProbe([os.getpid()]).__enter__()
-    models = load_models(paths, "AB", lambda _name: {"dtype": torch.float16})
-    (ma, ca), (mb, cb) = models["A"], models["B"]
-    mc, cc = ma.clone(), ca.clone()
-    mc.add_patches(mb.get_key_patches("diffusion_model."), 0.5, 0.5)
-    cc.add_patches(cb.get_key_patches(), 0.5, 0.5)
-    models["C"] = (mc, cc)
+    models = with_half_merge_c(load_models(paths, "AB", lambda _name: {"dtype": torch.float16}))
     files = {n: TensorFile(paths[n]) for n in "AB"}  # plain reads: no mapped file pages left in RSS
     yield merge_nodes, models, files
     for f in files.values():
@@ -121,12 +110,6 @@ def objs():
     probe.__exit__(None, None, None)
     print("\n[peak] " + probe.line("test_calc_modes_sd2"))
     models.clear()
-
-
-def keys_of(models):
-    unet = list(models["A"][0].model_state_dict(filter_prefix="diffusion_model.").keys())
-    clip = list(models["A"][1].patcher.model_state_dict().keys())
-    return unet, clip
 
 
 def in_sample(key: str) -> bool:
@@ -139,42 +122,8 @@ def file_tensors(files, fk):
     return A, B, A.float() * 0.5 + 0.5 * B.float()
 
 
-def reference_ratios(keys, spec_text, weights_text, ratio):
-    """Per-key ratios from merge_core (tested on its own), every key present."""
-    import merge_core as mc
-
-    arch = mc.get_architecture(ARCH)
-    res = mc.resolve_ratios(keys, arch, ratio, mc.parse_block_weights(weights_text, arch, alpha=ratio),
-                            mc.parse_spec(spec_text, arch, keys=keys))
-    return {k: res.ratios.get(k, ratio) for k in keys}
-
-
 def run(merge_nodes, models, calc, **kw):
-    T = merge_nodes.TextInput
-    (ma, ca), (mb, cb), (mc, cc) = models["A"], models["B"], models["C"]
-    args = dict(model_a=ma, model_b=mb, model_c=mc, clip_a=ca, clip_b=cb, clip_c=cc, mode=CALC[calc],
-                alpha=ALPHA, beta=BETA, print_change=False, calc_mode=calc, calc_option=GAMMA,
-                block_weights_alpha=T(BLOCK_WEIGHTS_ALPHA), block_weights_beta=T(BLOCK_WEIGHTS_BETA),
-                elemental_alpha=T(SPEC_ALPHA), elemental_beta=T(SPEC_BETA, ARCH))
-    args.update(kw)
-    return merge_nodes.ElementalMerge.execute(**args)
-
-
-def expected(calc, fk, A, B, C, a, b, stat):
-    """The oracle on checkpoint-layout tensors of file key ``fk`` (float32)."""
-    if expected_block(ARCH, fk) is None or not ("weight" in fk or "bias" in fk):
-        return A.float()  # outside every block, or not a weight/bias (text_projection, logit_scale): A's weight
-    if calc in ("cosineA", "cosineB"):
-        return oracle_cosine(A, B, a, stat[0], stat[1], calc)
-    if calc == "trainDifference":
-        return oracle_train_difference(A, B, C, a)
-    if calc == "smoothAdd":
-        return oracle_smooth_add(A, B, C, a)
-    if calc == "extract":
-        return oracle_extract(A, B, C, a, b, GAMMA)
-    if calc in ("tensor", "tensor2"):
-        return oracle_tensor(A, B, a, b, calc == "tensor2")
-    return oracle_self(A, a, fk)
+    return run_calc_merge(merge_nodes, models, calc, SPEC_ALPHA, SPEC_BETA, ARCH, **kw)
 
 
 def checkpoint_stat(files, calc):
@@ -227,8 +176,7 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, calc):
     merge_nodes, models, files = objs
     model, clip, report = run(merge_nodes, models, calc).args
     unet_keys, clip_keys = keys_of(models)
-    ra = reference_ratios(unet_keys + clip_keys, SPEC_ALPHA, BLOCK_WEIGHTS_ALPHA, ALPHA)
-    rb = reference_ratios(unet_keys + clip_keys, SPEC_BETA, BLOCK_WEIGHTS_BETA, BETA)
+    ra, rb = both_ratios(unet_keys + clip_keys, SPEC_ALPHA, SPEC_BETA, ARCH)
     stat = checkpoint_stat(files, calc) if calc.startswith("cosine") else None
     work = [(model, k) for k in unet_keys if in_sample(k)] + [(clip.patcher, k) for k in clip_keys]
     if calc == "smoothAdd":
@@ -243,7 +191,7 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, calc):
         a, b = ra[key], rb[key]
         if fk != done_fk:  # q, k, v follow each other: one oracle per fused tensor
             A, B, C = file_tensors(files, fk)
-            want_full, done_fk, ratios_fk = expected(calc, fk, A, B, C, a, b, stat), fk, (a, b)
+            want_full, done_fk, ratios_fk = oracle_weight(calc, ARCH, fk, A, B, C, a, b, stat), fk, (a, b)
             A_full = A
         assert (a, b) == ratios_fk, f"{key}: q/k/v ratios differ"
         want = comfy_part(want_full, part)
