@@ -168,7 +168,10 @@ def test_saved_merge_reloads_equal_to_formula(comfy_server, checkpoints):
     metadata = check_weight_sum_file(newest(comfy_server.output_dir, "merge_then_save"), checkpoints, alpha, spec)
     m = json.loads(metadata["elemental_merge_recipe"])["model"]
     assert m["mode"] == "Weight sum" and m["alpha"] == alpha and m["elemental_alpha"] == spec
-    assert [s["kind"] for s in m["sources"].values()] == ["unknown", "unknown"]  # stock loaders: no names
+    # The stock loaders give their MODEL no name; ElementalMerge reads the files from the graph, with hashes.
+    assert [(s["kind"], s["name"]) for s in m["sources"].values()] == [
+        ("checkpoint", "test_A.safetensors"), ("checkpoint", "test_B.safetensors")]
+    assert all(len(s["sha256"]) == 64 for s in m["sources"].values())
 
 
 def test_save_never_overwrites(comfy_server):

@@ -206,11 +206,14 @@ def test_model_axis_loads_each_checkpoint_once(comfy_server):
 
 def test_model_a_and_model_c_axes(comfy_server):
     """Model A and model C swapped per cell (with their text encoders): each distinct pair is one full merge
-    and every cell is the stock graph with those checkpoints."""
+    and every cell is the stock graph with those checkpoints. Three SD1.5 checkpoints in fp32 are in play:
+    the server's cache is emptied before the plot and before the stock graphs, so they never add up."""
+    comfy_server.free_memory()
     outputs, cells = run_plot(comfy_server, plot_graph(
         x=("model A", "test_A.safetensors\ntest_C.safetensors"),
         y=("model C", "test_C.safetensors\ntest_B.safetensors"), mode="Add difference"))
     assert len(cells) == 4 and len({c.tobytes() for c in cells}) == 4
+    comfy_server.free_memory()
     assert_same(comfy_server, cells, 1, model_a="test_C.safetensors", mode="Add difference")
     assert_same(comfy_server, cells, 2, model_c="test_B.safetensors", mode="Add difference")
     rows = table_rows(outputs)
