@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import struct
 import sys
@@ -39,6 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench import floor, merges, workloads  # noqa: E402
+from bench.machine import describe as describe_machine  # noqa: E402
 from bench.env import pack_module  # noqa: E402
 
 FULL_CALCS = ("cosineA", "cosineB", "trainDifference", "extract", "tensor", "tensor2", "self")
@@ -135,15 +135,7 @@ def smooth_figure(src, c, budget: float) -> dict:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return f"{describe_machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def main_full(a) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -37,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bench.machine import describe as describe_machine
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
 from devkit.proc_memory import available_bytes, peak_rss_bytes, reset_peak, rss_bytes
@@ -233,12 +233,6 @@ def check_disk(min_gb: float) -> None:
     print(f"disk: {free:.1f} GB free under {tempfile.gettempdir()}", flush=True)
 
 
-def machine() -> str:
-    with open("/proc/meminfo") as f:
-        total = int(f.readline().split()[1]) * 1024 / GIB  # MemTotal comes first
-    return f"{platform.machine()}, {os.cpu_count()} cores, {total:.1f} GiB RAM, no GPU"
-
-
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sdxl", action="store_true", help="the full-size SDXL fixtures (fp16 sources) instead of SD1.5")
@@ -269,7 +263,7 @@ def main() -> None:
     else:
         setup = sd1_setup(args.unet)
     baseline, rows = run_all(setup, args.precisions.split(","), args.stock, int(args.guard_gib * GIB))
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "models": setup.models,
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": describe_machine(), "models": setup.models,
               "unet_dtype": setup.unet_dtype, "server_args": ["--cpu", *setup.server_args],
               "sources_loaded_gib": round(baseline / GIB, 3) if baseline else None,
               "completed": all("failed" not in r for r in rows), "saves": rows}

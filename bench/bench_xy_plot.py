@@ -25,10 +25,10 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import time
 
+from bench.machine import describe as describe_machine
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
 from devkit.proc_memory import peak_rss_bytes, reset_peak
@@ -194,15 +194,9 @@ def print_table(result: dict) -> None:
           f"{result['native_over_plot_cell_median']:.2f}x")
 
 
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    mem = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemTotal")) / 2 ** 20
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, no GPU ({platform.machine()})"
-
-
 def result_of(phases: dict, same: int | None) -> dict:
     s = {k: summary(v) for k, v in phases.items()}
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe_machine(),
            "load_average_at_end": os.getloadavg(), "models": "seeded SD1.5 test_A/test_B, fp32 (ComfyUI on CPU)",
            "plot": {"x": ELEMENTS, "y_alpha": ALPHAS, "base_alpha": BASE_ALPHA, "size": SIZE, **SAMPLING},
            "native_graph": "ModelMergeSD1 (IN04 = alpha + 0.01 x column, rest 0.5) + CLIPMergeSimple 0.5",

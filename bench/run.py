@@ -22,6 +22,7 @@ import time
 
 from . import report
 from .env import REPO_ROOT
+from .machine import cpu_model
 
 HEAVY_LOCK = "/tmp/elemental-heavy.lock"
 WORKER_TIMEOUT = 420
@@ -104,16 +105,8 @@ def _parse_resolve(lines: list[str]) -> dict:
 
 
 def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(),
             "python": platform.python_version(), "load_before": os.getloadavg()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     try:
         import psutil
 
