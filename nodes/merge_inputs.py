@@ -233,18 +233,16 @@ class MergeInputs:
             stat = cosine_stat(mode, token, parts)
         return CalcSettings(mode, gamma, stat, self.arch)
 
-    def _origin(self, slot: str):
-        """The recipe node of input `slot`'s model: its own, else the checkpoint the graph wires into it."""
-        node = model_info.recipe_of(self.models[slot])
-        if node is None and slot in self.graph_names:
-            node = model_info.checkpoint_recipe(self.graph_names[slot])
-        return node
+    def _graph_name(self, slot: str) -> str | None:
+        """The checkpoint the graph wires straight into `slot`, when the model itself records no origin."""
+        if slot in self.graph_names and model_info.recipe_of(self.models[slot]) is None:
+            return self.graph_names[slot]
+        return None
 
     @property
     def names(self) -> dict:
         """"A"/"B"/"C" -> the model's name, for reports, titles and recipes."""
-        return {k[-1].upper(): (self.graph_names[k] if model_info.recipe_of(m) is None and k in self.graph_names
-                                else model_info.model_name(m)) for k, m in self.models.items()}
+        return {k[-1].upper(): self._graph_name(k) or model_info.model_name(m) for k, m in self.models.items()}
 
     def targets(self) -> tuple[object, object, list[MergeTarget]]:
         """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""
@@ -266,5 +264,12 @@ class MergeInputs:
                        elemental_alpha, elemental_beta, uses_beta=self.uses_beta)
 
     def recipe_models(self) -> dict:
-        """Recipes of inputs that are themselves merges, as `<input>_recipe` entries of this merge's recipe."""
-        return {f"{k}_recipe": self._origin(k) for k in self.models if self._origin(k) is not None}
+        """Each input's recipe node (a merge's, a checkpoint's; read from the graph for the stock loader's
+        unnamed models, each file's header read once) as `<input>_recipe` entries of this merge's recipe."""
+        out = {}
+        for slot, model in self.models.items():
+            name = self._graph_name(slot)
+            node = model_info.checkpoint_recipe(name) if name else model_info.recipe_of(model)
+            if node is not None:
+                out[f"{slot}_recipe"] = node
+        return out
