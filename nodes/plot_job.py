@@ -101,7 +101,7 @@ class MergeJob:
             if slot == "A" or clips[slot] is not None:
                 clips[slot] = clip
         return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
-                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3))
+                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3), graph_names=self.loaded)
 
     def _input_named(self, name: str):
         """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load
