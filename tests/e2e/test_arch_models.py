@@ -29,7 +29,7 @@ from devkit.workflows import only_image
 
 UNET = "model.diffusion_model."
 FIXTURE_SET = [("sd2v", "A"), ("sd2v", "B"), ("sd3", "A"), ("sd3", "B"), ("flux_dev", "A"), ("flux_dev", "B"),
-               ("flux_schnell", "B"), ("flux_ae", "A")]
+               ("flux_schnell", "A"), ("flux_schnell", "B"), ("flux_ae", "A")]
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +310,29 @@ def test_flux_dev_with_schnell_keeps_guidance_from_a(server, fixtures):
     saved = newest_file(os.path.join(server.output_dir, "diffusion_models"), "flux_dev_schnell")
     check_weight_sum_file(saved, fixtures[("flux_dev", "A")], fixtures[("flux_schnell", "B")], flux_ratio,
                           source_key=lambda k: k[len(UNET):])
+
+
+def test_flux_schnell_merge_save_sample(server, fixtures):
+    """Flux schnell A+B (no guidance_in): the same weights and spec as dev; the spec's guidance_in entry selects
+    nothing here, every saved tensor is the formula, the report lists D00 and S00, the merge samples."""
+    outputs = run_patient(server, flux_graph(fixtures, "flux_schnell", ("flux_schnell", "B"), "flux_schnell_merge"))
+    assert_sampled(server, outputs, ("15", "16"), ("25", "26"))
+    from safetensors import safe_open
+    with safe_open(fixtures[("flux_schnell", "A")], "pt") as fa:
+        a_keys = list(fa.keys())
+    assert not any(k.startswith("guidance_in.") for k in a_keys)
+    saved = newest_file(os.path.join(server.output_dir, "diffusion_models"), "flux_schnell_merge")
+    result = check_weight_sum_file(saved, fixtures[("flux_schnell", "A")], fixtures[("flux_schnell", "B")],
+                                   flux_ratio, source_key=lambda k: k[len(UNET):],
+                                   expect_keys=[UNET + k for k in a_keys])
+    assert result["checked"] == len(a_keys)
+    assert set(result["ratios"]) == {flux_ratio(k) for k in a_keys} - {None, 0, 0.0}
+    assert merge_recipe(result["metadata"])["architecture"] == "flux"
+    summary = report_block_summary(outputs["52"]["text"][0])
+    expected = expected_summary(a_keys, flux_block, flux_ratio, {"D00", "S00", "IN"})
+    report = outputs["52"]["text"][0]
+    assert "IN" not in expected and {b_: n for b_, (n, _) in summary.items()} == expected, report
+    assert "line 4, column 1: warning: entry selects no key in entry 'IN:guidance_in:0.45'" in report, report
 
 
 # ---- refusals and detection ---------------------------------------------------------------------------------
