@@ -31,6 +31,31 @@ def with_inputs(prompt: dict, node_id: str, **inputs) -> dict:
     return out
 
 
+LATENT_NODES = ("EmptyLatentImage", "EmptySD3LatentImage")
+
+
+def on_fixtures(prompt: dict, inputs: dict, replace: dict | None = None, relink: dict | None = None) -> dict:
+    """A user-sized template made runnable on the test fixtures: `inputs` ({node id: {input: value}}) names the
+    fixture files, `replace` swaps whole nodes ({node id: node}) and `relink` moves links ({(id, output):
+    (id, output)}) to the replacement's outputs; latents shrink to 64x64 and samplers to one step. The graph's
+    merge settings stay as the template has them."""
+    out = copy.deepcopy(prompt)
+    out.update(copy.deepcopy(replace or {}))
+    for nid, values in inputs.items():
+        out[nid]["inputs"].update(values)
+    moves = {tuple(k): list(v) for k, v in (relink or {}).items()}
+    for node in out.values():
+        ins = node["inputs"]
+        for name, value in ins.items():
+            if isinstance(value, list) and tuple(value) in moves:
+                ins[name] = moves[tuple(value)]
+        if node["class_type"] in LATENT_NODES:
+            ins.update(width=64, height=64)
+        if node["class_type"] == "KSampler":
+            ins["steps"] = 1
+    return out
+
+
 def png_pixels(png: bytes):
     """Decoded RGB pixels of a PNG as a numpy array (metadata such as the embedded prompt is ignored)."""
     import numpy as np

@@ -25,7 +25,8 @@ from devkit.arch_checks import (assert_mismatch_refused, assert_sampled, check_w
                                 report_block_summary, run_patient, sample_nodes, spec_ratio, start_server)
 from devkit.fixtures_arch import FIXTURES, checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from devkit.workflows import only_image
+from devkit.ui_workflow import ui_to_api
+from devkit.workflows import load_api_workflow, load_ui_workflow, on_fixtures, only_image
 
 UNET = "model.diffusion_model."
 FIXTURE_SET = [("sd2v", "A"), ("sd2v", "B"), ("sd3", "A"), ("sd3", "B"), ("flux_dev", "A"), ("flux_dev", "B"),
@@ -333,6 +334,48 @@ def test_flux_schnell_merge_save_sample(server, fixtures):
     report = outputs["52"]["text"][0]
     assert "IN" not in expected and {b_: n for b_, (n, _) in summary.items()} == expected, report
     assert "line 4, column 1: warning: entry selects no key in entry 'IN:guidance_in:0.45'" in report, report
+
+
+def flux_template_ratio(key: str):
+    """The Flux template's spec, read by hand: D blocks 0.3 (img_attn of D00-D04: 1), S blocks 0.7, others 0.5."""
+    block = flux_block(key)
+    if block is None:
+        return None
+    if block.startswith("D"):
+        return 1.0 if int(block[1:]) <= 4 and ".img_attn." in key else 0.3
+    return 0.7 if block.startswith("S") else 0.5
+
+
+def test_flux_merge_example_workflow(server, fixtures):
+    """The Flux template (example_workflows/flux_merge.json) on the fixtures, 64 px and one step. Its
+    DualCLIPLoader (T5-XXL + CLIP-L) becomes the SD1.5 fixture's CLIP-L: ComfyUI's T5-XXL is fixed at full size
+    (9.5 GB) and the fixtures take 768-d conditioning. The saved diffusion model is the template's formula."""
+    prompt = on_fixtures(load_api_workflow("flux_merge"),
+                         {"1": {"unet_name": name(fixtures, "flux_dev", "A")},
+                          "2": {"unet_name": name(fixtures, "flux_dev", "B")},
+                          "4": {"vae_name": name(fixtures, "flux_ae", "A")}},
+                         replace={"3": {"class_type": "CheckpointLoaderSimple",
+                                        "inputs": {"ckpt_name": "test_A.safetensors"}}},
+                         relink={("3", 0): ("3", 1)})
+    outputs = run_patient(server, prompt)
+    assert only_image(server, outputs, "14").shape == (64, 64, 3)
+    from safetensors import safe_open
+    with safe_open(fixtures[("flux_dev", "A")], "pt") as fa:
+        a_keys = list(fa.keys())
+    saved = newest_file(os.path.join(server.output_dir, "diffusion_models"), "flux_merge")
+    result = check_weight_sum_file(saved, fixtures[("flux_dev", "A")], fixtures[("flux_dev", "B")],
+                                   flux_template_ratio, source_key=lambda k: k[len(UNET):],
+                                   expect_keys=[UNET + k for k in a_keys])
+    assert set(result["ratios"]) == {0.3, 0.7, 1.0, 0.5}
+    summary = report_block_summary(outputs["6"]["text"][0])
+    per_block = {b: sum(flux_block(k) == b for k in a_keys) for b in ("D00", "S00")}
+    assert {b: n for b, (n, _) in summary.items()} == per_block, outputs["6"]["text"][0]
+
+
+@pytest.mark.parametrize("template", ["flux_merge", "sdxl_merge"])
+def test_architecture_template_matches_api_twin(server, template):
+    """What users open (UI format) is what the tests queue (API format); sdxl_merge runs in test_arch_sdxl."""
+    assert ui_to_api(load_ui_workflow(template), server.object_info()) == load_api_workflow(template)
 
 
 # ---- refusals and detection ---------------------------------------------------------------------------------
