@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from devkit.fixtures_arch import FIXTURES
 from devkit.proc_memory import PeakProbe
 from devkit.server import ComfyError
 from devkit.workflows import only_image
@@ -239,6 +240,20 @@ def assert_sampled(server, outputs, merged_ids, plain_ids):
     assert merged.std() > 0, "the merged image is flat"
     assert not np.array_equal(merged, plain), "the merged model gives A's image"
     return merged
+
+
+ARCH_LABELS = {"sd1": "SD1.x", "sd2v": "SD2.x", "sd3": "SD3", "flux_dev": "Flux", "sdxl": "SDXL"}
+
+
+def loader_node(fixtures, kind: str, who: str = "A") -> dict:
+    """The stock loader node for a fixture: Load Diffusion Model for UNet-only files, Load Checkpoint otherwise
+    ("sd1" is the SD1.5 test checkpoint test_A)."""
+    if kind == "sd1":
+        return {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}}
+    if FIXTURES[kind].folder == "diffusion_models":
+        return {"class_type": "UNETLoader", "inputs": {"unet_name": name(fixtures, kind, who),
+                                                       "weight_dtype": "default"}}
+    return {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name(fixtures, kind, who)}}
 
 
 def assert_mismatch_refused(server, loader_a: dict, loader_b: dict, label_a: str, label_b: str) -> None:

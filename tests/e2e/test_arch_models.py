@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from devkit.arch_checks import (assert_mismatch_refused, assert_sampled, check_weight_sum_file, expected_summary,
-                                in_proj_count, merge_node, merge_recipe, name, newest_file, record_peak,
-                                report_block_summary, run_patient, sample_nodes, spec_ratio, start_server)
+from devkit.arch_checks import (ARCH_LABELS, assert_mismatch_refused, assert_sampled, check_weight_sum_file,
+                                expected_summary, in_proj_count, loader_node, merge_node, merge_recipe, name,
+                                newest_file, record_peak, report_block_summary, run_patient, sample_nodes, spec_ratio,
+                                start_server)
 from devkit.fixtures_arch import FIXTURES, checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
 from devkit.ui_workflow import ui_to_api
@@ -382,23 +383,11 @@ def test_architecture_template_matches_api_twin(server, template):
 
 MISMATCH_PAIRS = [("sd1", "sd2v"), ("sd1", "sd3"), ("flux_dev", "sd1"), ("flux_dev", "sd2v"), ("flux_dev", "sd3"),
                   ("sd3", "sd2v")]
-LABELS = {"sd1": "SD1.x", "sd2v": "SD2.x", "sd3": "SD3", "flux_dev": "Flux"}
-
-
-def loader_node(fixtures, kind: str) -> tuple[dict, str]:
-    if kind == "sd1":
-        return {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}}, "test_A"
-    if FIXTURES[kind].folder == "diffusion_models":
-        return {"class_type": "UNETLoader", "inputs": {"unet_name": name(fixtures, kind),
-                                                       "weight_dtype": "default"}}, name(fixtures, kind)
-    return {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name(fixtures, kind)}}, name(fixtures, kind)
-
-
 @pytest.mark.parametrize("pair", MISMATCH_PAIRS, ids=lambda p: f"{p[0]}-vs-{p[1]}")
 def test_architecture_mismatch_names_both_models(server, fixtures, pair):
     """Merging models of two architectures stops with an error naming both inputs and both architectures."""
-    (node_a, _), (node_b, _) = loader_node(fixtures, pair[0]), loader_node(fixtures, pair[1])
-    assert_mismatch_refused(server, node_a, node_b, LABELS[pair[0]], LABELS[pair[1]])
+    node_a, node_b = loader_node(fixtures, pair[0]), loader_node(fixtures, pair[1])
+    assert_mismatch_refused(server, node_a, node_b, ARCH_LABELS[pair[0]], ARCH_LABELS[pair[1]])
 
 
 @pytest.mark.parametrize("kind,arch", [("sd2v", "sd2"), ("sd3", "sd3")])

@@ -18,15 +18,17 @@ import re
 import pytest
 from safetensors import safe_open
 
-from devkit.arch_checks import (assert_mismatch_refused, assert_sampled, check_weight_sum_file, expected_summary,
-                                in_proj_count, merge_node, merge_recipe, newest_file, record_peak,
-                                report_block_summary, run_patient, sample_nodes, spec_ratio, start_server)
-from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
+from devkit.arch_checks import (ARCH_LABELS, assert_mismatch_refused, assert_sampled, check_weight_sum_file,
+                                expected_summary, in_proj_count, loader_node, merge_node, merge_recipe, newest_file,
+                                record_peak, report_block_summary, run_patient, sample_nodes, spec_ratio,
+                                start_server)
+from devkit.fixtures_arch import FIXTURES, checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
 from devkit.workflows import load_api_workflow, on_fixtures
 
 pytestmark = pytest.mark.heavy
 
+OTHER_ARCHS = ["sd1", "sd2v", "sd3", "flux_dev"]
 BLOCKS = ["BASE"] + [f"IN{i:02d}" for i in range(9)] + ["M00"] + [f"OUT{i:02d}" for i in range(9)]
 # Few blocks non-zero: a key at ratio 0 is not patched at all, which keeps sampling the merge small.
 WEIGHTS = {"BASE": 0.3, "IN00": 0.6, "IN04": 0.5, "OUT08": 0.9}
@@ -67,15 +69,17 @@ def sdxl(request, comfyui_dir, checkpoints):
     if "heavy" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("full-size SDXL needs ~15 GiB: run with -m heavy (docs/architectures.md)")
     paths = {n: ensure_fixture(checkpoints_dir(), "sdxl", n) for n in ("A", "B")}
-    srv = start_server(comfyui_dir, {"sdxl_A": paths["A"], "sdxl_B": paths["B"], "sd1_A": checkpoints["A"]}, {})
+    others = {(k, "A"): ensure_fixture(checkpoints_dir(), k, "A") for k in OTHER_ARCHS if k != "sd1"}
+    srv = start_server(comfyui_dir, {"sdxl_A": paths["A"], "sdxl_B": paths["B"], "sd1_A": checkpoints["A"]},
+                       {path: FIXTURES[kind].folder for (kind, _), path in others.items()})
     try:
-        yield paths, srv
+        yield paths, srv, others
     finally:
         srv.cleanup()
 
 
 def test_sdxl_merge_save_every_tensor_report_sample(sdxl, request):
-    paths, server = sdxl
+    paths, server, _ = sdxl
     a, b = os.path.basename(paths["A"]), os.path.basename(paths["B"])
     with PeakProbe([server.proc.pid, os.getpid()]) as probe:
         prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": a}},
@@ -110,15 +114,17 @@ def test_sdxl_merge_save_every_tensor_report_sample(sdxl, request):
     record_peak(request.node.nodeid, probe)
 
 
-def test_sdxl_against_sd1_names_both(sdxl, request):
-    """SD1.5 (A) against SDXL (B) stops with the error naming both inputs and both architectures."""
-    paths, server = sdxl
+@pytest.mark.parametrize("other", OTHER_ARCHS)
+def test_sdxl_against_other_architectures_names_both(sdxl, request, other):
+    """SD1.5, SD2-v, SD3 or Flux dev (A) against SDXL (B) stops with the error naming both inputs and both
+    architectures."""
+    paths, server, others = sdxl
     server.free_memory()
     with PeakProbe([server.proc.pid, os.getpid()]) as probe:
-        assert_mismatch_refused(
-            server, {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "test_A.safetensors"}},
-            {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": os.path.basename(paths["B"])}},
-            "SD1.x", "SDXL")
+        assert_mismatch_refused(server, loader_node(others, other),
+                                {"class_type": "CheckpointLoaderSimple",
+                                 "inputs": {"ckpt_name": os.path.basename(paths["B"])}},
+                                ARCH_LABELS[other], ARCH_LABELS["sdxl"])
     record_peak(request.node.nodeid, probe)
 
 
@@ -146,7 +152,7 @@ def test_sdxl_merge_example_workflow(sdxl, request):
     checkpoint is the template's formula, tensor by tensor. Its sampling nodes are left out here: sampling a
     merge that patches every key holds A, B and the merged weights at once (22.7 GiB peak RSS on this CPU-only
     machine, measured with them in), and sampling an SDXL merge is proven by the test above."""
-    paths, server = sdxl
+    paths, server, _ = sdxl
     server.free_memory()
     with PeakProbe([server.proc.pid, os.getpid()]) as probe:
         prompt = on_fixtures(load_api_workflow("sdxl_merge"), {"1": {"ckpt_name": os.path.basename(paths["A"])},
