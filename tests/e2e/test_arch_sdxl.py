@@ -165,3 +165,13 @@ def test_sdxl_merge_example_workflow(sdxl, request):
         assert set(result["ratios"]) == {0.2, 0.4, 0.5, 0.6, 0.7, 0.8}
         assert merge_recipe(result["metadata"])["architecture"] == "sdxl"
     record_peak(request.node.nodeid, probe)
+
+
+def test_detect_route_on_sdxl_checkpoints(sdxl):
+    """/elemental/detect reads SDXL from both fixture checkpoints' headers."""
+    import urllib.parse
+    paths, server, _ = sdxl
+    for path in paths.values():
+        answer = server.get_json("/elemental/detect?" + urllib.parse.urlencode(
+            {"ckpt_name": os.path.basename(path)}))
+        assert answer["arch"] == "sdxl", answer
