@@ -95,13 +95,15 @@ class MergeJob:
         kw = self.kw
         models = {s: kw.get(f"model_{s.lower()}") for s in "ABC"}
         clips = {s: kw.get(f"clip_{s.lower()}") for s in "ABC"}
+        files = dict(self.loaded)  # input -> the checkpoint file its model is, as loaded
         for slot, name in model_set:
             model, clip = self._input_named(name) or self.checkpoints.get(name)
             models[slot] = model
+            files[f"model_{slot.lower()}"] = name  # an input's own model may now sit in another slot
             if slot == "A" or clips[slot] is not None:
                 clips[slot] = clip
         return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
-                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3), graph_names=self.loaded)
+                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3), graph_names=files)
 
     def _input_named(self, name: str):
         """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load
