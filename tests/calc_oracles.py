@@ -95,8 +95,6 @@ def oracle_self(A, a, name):
     return A.float() * a
 
 
-
-
 def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
     """The oracle's merged weight for checkpoint key ``fk`` (float32): A's own weight outside every block or
     for what is not a weight or bias (SuperMerger's rule), else the calc mode's formula."""

@@ -38,6 +38,7 @@ import torch
 from devkit.arch_checks import TensorFile, dtype_ulp
 from devkit.proc_memory import PeakProbe
 from tests.inprocess.conftest import CACHE_DIR, pack_module
+from tests.inprocess.lora_oracles import assert_float64_close, formula32, lora_modules
 from tests.inprocess.sd1_sources import merged_weight
 
 pytestmark = pytest.mark.heavy
@@ -119,19 +120,6 @@ def sdxl(request, pytestconfig):
         print("\n[peak] " + probe.line("test_elemental_lora_sdxl") + "".join("\n" + n for n in NOTES))
 
 
-def lora_modules(path: str, key_map: dict) -> dict:
-    """ComfyUI key -> (up, down, alpha) for each module of the kohya file, found through ComfyUI's key map."""
-    from safetensors.torch import load_file
-
-    sd = load_file(path)
-    out = {}
-    for name in sd:
-        if name.endswith(".lora_up.weight"):
-            base = name[:-len(".lora_up.weight")]
-            out[key_map[base]] = (sd[name], sd[base + ".lora_down.weight"], sd[base + ".alpha"].item())
-    return out
-
-
 def run(lora_node, model, clip, **kw):
     T = lora_node.TextInput
     args = dict(model=model, clip=clip, lora_name="test_lora_sdxl.safetensors", strength_model=STRENGTH_MODEL,
@@ -143,21 +131,6 @@ def run(lora_node, model, clip, **kw):
 
 def patcher_of(model, clip, key):
     return clip.patcher if key.startswith("clip_") else model
-
-
-def formula32(W, up, down, alpha, s):
-    """The patched weight in fp32: W + s * alpha/rank * (up @ down), in ComfyUI's order of operations."""
-    diff = torch.mm(up.float().flatten(start_dim=1), down.float().flatten(start_dim=1)).reshape(W.shape)
-    return W.float() + (s * (alpha / down.shape[0])) * diff
-
-
-def assert_float64_close(W, up, down, alpha, s, want32, key, n=8):
-    """The fp32 formula is the exact one within fp32 rounding, on the first n rows."""
-    u, d = up[:n].double().flatten(1), down.double().flatten(1)
-    scale = s * alpha / down.shape[0]
-    exact = W[:n].double() + scale * (u @ d).reshape(W[:n].shape)
-    size = W[:n].double().abs() + abs(scale) * (u.abs() @ d.abs()).reshape(W[:n].shape)
-    assert ((want32[:n].double() - exact).abs() <= 2.0 ** -21 * size).all(), f"{key}: fp32 is not the formula"
 
 
 def check_zero_key(new_model, model, file, key):
@@ -172,14 +145,14 @@ def check_patched_key(new_model, new_clip, model, clip, key, module, s) -> float
     """Strength, fp32 weight and the sampler's weight of one patched key; returns its largest error in ulps."""
     import comfy.lora
 
-    up, down, alpha = module
+    kind, t, alpha = module
     target = patcher_of(new_model, new_clip, key)
     base = patcher_of(model, clip, key).model_state_dict()[key]
     (strength, _adapter, strength_model, offset, function), = target.patches[key]
     assert (strength, strength_model, offset, function) == (s, 1.0, None, None), key
-    want32 = formula32(base, up, down, alpha, s)
+    want32 = formula32(base, kind, t, alpha, s)
     assert torch.equal(comfy.lora.calculate_weight(target.patches[key], base.float().clone(), key), want32), key
-    assert_float64_close(base, up, down, alpha, s, want32, key)
+    assert_float64_close(base, kind, t, alpha, s, want32, key)
     got = merged_weight(target, key)
     assert got.dtype == base.dtype == torch.float16, key
     err = ((got.double() - want32.double()).abs() / dtype_ulp(want32, got.dtype)).max().item()
