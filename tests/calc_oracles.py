@@ -113,3 +113,17 @@ def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
     if calc in ("tensor", "tensor2"):
         return oracle_tensor(A, B, a, b, calc == "tensor2")
     return oracle_self(A, a, fk)
+
+
+def smooth_subset(keys_shapes, block_of) -> list:
+    """smoothAdd's sample of (key, shape) pairs: every key of up to 2 dimensions and the smallest larger one of
+    each block (`block_of(key)`): the scipy oracle over every convolution alone takes minutes."""
+    picked, smallest = [], {}
+    for key, shape in keys_shapes:
+        if len(shape) <= 2:
+            picked.append(key)
+            continue
+        block, n = block_of(key), torch.Size(shape).numel()
+        if block not in smallest or n < smallest[block][1]:
+            smallest[block] = (key, n)
+    return picked + [k for k, _ in smallest.values()]

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 
 from devkit.arch_checks import dtype_ulp
-from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, oracle_stat, oracle_weight
+from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, oracle_stat, oracle_weight, smooth_subset
 from tests.inprocess.conftest import pack_module
 from tests.inprocess.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
                                          load_models, merged_weight, run_calc_merge,
@@ -61,21 +61,6 @@ def run(merge_nodes, models, calc, **kw):
     return run_calc_merge(merge_nodes, models, calc, SPEC_ALPHA, SPEC_BETA, "sd1", **kw)
 
 
-def smooth_subset(keys):
-    """Every 1-D and 2-D key and the smallest 4-D key of each block (key, shape pairs; a scipy oracle over
-    the 2560x1280x3x3 convolutions alone takes minutes)."""
-    picked, smallest = [], {}
-    for key, shape in keys:
-        if len(shape) <= 2:
-            picked.append(key)
-        elif len(shape) == 4:
-            block = expected_block("sd1", file_key(key))
-            n = torch.Size(shape).numel()
-            if block not in smallest or n < smallest[block][1]:
-                smallest[block] = (key, n)
-    return picked + [k for k, _ in smallest.values()]
-
-
 @pytest.mark.parametrize("calc", list(CALC))
 def test_every_weight_equals_oracle(objs, calc):
     merge_nodes, models, files = objs
@@ -91,7 +76,7 @@ def test_every_weight_equals_oracle(objs, calc):
     work = [(model, k) for k in unet_keys] + [(clip.patcher, k) for k in clip_keys]
     if calc == "smoothAdd":
         shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
-        subset = set(smooth_subset([(k, shapes[k]) for _, k in work]))
+        subset = set(smooth_subset([(k, shapes[k]) for _, k in work], lambda k: expected_block("sd1", file_key(k))))
         work = [(p, k) for p, k in work if k in subset]
         assert len({expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}) == 25
     checked = changed = skipped = 0

@@ -48,7 +48,7 @@ import torch
 from devkit.arch_checks import TensorFile, dtype_ulp
 from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, oracle_stat, oracle_weight
+from tests.calc_oracles import CALC_MODE_OF, CALC_SPEC_BETA, oracle_stat, oracle_weight, smooth_subset
 from tests.inprocess.conftest import pack_module
 from tests.inprocess.sd1_sources import (both_ratios, keys_of, load_models, merged_weight, run_calc_merge,
                                          with_half_merge_c)
@@ -134,20 +134,6 @@ def checkpoint_stat(files, calc):
     return oracle_stat(((files["A"].get_tensor(k), files["B"].get_tensor(k)) for k in keys), calc)
 
 
-def smooth_subset(work, shapes):
-    """Every 1-D/2-D key and the smallest 4-D key of each UNet block in the sample."""
-    picked, smallest = [], {}
-    for patcher, key in work:
-        if len(shapes[key]) <= 2:
-            picked.append((patcher, key))
-        else:
-            block = expected_block(ARCH, file_view(key)[0])
-            n = torch.Size(shapes[key]).numel()
-            if block not in smallest or n < smallest[block][2]:
-                smallest[block] = (patcher, key, n)
-    return picked + [(p, k) for p, k, _ in smallest.values()]
-
-
 # ---------------------------------------------------------------- tests
 
 def test_layout_mapping(objs):
@@ -181,7 +167,9 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, calc):
     work = [(model, k) for k in unet_keys if in_sample(k)] + [(clip.patcher, k) for k in clip_keys]
     if calc == "smoothAdd":
         shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
-        work = smooth_subset(work, shapes)
+        subset = set(smooth_subset([(k, shapes[k]) for _, k in work],
+                                   lambda k: expected_block(ARCH, file_view(k)[0])))
+        work = [(p, k) for p, k in work if k in subset]
     checked = changed = 0
     worst = 0.0
     done_fk, want_full, ratios_fk = None, None, None
