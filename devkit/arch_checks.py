@@ -271,6 +271,9 @@ def assert_mismatch_refused(server, loader_a: dict, loader_b: dict, label_a: str
         raise AssertionError(f"{label_a} against {label_b} merged without an error")
     assert "model_a" in text and "model_b" in text and "architectures differ" in text, text[:3000]
     assert label_a in text and label_b in text, text[:3000]
+    for slot, loader, label in (("model_a", loader_a, label_a), ("model_b", loader_b, label_b)):
+        if loader["class_type"] == "CheckpointLoaderSimple":  # the graph names a stock-loaded checkpoint
+            assert f"{slot} ({loader['inputs']['ckpt_name']}, {label})" in text, text[:3000]
 
 
 def merge_node(model_a, model_b, clip_a=None, clip_b=None, weights="", spec="", arch="auto", alpha=0.5) -> dict:

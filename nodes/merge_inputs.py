@@ -195,7 +195,7 @@ class MergeInputs:
         self.models = {"model_a": model_a, "model_b": model_b}
         if self.method.needs_c:
             self.models["model_c"] = model_c
-        self.arch = model_info.check_same_architecture(self.models)
+        self.arch = model_info.check_same_architecture(self.models, {k: self._label(k) for k in self.models})
         self.clip_a = clip_a
         self.clip_sources = {"b": clip_b, "c": clip_c if self.method.needs_c else None}
         needed = [f"clip_{s}" for s, c in self.clip_sources.items() if c is None and (s == "b" or self.method.needs_c)]
@@ -239,10 +239,13 @@ class MergeInputs:
             return self.graph_names[slot]
         return None
 
+    def _label(self, slot: str) -> str:
+        return self._graph_name(slot) or model_info.model_name(self.models[slot])
+
     @property
     def names(self) -> dict:
-        """"A"/"B"/"C" -> the model's name, for reports, titles and recipes."""
-        return {k[-1].upper(): self._graph_name(k) or model_info.model_name(m) for k, m in self.models.items()}
+        """"A"/"B"/"C" -> the model's name, for reports, titles, recipes and errors."""
+        return {k[-1].upper(): self._label(k) for k in self.models}
 
     def targets(self) -> tuple[object, object, list[MergeTarget]]:
         """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""

@@ -68,16 +68,18 @@ def architecture_of(model):
     return arch
 
 
-def check_same_architecture(models: dict):
-    """Architecture shared by all `models` ({input name: ModelPatcher}); ArchitectureMismatch naming both."""
+def check_same_architecture(models: dict, labels: dict | None = None):
+    """Architecture shared by all `models` ({input name: ModelPatcher}); ArchitectureMismatch naming both, by
+    `labels` ({input name: label}) where given (the graph's file names), else by `model_name`."""
+    label = lambda name, model: (labels or {}).get(name) or model_name(model)  # noqa: E731
     first_name, first = next(iter(models.items()))
     arch = architecture_of(first)
     for name, model in list(models.items())[1:]:
         other = architecture_of(model)
         if other.name != arch.name:
             raise ArchitectureMismatch(
-                f"cannot merge {first_name} ({model_name(first)}, {arch.label}) with {name} "
-                f"({model_name(model)}, {other.label}): the architectures differ")
+                f"cannot merge {first_name} ({label(first_name, first)}, {arch.label}) with {name} "
+                f"({label(name, model)}, {other.label}): the architectures differ")
     return arch
 
 
