@@ -237,14 +237,14 @@ def _time_modes(a, torch, mp, core, cm, arch, tensors, say) -> None:
     for k, ent in tensors.items():
         A, B = ent["a"][0][0], ent["b"][0][0]
         floor += best(lambda: torch.lerp(A, B, 0.4), a.reps)
-        patch = mp.MergePatch(k, ws.steps(0.4, 0.0), sources={"b": (ent["b"],)})
+        patch = mp.make_patch(k, ws.steps(0.4, 0.0), sources={"b": (ent["b"],)})
         normal += best(lambda: patch.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None, None),
                        a.reps)
         for c in CALCS:
             if c == "smoothAdd" and k in SMOOTH_SKIP:
                 continue
             args = cm.CalcArgs(core.canonical_key(k, arch), 0.3, stat)
-            q = mp.MergePatch(k, (), c, 0.4, 0.3, {"b": (ent["b"],), "c": (ent["c"],)}, None, args)
+            q = mp.make_patch(k, (), c, 0.4, 0.3, {"b": (ent["b"],), "c": (ent["c"],)}, None, args)
             reps = 1 if c == "smoothAdd" else a.reps
             per_calc[c] += best(lambda: q.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None,
                                                            None), reps)

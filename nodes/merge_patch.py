@@ -18,6 +18,7 @@ compares patch lists by identity, sees an unchanged key as unchanged.
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass, field
 
 import torch
 
@@ -60,52 +61,88 @@ def run_steps(weight: torch.Tensor, steps, sources: dict) -> torch.Tensor:
     return weight
 
 
+@dataclass(frozen=True, eq=False)
+class MergeParams:
+    """Everything one key's merge needs. Deliberately not a tensor, tuple, list or adapter: ComfyUI's patch
+    preparation (`comfy.lora.prefetch_prepared_value`, the dynamic-VRAM loader) copies those and rebuilds an
+    adapter as ``type(value)(value.loaded_keys, prepared(value.weights))``; an object of any other type passes
+    through as it is. The source entries inside are cast to the device here, when the key is computed."""
+    key: str
+    steps: tuple = ()
+    calc: str = "normal"
+    a: float = 0.0
+    b: float = 0.0
+    sources: dict = field(default_factory=dict)
+    unit: LayoutUnit | None = None
+    args: CalcArgs = CalcArgs()
+
+
+def _float32_work(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(A's weight as float32 to compute on, whether that is a copy to write back). ComfyUI hands over float32
+    on the classic path, and its compute dtype (fp16 on most GPUs since 0.33) or the model's own dtype on the
+    dynamic-VRAM path."""
+    if weight.dtype == torch.float32:
+        return weight, False
+    return weight.to(torch.float32), True
+
+
 class MergePatch(WeightAdapterBase):
-    """The merge of one key. ``sources``: name -> tuple of `get_key_patches()` entries, one per key of
-    ``unit`` (a single entry for a plain key); "a" holds A's entries of the unit's other keys (fused q/k/v)."""
+    """The merge of one key. Constructed the way ComfyUI reconstructs adapters, ``MergePatch(loaded_keys,
+    weights)``, with ``weights == [MergeParams]``; ``params.sources``: name -> tuple of `get_key_patches()`
+    entries, one per key of ``unit`` (a single entry for a plain key); "a" holds A's entries of the unit's
+    other keys (fused q/k/v)."""
     name = "elemental_merge"
 
-    def __init__(self, key: str, steps=(), calc: str = "normal", a: float = 0.0, b: float = 0.0,
-                 sources=None, unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs()):
-        self.loaded_keys = set()
-        self.weights = []
-        self.key, self.steps, self.calc, self.a, self.b = key, tuple(steps), calc, a, b
-        self.sources = dict(sources or {})
-        self.unit = unit
-        self.args = args
+    def __init__(self, loaded_keys, weights):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    @property
+    def params(self) -> MergeParams:
+        return self.weights[0]
 
     def __repr__(self):
-        return f"MergePatch({self.key!r}, calc={self.calc}, a={self.a}, b={self.b}, steps={self.steps})"
+        p = self.params
+        return f"MergePatch({p.key!r}, calc={p.calc}, a={p.a}, b={p.b}, steps={p.steps})"
 
     def _evaluate(self, name: str, index: int, device) -> torch.Tensor:
-        return source_weight(self.sources[name][index], device, self.key)
+        return source_weight(self.params.sources[name][index], device, self.params.key)
 
     def _calc(self, weight: torch.Tensor) -> torch.Tensor:
-        mode = get_calc_mode(self.calc)
+        p = self.params
+        mode = get_calc_mode(p.calc)
         device = weight.device
         names = ["b"] if mode.reads_b else []
         names += ["c"] if mode.needs_c else []
-        args = self.args
+        args = p.args
         if "b" in names:
-            args = CalcArgs(args.key, args.gamma, args.stat, entry_dtype(self.sources["b"][0]))
-        if self.unit is None or self.unit.kind == PLAIN:
+            args = CalcArgs(args.key, args.gamma, args.stat, entry_dtype(p.sources["b"][0]))
+        if p.unit is None or p.unit.kind == PLAIN:
             tensors = {n: self._evaluate(n, 0, device) for n in names}
-            return calc_merge(mode, weight, tensors.get("b"), tensors.get("c"), self.a, self.b, args)
-        own = self.unit.keys.index(self.key)
-        parts_a = [weight if i == own else self._evaluate("a", i, device) for i in range(len(self.unit.keys))]
-        full = {n: to_checkpoint(self.unit, [self._evaluate(n, i, device) for i in range(len(self.unit.keys))])
+            return calc_merge(mode, weight, tensors.get("b"), tensors.get("c"), p.a, p.b, args)
+        own = p.unit.keys.index(p.key)
+        parts_a = [weight if i == own else self._evaluate("a", i, device) for i in range(len(p.unit.keys))]
+        full = {n: to_checkpoint(p.unit, [self._evaluate(n, i, device) for i in range(len(p.unit.keys))])
                 for n in names}
-        merged = calc_merge(mode, to_checkpoint(self.unit, parts_a), full.get("b"), full.get("c"),
-                            self.a, self.b, args)
-        return part_of(self.unit, self.key, merged, [p.shape for p in parts_a])
+        merged = calc_merge(mode, to_checkpoint(p.unit, parts_a), full.get("b"), full.get("c"),
+                            p.a, p.b, args)
+        return part_of(p.unit, p.key, merged, [q.shape for q in parts_a])
 
     @torch.no_grad()  # outside ComfyUI's inference mode (tests, scripts) weights may require grad
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=torch.float32, original_weight=None):
-        if self.calc == "normal":
-            sources = {n: self._evaluate(n, 0, weight.device) for n in {s.source for s in self.steps}}
-            return run_steps(weight, self.steps, sources)
-        return weight.copy_(self._calc(weight))
+        """Writes the merged weight into ``weight`` (in place: with an offset ComfyUI keeps the full tensor
+        and ignores what is returned) and returns it, in ``weight``'s dtype, computed in float32."""
+        work, copied = _float32_work(weight)
+        if self.params.calc == "normal":
+            names = {s.source for s in self.params.steps}
+            sources = {n: self._evaluate(n, 0, weight.device) for n in names}
+            result = run_steps(work, self.params.steps, sources)
+        else:
+            result = work.copy_(self._calc(work))
+        if copied:
+            weight.copy_(result)
+        return weight
 
 
 _INTERNED: "weakref.WeakValueDictionary[tuple, MergePatch]" = weakref.WeakValueDictionary()
@@ -126,7 +163,7 @@ def make_patch(key: str, steps=(), calc: str = "normal", a: float = 0.0, b: floa
     ident = (key, tuple(steps), calc, a, b, _token(sources or {}), unit, args)
     patch = _INTERNED.get(ident)
     if patch is None:
-        patch = MergePatch(key, steps, calc, a, b, sources, unit, args)
+        patch = MergePatch(set(), [MergeParams(key, tuple(steps), calc, a, b, dict(sources or {}), unit, args)])
         _INTERNED[ident] = patch
     return patch
 
@@ -156,5 +193,5 @@ def cosine_stat(mode: str, token, parts, device=None) -> CosineStat:
     return STAT_CACHE.get(mode, token, lambda: cosine_statistic(stat_pairs(parts, device), mode))
 
 
-__all__ = ["CosineStat", "MergePatch", "cosine_stat", "make_patch", "pair_token", "run_steps", "source_weight",
+__all__ = ["CosineStat", "MergeParams", "MergePatch", "cosine_stat", "make_patch", "pair_token", "run_steps", "source_weight",
            "stat_pairs"]

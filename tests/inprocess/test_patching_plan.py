@@ -65,8 +65,8 @@ def test_steps_become_patches_in_order(mods, mode, a, b, expected):
     (patches, sp, sm), = target.calls
     assert (sp, sm) == (1.0, 1.0) and list(patches) == ["k"]
     patch = patches["k"]
-    assert [(s.source, s.strength, s.strength_model) for s in patch.steps] == expected
-    assert all(patch.sources[n][0] is sources[n]["k"] for n in {e[0] for e in expected})
+    assert [(s.source, s.strength, s.strength_model) for s in patch.params.steps] == expected
+    assert all(patch.params.sources[n][0] is sources[n]["k"] for n in {e[0] for e in expected})
 
 
 def test_missing_and_mismatched_keys_keep_a_and_are_reported(mods):
@@ -86,7 +86,7 @@ def test_missing_and_mismatched_keys_keep_a_and_are_reported(mods):
     assert notes.narrowed == [("inpaint", "dim 1: 4 of 9")]
     # Each patched key gets Add difference's two steps, in order: +a*B, then -a*C, in one patch per key.
     (patches, sp, sm), = target.calls
-    per_key = {k: [(s.source, s.strength, s.strength_model) for s in patch.steps] for k, patch in patches.items()}
+    per_key = {k: [(s.source, s.strength, s.strength_model) for s in patch.params.steps] for k, patch in patches.items()}
     assert per_key == {"same": [("b", 0.5, 1.0), ("c", -0.5, 1.0)],
                        ("inpaint", (1, 0, 4)): [("b", 0.5, 1.0), ("c", -0.5, 1.0)]}
     summary = notes.summary("UNet")
