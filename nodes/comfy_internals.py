@@ -6,23 +6,36 @@ is here, and nowhere else, with the ComfyUI version it was read from; `missing_i
 ComfyUI release no longer has, and a test calls it on a real model so an upgrade fails loudly, naming the
 attribute, instead of giving wrong weights.
 
-Read from ComfyUI 0.3.75 (`comfy/model_patcher.py`):
+Read from ComfyUI 0.33.0 (`comfy/model_patcher.py`, `comfy/lora.py`) and checked against 0.3.75:
 - `ModelPatcher.patches`: key -> list of patch tuples `(strength_patch, source, strength_model, offset,
   function)` in the order `add_patches` appended them (`Patch` below names the positions);
 - `ModelPatcher.patches_uuid`: changes whenever the patch set does;
 - `ModelPatcher.backup`: key -> namedtuple `(weight, inplace_update)` of the weight before patching;
 - `ModelPatcher.use_ejected()`, `ModelPatcher.patch_weight_to_device(key, device_to)`;
 - on the wrapped model: `current_weight_patches_uuid` (the uuid whose patches the loaded weights hold),
-  `model_lowvram`, `model_loaded_weight_memory`.
+  `model_lowvram`, `model_loaded_weight_memory`;
+- `ModelPatcher.is_dynamic()` (0.33; absent in 0.3.75): True for `ModelPatcherDynamic`, the dynamic-VRAM
+  patcher every loader returns on NVIDIA since 0.33. It keeps no patched weights: each layer computes its
+  weight from the patch lists when it runs (`LowVramPatch`), after preparing the patches with
+  `comfy.lora.prefetch_prepared_value`, which rebuilds a weight adapter as
+  ``type(value)(value.loaded_keys, prepared(value.weights))``. `model_lowvram` is never set there, so
+  "loaded with its own patches" must be asked of `is_dynamic()` first.
+
+`load_path_problems` (in `load_contract`) checks the behaviour the engine relies on, not just the names.
 """
 from __future__ import annotations
 
 import uuid
 from typing import Any, NamedTuple
 
+import torch
+
+import comfy.lora
+import comfy.model_patcher
 import comfy.utils
 
-COMFYUI_VERSION_READ = "0.3.75"
+COMFYUI_VERSION_READ = "0.33.0"
+COMFYUI_VERSIONS_CHECKED = ("0.33.0", "0.3.75")
 
 PATCHER_ATTRIBUTES = ("patches", "patches_uuid", "backup", "use_ejected", "patch_weight_to_device")
 MODEL_ATTRIBUTES = ("current_weight_patches_uuid", "model_lowvram", "model_loaded_weight_memory")
@@ -78,8 +91,17 @@ def weights_token(patcher) -> tuple:
     return (id(patcher.model), patcher.patches_uuid)
 
 
+def is_dynamic(patcher) -> bool:
+    """Whether ComfyUI computes this patcher's weights from its patch lists at every use (dynamic VRAM)."""
+    probe = getattr(patcher, "is_dynamic", None)
+    return bool(probe()) if callable(probe) else False
+
+
 def is_loaded_with_own_patches(patcher) -> bool:
-    """True when the model holds exactly this patcher's patched weights, fully loaded (no lowvram)."""
+    """True when the model holds exactly this patcher's patched weights, fully loaded (no lowvram). Never
+    for a dynamic patcher: it holds no patched weights to recompute."""
+    if is_dynamic(patcher):
+        return False
     m = patcher.model
     return (m.current_weight_patches_uuid is not None and m.current_weight_patches_uuid == patcher.patches_uuid
             and not getattr(m, "model_lowvram", False) and getattr(m, "model_loaded_weight_memory", 0) > 0)
@@ -138,3 +160,15 @@ def recompute_in_place(patcher, new_lists: dict) -> None:
         raise
     patcher.patches_uuid = uuid.uuid4()
     patcher.model.current_weight_patches_uuid = patcher.patches_uuid
+
+
+def dynamic_prepared_patches(patcher, key: str, staging=None):
+    """`key`'s patch list as ComfyUI's dynamic-VRAM loader prepares it before a layer runs (`LowVramPatch`:
+    size with `memory_required`, copy into a staging buffer with `prepare`), or None where this ComfyUI has
+    no such loader (0.3.75). `staging`: a uint8 tensor of at least `memory_required()` bytes (one is made)."""
+    if not hasattr(comfy.lora, "prefetch_prepared_value"):
+        return None
+    lowvram = comfy.model_patcher.LowVramPatch(key, patcher.patches)
+    if staging is None:
+        staging = torch.empty((max(lowvram.memory_required(), 1),), dtype=torch.uint8)
+    return lowvram.prepare(staging, None, copy=True, commit=False)

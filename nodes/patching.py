@@ -32,6 +32,7 @@ from ..merge_core.calc_layout import PLAIN, layout_units
 from ..merge_core.calc_modes import (DEFAULT_GAMMA, NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios,
                                      get_calc_mode, keeps_a)
 from ..merge_core.keys import canonical_key
+from .load_contract import require_load_paths
 from .merge_patch import make_patch
 
 # What a kept key's reason says, by cause.
@@ -228,6 +229,7 @@ def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b,
     One patch per key, all handed to ComfyUI in one `add_patches` call (each call walks the whole model's
     state dict, so one call per key cost ~2 s of bookkeeping on SD1; one call costs ~10 ms).
     """
+    require_load_paths()
     notes = MergeNotes()
     patches: dict = {}
     units = {}

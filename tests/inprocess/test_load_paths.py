@@ -234,3 +234,54 @@ def test_adapter_survives_reconstruction():
     rebuilt = comfy.lora.prefetch_prepared_value(patch, [0], None, None, False)
     assert type(rebuilt) is type(patch) and rebuilt is not patch
     assert rebuilt.params is patch.params and rebuilt.params.steps == patch.params.steps != ()
+
+
+def test_load_contract_passes_on_this_comfyui():
+    """The engine's own start-up check (nodes/load_contract.py) finds every patch path of this ComfyUI sound."""
+    contract = pack_module("load_contract")
+    internals = pack_module("comfy_internals")
+    assert contract.load_path_problems() == [], (
+        f"ComfyUI changed how it computes patches (engine written against {internals.COMFYUI_VERSION_READ})")
+
+
+def test_load_contract_names_a_broken_path(monkeypatch):
+    """A ComfyUI whose patch preparation rebuilt adapters without their `weights` (what it did to the engine's
+    adapter before the parameters moved into `weights`) is named by the check, on that path only."""
+    contract = pack_module("load_contract")
+    if not has_dynamic_path():
+        pytest.skip("this ComfyUI has no comfy.lora.prefetch_prepared_value")
+    import comfy.lora
+    from comfy.weight_adapter import WeightAdapterBase
+
+    real = comfy.lora.prefetch_prepared_value
+
+    def drops_weights(value, *args):
+        if isinstance(value, WeightAdapterBase):
+            return type(value)(value.loaded_keys, [])
+        return real(value, *args)
+
+    monkeypatch.setattr(comfy.lora, "prefetch_prepared_value", drops_weights)
+    problems = contract.load_path_problems()
+    assert len(problems) == 1 and problems[0].startswith("dynamic-VRAM patch preparation: IndexError"), problems
+
+
+def test_dynamic_patcher_never_takes_the_in_place_path():
+    """ComfyUI's dynamic patcher (`is_dynamic()` True) holds no patched weights: the XY re-merge must leave
+    its keys to ComfyUI's next load (which re-prepares the changed patch lists) instead of recomputing in
+    place. ModelPatcherDynamic itself cannot be built on a CPU (its host buffers need comfy_aimdo's CUDA
+    library), so a ModelPatcher that answers `is_dynamic()` as it does stands in."""
+    import comfy.model_patcher
+
+    internals = pack_module("comfy_internals")
+    (pa, *_) = _patchers(8, torch.float32)
+    pa.model.current_weight_patches_uuid = pa.patches_uuid
+    pa.model.model_loaded_weight_memory = 1
+    pa.model.model_lowvram = False
+    assert internals.is_loaded_with_own_patches(pa)
+
+    class AnswersDynamic(comfy.model_patcher.ModelPatcher):
+        def is_dynamic(self):
+            return True
+
+    pa.__class__ = AnswersDynamic
+    assert not internals.is_loaded_with_own_patches(pa)
