@@ -27,12 +27,12 @@ import comfy.float
 import comfy.lora
 import comfy.model_base
 import comfy.model_management
-import comfy.model_patcher
 import comfy.model_sampling
 import torch
 
 from ..merge_core.safetensors_stream import write_streaming
 from ..merge_core.save_dtypes import cast_for_save, stored_dtype
+from .comfy_internals import string_to_seed
 
 UNET_PREFIX = "diffusion_model."
 
@@ -82,7 +82,7 @@ def live_weight(entry: list, key: str, device) -> torch.Tensor:
     temp = comfy.model_management.cast_to_device(weight, device, torch.float32, copy=True)
     temp = convert(temp, inplace=True)
     out = comfy.lora.calculate_weight(patches, temp, key)
-    out = comfy.float.stochastic_rounding(out, weight.dtype, seed=comfy.model_patcher.string_to_seed(key))
+    out = comfy.float.stochastic_rounding(out, weight.dtype, seed=string_to_seed(key))
     return out.to("cpu")
 
 

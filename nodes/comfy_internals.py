@@ -162,6 +162,13 @@ def recompute_in_place(patcher, new_lists: dict) -> None:
     patcher.model.current_weight_patches_uuid = patcher.patches_uuid
 
 
+def string_to_seed(data: str) -> int:
+    """ComfyUI's stochastic-rounding seed of a key (`comfy.utils` since 0.33, where the old
+    `comfy.model_patcher` name logs a warning on every call; `comfy.model_patcher` before)."""
+    moved = getattr(comfy.utils, "string_to_seed", None)
+    return moved(data) if moved is not None else comfy.model_patcher.string_to_seed(data)
+
+
 def dynamic_prepared_patches(patcher, key: str, staging=None):
     """`key`'s patch list as ComfyUI's dynamic-VRAM loader prepares it before a layer runs (`LowVramPatch`:
     size with `memory_required`, copy into a staging buffer with `prepare`), or None where this ComfyUI has

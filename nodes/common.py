@@ -25,7 +25,17 @@ from ..merge_core import ARCHITECTURES, MERGE_METHODS
 
 log = logging.getLogger("elemental_merge")
 
-CATEGORY = "advanced/model_merging/elemental"
+def _stock_merge_category() -> str:
+    """Where this ComfyUI files its own merge nodes (`model/merging` since 0.33, `advanced/model_merging`
+    before): the pack's nodes sit in an `elemental` folder beside them."""
+    try:
+        from comfy_extras.nodes_model_merging import ModelMergeSimple
+        return ModelMergeSimple.CATEGORY
+    except (ImportError, AttributeError):
+        return "model/merging"
+
+
+CATEGORY = _stock_merge_category() + "/elemental"
 AUTO = "auto"
 ARCH_CHOICES = [AUTO] + list(ARCHITECTURES)
 MODES = list(MERGE_METHODS)  # "Weight sum", "Add difference", "Triple sum", "Sum twice"

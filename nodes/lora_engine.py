@@ -16,19 +16,29 @@ import comfy.lora
 import comfy.lora_convert
 import comfy.utils
 
-_FILE_CACHE: dict[str, tuple[float, dict]] = {}  # path -> (mtime, state dict): the last LoRA read, as LoraLoader
+# path -> (mtime, state dict, metadata): the last LoRA read, as LoraLoader keeps it
+_FILE_CACHE: dict[str, tuple[float, dict, dict | None]] = {}
+METADATA_ATTACHMENT = "lora_metadata"  # where LoraLoader (0.33) attaches a LoRA file's metadata to the patcher
 
 
-def read_lora(path: str) -> dict:
-    """The LoRA file's tensors; the last file read is kept, so re-queueing with new weights is cheap."""
+def read_lora(path: str) -> tuple[dict, dict | None]:
+    """The LoRA file's (tensors, safetensors metadata); the last file read is kept, so re-queueing with new
+    weights is cheap."""
     mtime = os.path.getmtime(path)
     hit = _FILE_CACHE.get(path)
     if hit is not None and hit[0] == mtime:
-        return hit[1]
-    sd = comfy.utils.load_torch_file(path, safe_load=True)
+        return hit[1], hit[2]
+    sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     _FILE_CACHE.clear()
-    _FILE_CACHE[path] = (mtime, sd)
-    return sd
+    _FILE_CACHE[path] = (mtime, sd, metadata)
+    return sd, metadata
+
+
+def attach_metadata(patcher, metadata: dict | None) -> None:
+    """Attaches the LoRA file's metadata to a patched clone as ComfyUI's own LoraLoader does since 0.33 (for
+    nodes that read what was applied; on older versions too); nothing where the file has none."""
+    if metadata and hasattr(patcher, "set_attachments"):
+        patcher.set_attachments(METADATA_ATTACHMENT, metadata)
 
 
 def patch_key(k) -> str:

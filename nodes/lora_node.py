@@ -18,7 +18,7 @@ from ..merge_core import (ARCHITECTURES, format_change_report, get_architecture,
 from ..merge_core.lbw import LBW_FORMS, lbw_errors, resolve_lbw
 from . import model_info
 from .common import CATEGORY, BlockWeightsType, ElementalSpecType, TextInput, io
-from .lora_engine import add_scaled_patches, parse_lora, read_lora
+from .lora_engine import add_scaled_patches, attach_metadata, parse_lora, read_lora
 from .merge_inputs import check_written_for, parse_text
 
 log = logging.getLogger("elemental_merge")
@@ -113,7 +113,8 @@ class ElementalLoRA(io.ComfyNode):
     def execute(cls, model, lora_name, strength_model, strength_clip, clip=None, block_weights=None,
                 elemental=None, lbw_weights=""):
         arch = model_info.architecture_of(model)
-        lora = parse_lora(read_lora(folder_paths.get_full_path_or_raise("loras", lora_name)), model, clip)
+        lora_sd, metadata = read_lora(folder_paths.get_full_path_or_raise("loras", lora_name))
+        lora = parse_lora(lora_sd, model, clip)
         lora_keys = [k if isinstance(k, str) else k[0] for k in list(lora.unet) + list(lora.clip)]
         model_keys = list(model.model_state_dict()) + (list(clip.patcher.model_state_dict()) if clip else [])
         res = resolve_lora_ratios(lora_keys, model_keys, arch, block_weights, lbw_weights or "", elemental)
@@ -121,10 +122,12 @@ class ElementalLoRA(io.ComfyNode):
 
         new_model = model.clone()
         applied = add_scaled_patches(new_model, lora.unet, strength_model, ratio_of)
+        attach_metadata(new_model, metadata)
         new_clip = clip
         if clip is not None:
             new_clip = clip.clone()
             applied.update(add_scaled_patches(new_clip, lora.clip, strength_clip, ratio_of))
+            attach_metadata(new_clip.patcher, metadata)
         entry = {"lora": lora_name, "strength_model": strength_model,
                  "strength_clip": strength_clip if clip is not None else None,
                  "block_weights": block_weights.text if block_weights is not None else None,

@@ -46,6 +46,15 @@ def test_pack_registers_without_import_failure(comfy_server):
     assert "[Elemental Merge] registered" in comfy_server.log_text()
 
 
+def test_pack_nodes_sit_beside_the_stock_merge_nodes(comfy_server):
+    """In an `elemental` folder under wherever this ComfyUI files ModelMergeSimple (`model/merging` since
+    0.33, `advanced/model_merging` before)."""
+    info = comfy_server.object_info()
+    stock = info["ModelMergeSimple"]["category"]
+    assert stock in ("model/merging", "advanced/model_merging")
+    assert {info[name]["category"] for name in PACK_NODES} == {stock + "/elemental"}
+
+
 def test_merge_graph_is_deterministic_and_follows_the_ratio(comfy_server):
     first = png_pixels(comfy_server.images(comfy_server.run(merge_graph(0.3)), "9")[0])
     other = png_pixels(comfy_server.images(comfy_server.run(merge_graph(0.7)), "9")[0])

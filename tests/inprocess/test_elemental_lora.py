@@ -198,3 +198,23 @@ def test_errors(env):
     msg = lora_node.ElementalLoRA.validate_inputs(lbw_weights="1,0,R")
     assert "valid for no architecture" in msg and "'R' is LoRA Block Weight's random value" in msg
     assert lora_node.ElementalLoRA.validate_inputs(lbw_weights="1," * 11 + "0") is True  # SDXL's 12
+
+
+def test_lora_metadata_attached_as_lora_loader_does(env):
+    """The LoRA file's safetensors metadata rides on the patched model and text encoder under the attachment
+    name ComfyUI's own LoraLoader uses: the same object LoraLoader attaches on 0.33 (0.3.75's attaches none;
+    ours does there too, harmlessly)."""
+    import nodes as comfy_nodes
+    from safetensors import safe_open
+
+    lora_node, model, clip, paths, _ = env
+    new_model, new_clip, _ = run(lora_node, model, clip, "kohya")
+    stock_model, stock_clip = comfy_nodes.LoraLoader().load_lora(model, clip, "test_lora_kohya.safetensors",
+                                                                 STRENGTH_MODEL, STRENGTH_CLIP)
+    with safe_open(paths["kohya"], "pt") as f:
+        file_metadata = f.metadata()
+    assert file_metadata["elemental_test_layout"] == "kohya"
+    for ours, stock in ((new_model, stock_model), (new_clip.patcher, stock_clip.patcher)):
+        theirs = stock.get_attachment("lora_metadata") if hasattr(stock, "get_attachment") else None
+        assert theirs in (None, file_metadata)
+        assert ours.get_attachment("lora_metadata") == file_metadata
