@@ -86,7 +86,19 @@ def pytest_runtest_makereport(item, call):
 SUITE_ORDER = ("unit", "inprocess", "e2e", "browser")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--compat", action="store_true",
+                     help="only the tests of the older-ComfyUI compatibility run (tests/compat_selection.py)")
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--compat"):
+        from tests.compat_selection import selected
+
+        chosen = [item for item in items if selected(item.nodeid)]
+        config.hook.pytest_deselected(items=[item for item in items if not selected(item.nodeid)])
+        items[:] = chosen
+
     def rank(item):
         parts = item.nodeid.split("/")
         suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
