@@ -36,7 +36,7 @@ def free_port() -> int:
 class ComfyServer:
     def __init__(self, comfyui_dir: str, python: str, checkpoints: dict[str, str] | None = None,
                  models_dir: str | None = None, base_dir: str | None = None, port: int | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), cpu: bool = True):
         self.comfyui_dir = comfyui_dir
         self.python = python
         self.port = port or free_port()
@@ -50,6 +50,7 @@ class ComfyServer:
         self.client_id = uuid.uuid4().hex
         self._checkpoints = checkpoints or {}
         self._extra_args = extra_args
+        self.cpu = cpu  # False: ComfyUI picks its device (a GPU, with dynamic VRAM on NVIDIA under 0.33)
         self.proc: subprocess.Popen | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ class ComfyServer:
         # lacks ("Failed to initialize database"); each server gets one in its base folder instead.
         user_dir = os.path.join(self.base_dir, "user")
         os.makedirs(user_dir, exist_ok=True)
-        args = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        args = [self.python, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
                 "--base-directory", self.base_dir, "--disable-auto-launch",
                 "--database-url", f"sqlite:///{os.path.join(user_dir, 'comfyui.db')}", *self._extra_args]
         if self.models_dir != os.path.join(self.base_dir, "models"):
