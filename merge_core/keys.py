@@ -18,6 +18,8 @@ given                                       canonical
 ``clip_g.transformer.text_model.Y`` [sdxl]  ``conditioner.embedders.1.model.<OpenCLIP name of Y>``
 ``clip_l.X`` ``clip_g.X`` ``t5xxl.X``       ``text_encoders.clip_l.X`` etc. (ComfyUI's own checkpoint form)
 [flux, sd3]
+``..._norm.weight`` of Flux's q/k norms     ``..._norm.scale`` (the file name; ComfyUI 0.33 renames these on
+(any UNet form)                             load, 0.3.75 does not: see `merge_core.flux_names`)
 ==========================================  ==================================================================
 
 SD2's CLIP-H and SDXL's CLIP-G are stored in OpenCLIP naming in checkpoint files but in Hugging Face naming
@@ -32,6 +34,7 @@ from __future__ import annotations
 import re
 
 from .cache import cached
+from .flux_names import file_name as _flux_file_name
 
 UNET_PREFIX = "model.diffusion_model."
 
@@ -82,9 +85,9 @@ _GUESS = {"clip_l.": "sd1", "clip_h.": "sd2", "clip_g.": "sdxl", "t5xxl.": "flux
 @cached(maxsize=65536)
 def _canonical(key: str, arch_name: str | None) -> str:
     if key.startswith(UNET_PREFIX):
-        return key
+        return _flux_file_name(key)
     if key.startswith("diffusion_model."):
-        return "model." + key
+        return _flux_file_name("model." + key)
     forms = _TEXT_ENCODER_FORMS.get(arch_name or "")
     if forms is None:
         for prefix, guessed in _GUESS.items():

@@ -11,7 +11,9 @@ Grammar (one *entry* per comma and/or newline; ``#`` starts a comment that runs 
   order) = the blocks between, inclusive, within one family (IN, OUT, D, S, J).
 * empty elements field = the whole block; ``NOT`` first (upper case) = keys containing none of the words;
   ``NOT`` alone = every key. Words are matched against the canonical checkpoint-style name (see
-  `merge_core.keys`), so one element works for checkpoint and ComfyUI key forms alike.
+  `merge_core.keys`), so one element works for checkpoint and ComfyUI key forms alike. Flux's q/k norms are
+  ``.scale`` there (the file name) on every ComfyUI; ``query_norm.weight`` / ``key_norm.weight``, the names
+  ComfyUI 0.33 shows, are read as ``.scale`` (`merge_core.flux_names.file_element`).
 * entries apply in order; the last entry that selects a key decides its ratio.
 
 Where SuperMerger silently ignores mistakes, we report them (see `merge_core.diagnostics`): a wrong number
@@ -30,6 +32,7 @@ from typing import Iterable
 from .architectures import Architecture, get_architecture
 from .diagnostics import ERROR, WARNING, Diagnostic, MergeSpecError
 from .cache import cached
+from .flux_names import file_element
 from .key_index import key_index
 from .numbers import finite_float
 
@@ -176,13 +179,15 @@ def _parse_blocks(e: _Entry, field: str, col0: int) -> tuple[frozenset, bool]:
     return frozenset(chosen), invert
 
 
-def _parse_elements(field: str, col0: int) -> tuple[tuple[str, ...], bool, list]:
-    """(distinct words, NOT first (upper case), (word, column) pairs) of the elements field."""
+def _parse_elements(field: str, col0: int, arch: Architecture) -> tuple[tuple[str, ...], bool, list]:
+    """(distinct words as matched, NOT first (upper case), (word as written, column) pairs) of the elements
+    field; for Flux, words naming the q/k norms by ComfyUI 0.33's ``.weight`` are matched as ``.scale``."""
     words = _words(field, col0)
     invert = bool(words) and words[0][0] == "NOT"
     if invert:
         words = words[1:]
-    return tuple(dict.fromkeys(w for w, _ in words)), invert, words
+    matched = (file_element(w) if arch.name == "flux" else w for w, _ in words)
+    return tuple(dict.fromkeys(matched)), invert, words
 
 
 def _parse_ratio(e: _Entry, field: str, col0: int) -> float:
@@ -217,7 +222,7 @@ def _parse_entry(e: _Entry, body: str, keys: tuple[str, ...] | None) -> SpecEntr
         return None
     offs = [e.start, e.start + len(fields[0]) + 1, e.start + len(fields[0]) + len(fields[1]) + 2]
     blocks, invert_blocks = _parse_blocks(e, fields[0], offs[0])
-    elements, invert_elements, ewords = _parse_elements(fields[1], offs[1])
+    elements, invert_elements, ewords = _parse_elements(fields[1], offs[1], e.arch)
     ratio = _parse_ratio(e, fields[2], offs[2])
     if e.failed:
         return None
@@ -225,7 +230,7 @@ def _parse_entry(e: _Entry, body: str, keys: tuple[str, ...] | None) -> SpecEntr
     # Warnings need the key set: elements that match nothing, entries that select nothing.
     index = key_index(e.arch, keys)
     for word, col in ewords:
-        if word != "NOT" and not index.matches_any(word):
+        if word != "NOT" and not index.matches_any(file_element(word) if e.arch.name == "flux" else word):
             e.diags.append(Diagnostic(e.line, col, f"element '{word}' matches no key of {e.arch.label}",
                                       WARNING, e.source))
     if not index.select(entry):
