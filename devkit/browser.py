@@ -16,7 +16,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EXTENSION_NAME = "elemental.merge.editors"
 APP = "window.comfyAPI.app.app"
+# The same object before the front end has defined it (window.comfyAPI is set only once its modules load).
+APP_SOON = "window.comfyAPI?.app?.app"
 # Settings that keep first-run dialogs (templates browser, release notes) from covering the canvas.
+# Comfy.VueNodes.Enabled ("Nodes 2.0") is left unset on purpose: the pages use each front end's default node
+# rendering, which is the canvas (LiteGraph) one in 1.32.9 and still in 1.49.6 (that setting defaults to false).
 QUIET_SETTINGS = {
     "Comfy.TutorialCompleted": True,
     "Comfy.Workflow.ShowMissingNodesWarning": False,
@@ -58,10 +62,13 @@ def open_comfy_page(browser, server, viewport=(1600, 1000), pixel_ratio: float =
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
     page.goto(server.url, wait_until="domcontentloaded")
     page.wait_for_function(
-        f"() => {APP}?.graph && {APP}.extensions?.some"
-        f"(e => e.name === {json.dumps(EXTENSION_NAME)}) && {APP}.canvas?.canvas",
+        f"() => {APP_SOON}?.graph && {APP}.extensions?.some"
+        f"(e => e.name === {json.dumps(EXTENSION_NAME)}) && {APP}.canvas?.canvas"
+        # Front ends from 1.4x restore the startup workflow after the app is ready, and only then drop their
+        # splash screen: a workflow loaded before that is replaced by the restored one.
+        f" && {APP}.extensionManager?.workflow?.activeWorkflow && !document.getElementById('splash-loader')",
         timeout=90_000)
-    page.wait_for_timeout(1000)  # let the front end finish restoring its (empty) workflow
+    page.wait_for_timeout(1000)  # let the front end finish drawing the restored workflow
     return context, page
 
 
