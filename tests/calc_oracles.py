@@ -22,16 +22,17 @@ OUT04::0.75"""
 
 
 def oracle_stat(pairs, mode):
-    sims = np.array([], dtype=np.float64)
+    parts = []  # one array per key, joined once (appending to one array copies it per key)
     for A, B in pairs:
         A, B = A.float(), B.float()
         if mode == "cosineA":
             An, Bn = F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)
-            sims = np.append(sims, F.cosine_similarity(An, Bn, dim=0).numpy())
+            parts.append(F.cosine_similarity(An, Bn, dim=0).numpy().astype(np.float64).reshape(-1))
         else:
             s = F.cosine_similarity(A, B, dim=0)
             m = torch.dot(A.reshape(-1), B.reshape(-1)) / (torch.norm(A) * torch.norm(B))
-            sims = np.append(sims, ((s + m) / 2).numpy())
+            parts.append(((s + m) / 2).numpy().astype(np.float64).reshape(-1))
+    sims = np.concatenate(parts) if parts else np.array([], dtype=np.float64)
     sims = sims[~np.isnan(sims)]
     sims = np.delete(sims, np.where(sims < np.percentile(sims, 1, method="midpoint")))
     sims = np.delete(sims, np.where(sims > np.percentile(sims, 99, method="midpoint")))
@@ -115,15 +116,63 @@ def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
     return oracle_self(A, a, fk)
 
 
-def smooth_subset(keys_shapes, block_of) -> list:
-    """smoothAdd's sample of (key, shape) pairs: every key of up to 2 dimensions and the smallest larger one of
-    each block (`block_of(key)`): the scipy oracle over every convolution alone takes minutes."""
-    picked, smallest = [], {}
-    for key, shape in keys_shapes:
-        if len(shape) <= 2:
-            picked.append(key)
-            continue
-        block, n = block_of(key), torch.Size(shape).numel()
-        if block not in smallest or n < smallest[block][1]:
-            smallest[block] = (key, n)
-    return picked + [k for k, _ in smallest.values()]
+# The calc modes whose oracle test checks a sample of the keys (the slowest: smoothAdd's scipy filters,
+# cosineA's normalised statistic); every other mode, cosineB's same cosine rule included, checks every key.
+SAMPLED_CALCS = frozenset({"smoothAdd", "cosineA"})
+SAMPLE_SEED = 20261203
+
+
+def key_role(name: str) -> str:
+    """A key's layer role: its name without the numeric path parts (layer and block indices), e.g.
+    ``input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight`` -> ``input_blocks.transformer_blocks.attn1.to_q.weight``."""
+    return ".".join(p for p in name.split(".") if not p.isdigit())
+
+
+def oracle_sample(units, always=(), smallest=False, seed=SAMPLE_SEED) -> set:
+    """A seeded sample of the units the oracle checks. ``units``: (unit, name, block, shape, alpha, beta), a
+    unit being what one oracle call computes (a key; SD2's fused in_proj with its q/k/v parts). Kept:
+    * every unit in ``always`` and every one outside every block (block None: A's weight, its own rule);
+    * one unit of each (layer role, dimensions, ratio 0 or not): every kind of layer (conv, attention
+      q/k/v/out, norms, the fused in_proj's weight and bias, text_projection, ...) and each of them at ratio 0;
+    * one unit of every block and one 4-D unit of every block holding any;
+    * one unit of each distinct (alpha, beta) pair.
+    A group already holding a picked unit adds none. The picks are random.Random(seed) choices over the units
+    in their given order (a fixed sample), or with ``smallest`` the group's smallest unit (smoothAdd: its
+    scipy oracle over one large convolution takes seconds)."""
+    import random
+
+    rng = random.Random(seed)
+    units = list(units)
+    picked = {u for u, _n, block, *_ in units if block is None or u in set(always)}
+
+    def pick(group):
+        if any(g[0] in picked for g in group):
+            return
+        if smallest:
+            picked.add(min(group, key=lambda g: torch.Size(g[3]).numel())[0])
+        else:
+            picked.add(rng.choice(group)[0])
+
+    groups: dict = {}
+    for g in units:
+        u, name, block, shape, a, b = g
+        groups.setdefault(("role", key_role(name), len(shape), a == 0), []).append(g)
+        if len(shape) == 4:
+            groups.setdefault(("conv", block), []).append(g)
+        groups.setdefault(("block", block), []).append(g)
+        groups.setdefault(("ratio", a, b), []).append(g)
+    for group in groups.values():
+        pick(group)
+    return picked
+
+
+def assert_sample_covers(units, sample) -> None:
+    """The sample holds every unit outside every block and a unit of every block, layer role (with its
+    dimensions, at ratio 0 and not) and (alpha, beta) pair that ``units`` hold."""
+    units = list(units)
+    chosen = [g for g in units if g[0] in sample]
+    assert {g[0] for g in units if g[2] is None} <= set(sample)
+    for name, kind in (("block", lambda g: g[2]), ("role", lambda g: (key_role(g[1]), len(g[3]), g[4] == 0)),
+                       ("ratio pair", lambda g: (g[4], g[5]))):
+        missing = {kind(g) for g in units} - {kind(g) for g in chosen}
+        assert not missing, f"the oracle sample misses {name}s {sorted(map(str, missing))[:5]}"
