@@ -5,7 +5,7 @@ Run (needs the provisioned ComfyUI and the seeded SD1.5 checkpoints; ~6 minutes 
     source scripts/env.sh && flock /tmp/elemental-heavy.lock "$PYTHON" -m bench.bench_session_growth [--n 24]
     ... --smoke          N=3, for CI's bench smoke (checks it runs and reports, no verdict)
     ... --probe          also ask the server what it holds after each prompt (bench/session_probe.py: live
-                         MergePatch/ModelPatcher counts, live CPU tensor bytes, the pack's caches, ComfyUI's
+                         MergePatch/ModelPatcher counts, the pack's caches, ComfyUI's
                          output cache entries, glibc heap figures)
     ... --phases ours    only one loop (ours, native or both: "ours,native")
     ... --server-args "--cache-classic"   extra ComfyUI arguments (here: 0.33 with the pre-0.33 cache)
@@ -104,7 +104,7 @@ def probe_line(snap: dict) -> str:
                  for t in e["types"])
     o = snap["objects"]
     heap = snap.get("heap") or {}
-    return (f"tensors {snap['cpu_tensor_bytes'] / GIB:.2f} GiB live | MergePatch {o['MergePatch']} "
+    return (f"MergePatch {o['MergePatch']} "
             f"ModelPatcher {o['ModelPatcher'] + o['ModelPatcherDynamic']} CLIP {o['CLIP']} | caches "
             f"{snap['pack_caches']} | output cache {entries} entries, {models} MODEL | loaded "
             f"{len(snap['loaded_models'])} | heap free {heap.get('free', 0) / GIB:.2f} GiB")

@@ -5,8 +5,7 @@ elemental_session_probe/__init__.py), where ComfyUI imports it at start and it a
 only reads (no gc.collect, no cache change) unless asked: `?trim=1` runs glibc's malloc_trim(0) first and says
 how much RSS that gave back (free heap the allocator kept, not live objects).
 
-Answer (JSON): rss/anon bytes; live CPU tensor bytes (unique storages among gc-tracked tensors); counts of the
-objects that hold merge state (MergePatch, ModelPatcher, CLIP, ...); the pack's own caches (interned patches,
+Answer (JSON): rss/anon bytes; counts of the objects that hold merge state (MergePatch, ModelPatcher, CLIP, ...); the pack's own caches (interned patches,
 cosine statistics, LoRA file cache, merge_core memos); ComfyUI's output caches (entries and what their outputs
 are, with the RAM-pressure cache's own size estimate of each); the loaded models; glibc's heap figures.
 """
@@ -101,27 +100,6 @@ def _output_caches(objects):
     return found
 
 
-def _tensor_bytes(objects):
-    import torch
-
-    seen, total, count = set(), 0, 0
-    for o in objects:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # isinstance on deprecated lazy module attributes warns
-                if not (isinstance(o, torch.Tensor) and o.device.type == "cpu" and not o.is_meta):
-                    continue
-            s = o.untyped_storage()
-            ptr = s.data_ptr()
-        except Exception:  # noqa: BLE001 - odd objects (proxies, tensor subclasses without storage)
-            continue
-            count += 1
-            if ptr and ptr not in seen:
-                seen.add(ptr)
-                total += s.nbytes()
-    return total, count
-
-
 def snapshot(trim=False):
     out = {}
     if trim:
@@ -140,7 +118,6 @@ def snapshot(trim=False):
             counts[n] += 1
     out["objects"] = counts
     out["gc_objects"] = len(objects)
-    out["cpu_tensor_bytes"], out["cpu_tensors"] = _tensor_bytes(objects)
     out["pack_caches"] = _pack_caches()
     out["output_caches"] = _output_caches(objects)
     try:
