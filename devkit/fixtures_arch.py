@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from merge_core.flux_names import file_name as flux_file_name
 from merge_core.safetensors_stream import write_streaming
 from devkit.checkpoints import SD15_UNET_CONFIG, SD15_VAE_DDCONFIG, SEEDS, _key_seed, random_value
 
@@ -114,9 +115,12 @@ def meta_mmdit(config: dict, prefix: str = "model.diffusion_model.") -> dict[str
 
 
 def meta_flux(config: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flux's keys as Flux files name them: the q/k norms ``.scale`` whatever this ComfyUI calls them."""
     ops = _comfy()
-    from comfy.ldm.flux.model import Flux
-    return _prefixed(prefix, Flux(**config, device="meta", operations=ops))
+    from comfy.ldm.flux.model import Flux, FluxParams
+    if "txt_ids_dims" in FluxParams.__dataclass_fields__:  # ComfyUI 0.33: detection sets [] for Flux dev/schnell
+        config = {"txt_ids_dims": [], **config}
+    return {flux_file_name(k): v for k, v in _prefixed(prefix, Flux(**config, device="meta", operations=ops)).items()}
 
 
 def meta_vae(ddconfig: dict, prefix: str) -> dict[str, torch.Tensor]:

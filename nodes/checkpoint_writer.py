@@ -15,6 +15,12 @@ What stays ComfyUI's:
   meta tensors. An output that is the very input object is a rename; any other output (SD2/SDXL's fused
   q/k/v `in_proj`, the transposed `text_projection`, new `position_ids`) is rebuilt by running the same
   function on the patched inputs, once, when the first such key is written.
+- except Flux's q/k RMSNorms: ComfyUI 0.33 holds them as ``_norm.weight`` and its own save writes that, which
+  0.3.75 cannot load; they are written under their file names ``_norm.scale`` (`merge_core.flux_names`), which
+  every ComfyUI loads, whenever this ComfyUI's own loader (`process_unet_state_dict`) renames that name back.
+- except quantized weights (ComfyUI 0.33's QuantizedTensor, from fp8-scaled or `comfy_quant` files): written
+  plain, as the dequantized values the live model computes with, without their scale/config keys
+  (`quantized_weights`, docs/saving.md); 0.3.75's scaled-fp8 models are refused.
 - the extra keys of `comfy_extras/nodes_model_merging.save_checkpoint` and `BaseModel.state_dict_for_saving`
   (ComfyUI 0.3.75): `v_pred`, `ztsnr`, `edm_vpred.sigma_min/max`.
 """
@@ -30,9 +36,12 @@ import comfy.model_management
 import comfy.model_sampling
 import torch
 
+from ..merge_core.flux_names import file_name as flux_file_name
 from ..merge_core.safetensors_stream import write_streaming
 from ..merge_core.save_dtypes import cast_for_save, stored_dtype
-from .comfy_internals import string_to_seed
+from . import model_info
+from .comfy_internals import key_patches, string_to_seed
+from .quantized_weights import companion_keys, dequantized, is_quantized, requantized_like
 
 UNET_PREFIX = "diffusion_model."
 
@@ -50,7 +59,7 @@ class Part:
 
     def plan(self) -> dict:
         """Runs `process` on meta tensors: output key -> (dtype, shape); fills renamed/derived/consumed."""
-        meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
+        meta = {k: _meta(v) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
         by_id = {id(v): k for k, v in meta.items()}
         out = self.process(dict(meta))
         self.renamed, self.derived, layout = {}, {}, {}
@@ -74,22 +83,35 @@ class Part:
         return {k: out[k] for k in self.derived}
 
 
+def _meta(t: torch.Tensor) -> torch.Tensor:
+    """`t` on the meta device; a quantized weight as the plain tensor it is written as (its compute dtype)."""
+    if is_quantized(t):
+        return torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
+    return t.to("meta")
+
+
 def live_weight(entry: list, key: str, device) -> torch.Tensor:
-    """What `patch_weight_to_device` makes of a `get_key_patches()` entry `[(weight, convert), *patches]`."""
+    """What `patch_weight_to_device` makes of a `get_key_patches()` entry `[(weight, convert), *patches]`;
+    a quantized weight as the plain values the model computes with (requantized by the layer's own rule
+    first when it is patched, as the live model holds it)."""
     (weight, convert), patches = entry[0], entry[1:]
     if not patches:
-        return weight
+        return dequantized(weight, key)
     temp = comfy.model_management.cast_to_device(weight, device, torch.float32, copy=True)
     temp = convert(temp, inplace=True)
-    out = comfy.lora.calculate_weight(patches, temp, key)
+    out = comfy.lora.calculate_weight(patches, dequantized(temp, key), key)
+    if is_quantized(weight):
+        return dequantized(requantized_like(weight, out, key, string_to_seed(key)), key).to("cpu")
     out = comfy.float.stochastic_rounding(out, weight.dtype, seed=string_to_seed(key))
     return out.to("cpu")
 
 
 def _patcher_part(name: str, patcher, prefix: str, process, extra: dict | None = None) -> Part:
-    entries = patcher.get_key_patches(prefix or None)
+    entries = key_patches(patcher, prefix or None)
     device = patcher.load_device
     strip = len(prefix)
+    dropped = companion_keys({k: e[0][0] for k, e in entries.items()})  # written plain: no scales, no config
+    entries = {k: e for k, e in entries.items() if k not in dropped}
     inputs = {k[strip:]: e[0][0] for k, e in entries.items()}
     for k, v in (extra or {}).items():
         inputs.setdefault(k, v)
@@ -99,6 +121,20 @@ def _patcher_part(name: str, patcher, prefix: str, process, extra: dict | None =
             return live_weight(entries[prefix + k], prefix + k, device)
         return inputs[k]
     return Part(name, process, compute, inputs)
+
+
+def with_file_names(config, saving: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """The UNet saving function `saving`, with each Flux q/k norm under its file name where this ComfyUI's
+    loader turns that name back into the one the model holds (0.33); other keys (and 0.3.75's) unchanged."""
+    def process(sd: dict) -> dict:
+        out = {}
+        for k, v in saving(sd).items():
+            name = flux_file_name(k)
+            if name != k and list(config.process_unet_state_dict({name: v})) != [k]:
+                name = k
+            out[name] = v
+        return out
+    return process
 
 
 def sampling_extras(model) -> tuple[dict, dict]:
@@ -123,8 +159,11 @@ def sampling_extras(model) -> tuple[dict, dict]:
 def checkpoint_parts(model, clip=None, vae=None) -> list[Part]:
     """The parts of the checkpoint ComfyUI would save for (model, clip, vae), in its update order."""
     config = model.model.model_config
-    if getattr(config, "scaled_fp8", None) is not None or getattr(config, "layer_quant_config", None):
-        raise ValueError("the model is stored as scaled fp8 / quantized: save it with ComfyUI's CheckpointSave")
+    quant = model_info.quantization(model)
+    if quant is not None and quant[0] != "quant_config":  # ComfyUI 0.3.75's formats: fp8 weights, scales apart
+        raise ValueError(f"{model_info.model_name(model)}: the model is stored as {quant[1]}, which this ComfyUI "
+                         "holds as fp8 weights with separate scales; the pack saves quantized models on ComfyUI "
+                         "0.33 and later: save it with ComfyUI's CheckpointSave")
     parts = [_patcher_part("UNet", model, UNET_PREFIX, config.process_unet_state_dict_for_saving)]
     if clip is not None:
         parts.append(_patcher_part("text encoder", clip.patcher, "", config.process_clip_state_dict_for_saving,
@@ -139,6 +178,7 @@ def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metad
                               on_tensor: Callable[[int, str], None] | None = None) -> dict:
     """Writes the checkpoint; returns {output key: stored dtype}. Peak extra memory: about one tensor."""
     parts = checkpoint_parts(model, clip, vae)
+    parts[0].process = with_file_names(model.model.model_config, parts[0].process)  # the UNet part
     source: dict[str, tuple] = {}   # output key -> (part, input key or None for derived)
     layout: dict[str, tuple] = {}
     for part in parts:  # later parts overwrite earlier keys, as state_dict_for_saving's dict.update does

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Published configurations (as ComfyUI's model_detection / supported_models describe them): one table, shared
 # with the test fixtures (devkit/fixtures_arch.py), which the key-list tests load through ComfyUI's detection.
-from devkit.fixtures_arch import FLUX_DEV, SD3_MEDIUM, SD21_UNET, SDXL_UNET  # noqa: E402
+from devkit.fixtures_arch import FLUX_DEV, SD3_MEDIUM, SD21_UNET, SDXL_UNET, meta_flux  # noqa: E402
 
 
 def _unet(config) -> list[str]:
@@ -66,13 +66,11 @@ def sdxl() -> list[str]:
 
 
 def flux() -> list[str]:
-    import comfy.ops
-    from comfy.ldm.flux.model import Flux
     import comfy.text_encoders.flux as tf
-    m = Flux(**FLUX_DEV, device="meta", operations=comfy.ops.disable_weight_init)
     te = tf.flux_clip()(device="meta")
     _meta_sd(te)
-    return ["model.diffusion_model." + k for k in m.state_dict()] + ["text_encoders." + k for k in te.state_dict()]
+    unet = list(meta_flux(FLUX_DEV, "model.diffusion_model."))  # file names (q/k norms .scale) on any ComfyUI
+    return unet + ["text_encoders." + k for k in te.state_dict()]
 
 
 def sd3() -> list[str]:

@@ -26,6 +26,8 @@ COMPAT_TESTS: dict[str, tuple[str, ...]] = {
     "tests/inprocess/test_remerge.py": ("test_comfy_internals_the_remerge_uses_are_still_there",
                                         "test_missing_internals_names_what_is_gone"),
     "tests/inprocess/test_load_paths.py": ("*",),
+    # Flux's q/k norm names differ between the versions (.scale on 0.3.75, .weight inside 0.33)
+    "tests/inprocess/test_flux_norm_names.py": ("*",),
     # one exact merge and save per architecture (SD1: test_saved_merge_reloads_equal_to_formula above; SDXL is
     # behind -m heavy on both versions)
     "tests/e2e/test_arch_models.py": ("test_sd2v_merge_save_reload_sample", "test_sd3_merge_save_sample",
