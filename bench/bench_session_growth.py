@@ -139,7 +139,7 @@ def run_loop(name: str, n: int, checkpoints: dict, settle: float, probe: bool, s
             print(f"{name}: malloc_trim(0) after the last prompt gave back "
                   f"{trimmed['trim_gave_back'] / GIB:.3f} GiB (RSS now {trimmed['rss'] / GIB:.3f} GiB)", flush=True)
         log = server.log_text()
-    start = min(WARMUP, n - 1)
+    start = WARMUP if n > WARMUP + 1 else 0  # a smoke run has no warm-up to leave out
     return {"idle_rss_gib": round(idle["rss"] / GIB, 3), "samples": samples,
             "rss": growth([s["rss"] for s in samples], start), "anon": growth([s["anon"] for s in samples], start),
             "trimmed": trimmed if probe else None,
