@@ -179,3 +179,38 @@ def dynamic_prepared_patches(patcher, key: str, staging=None):
     if staging is None:
         staging = torch.empty((max(lowvram.memory_required(), 1),), dtype=torch.uint8)
     return lowvram.prepare(staging, None, copy=True, commit=False)
+
+
+# ---- quantized layers (ComfyUI 0.33) ------------------------------------------------------------------
+# Read from ComfyUI 0.33.0 (`comfy/model_patcher.py` `get_key_patches`, `get_key_weight`): the state dict of
+# a model with quantized layers (`comfy.quant_ops.QuantizedTensor` weights) also lists each such layer's
+# scale and config (`L.weight_scale`, `L.comfy_quant`), which `get_key_weight` cannot resolve, so
+# `get_key_patches` raises AttributeError on every such model (ComfyUI's own merge nodes too).
+
+def key_patches(patcher, filter_prefix=None) -> dict:
+    """`patcher.get_key_patches(filter_prefix)`; for a model with quantized layers, the same entries
+    (`[(weight, convert_func), *patches]`, the weight from `backup`/`hook_backup` when patched) built the way
+    ComfyUI builds them, without the keys that belong to a quantized weight (its scale and config)."""
+    try:
+        return patcher.get_key_patches(filter_prefix)
+    except AttributeError:
+        pass
+    from comfy.quant_ops import QuantizedTensor
+
+    out = {}
+    for k in patcher.model_state_dict(filter_prefix):
+        try:
+            weight, _set, convert = comfy.model_patcher.get_key_weight(patcher.model, k)
+        except AttributeError:
+            layer = comfy.utils.get_attr(patcher.model, k.rsplit(".", 1)[0])
+            if isinstance(getattr(layer, "weight", None), QuantizedTensor):
+                continue  # part of that layer's quantized weight
+            raise
+        if k in patcher.backup:
+            weight = patcher.backup[k].weight
+        if k in patcher.hook_backup:
+            weight = patcher.hook_backup[k][0]
+        if convert is None:
+            convert = lambda a, **kwargs: a  # noqa: E731 - as ComfyUI's own identity conversion
+        out[k] = [(weight, convert)] + list(patcher.patches.get(k, []))
+    return out

@@ -19,6 +19,7 @@ from ..merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_
 from ..merge_core.calc_modes import (CALC_MODE_NAMES, DEFAULT_GAMMA, GAMMA_RANGE, NORMAL, check_gamma, check_pair,
                                      check_ratios, get_calc_mode)
 from . import model_info
+from .comfy_internals import key_patches
 from .merge_patch import cosine_stat, pair_token
 from .patching import CalcSettings
 from .common import AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, io
@@ -250,13 +251,13 @@ class MergeInputs:
     def targets(self) -> tuple[object, object, list[MergeTarget]]:
         """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""
         model = self.models["model_a"].clone()
-        unet_sources = {k[-1]: m.get_key_patches(model_info.UNET_PREFIX) for k, m in self.models.items()}
+        unet_sources = {k[-1]: key_patches(m, model_info.UNET_PREFIX) for k, m in self.models.items()}
         targets = [MergeTarget("unet", model, self.unet_shapes, unet_sources)]
         clip = self.clip_a
         if self.clip_merged:
             clip = self.clip_a.clone()
-            sources = {s: c.get_key_patches() for s, c in self.clip_sources.items() if c is not None}
-            sources["a"] = self.clip_a.get_key_patches()
+            sources = {s: key_patches(c.patcher) for s, c in self.clip_sources.items() if c is not None}
+            sources["a"] = key_patches(self.clip_a.patcher)
             targets.append(MergeTarget("clip", clip.patcher, self.clip_shapes, sources))
         return model, clip, targets
 

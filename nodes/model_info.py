@@ -19,6 +19,7 @@ from ..merge_core import recipe as recipes
 from ..merge_core.adjust import NAMES, parse_adjust
 from ..merge_core.file_hash import file_sha256
 from ..merge_core.safetensors_stream import read_header
+from .comfy_internals import key_patches
 
 log = logging.getLogger("elemental_merge")
 
@@ -191,9 +192,9 @@ def source_sha256(folder: str, name: str) -> str | None:
 
 
 def unet_shapes(model) -> dict:
-    """ComfyUI-internal UNet key (`diffusion_model.…`) -> shape, of the model's unpatched weights."""
-    sd = model.model_state_dict(filter_prefix=UNET_PREFIX)
-    return {k: tuple(v.shape) for k, v in sd.items()}
+    """ComfyUI-internal UNet key (`diffusion_model.…`) -> shape, of the model's unpatched weights (a quantized
+    layer's weight by its logical shape; its scale and config keys are part of it, not keys of their own)."""
+    return {k: tuple(e[0][0].shape) for k, e in key_patches(model, UNET_PREFIX).items()}
 
 
 def clip_shapes(clip) -> dict:
@@ -201,3 +202,21 @@ def clip_shapes(clip) -> dict:
     sd = clip.patcher.model_state_dict()
     return {k: tuple(v.shape) for k, v in sd.items()
             if not k.endswith(CLIP_SKIP_SUFFIXES) and v.is_floating_point()}
+
+
+def quantization(model) -> tuple[str, str] | None:
+    """How the model's diffusion weights are stored quantized, as ComfyUI's loader recorded it on the model
+    config: (the config attribute, a description naming the format), or None for a plain model. ComfyUI 0.33
+    sets `quant_config` (files with per-layer `comfy_quant` keys, and scaled-fp8 files it converts to them;
+    the weights are held as QuantizedTensor); 0.3.75 set `scaled_fp8` (the fp8 dtype; plain fp8 weights with
+    separate `scale_weight` parameters) or `layer_quant_config` (mixed precision)."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    if config is None:
+        return None
+    if getattr(config, "quant_config", None):
+        return "quant_config", "mixed precision / fp8 scaled (comfy_quant)"
+    if getattr(config, "scaled_fp8", None) is not None:
+        return "scaled_fp8", f"scaled fp8 ({str(config.scaled_fp8).replace('torch.', '')})"
+    if getattr(config, "layer_quant_config", None):
+        return "layer_quant_config", "mixed precision (layer_quant_config)"
+    return None
