@@ -68,10 +68,6 @@ def _fp8_step(x: torch.Tensor) -> torch.Tensor:
     return torch.pow(2.0, exp - FP8_MANTISSA_BITS)
 
 
-def _weight_keys(model):
-    return [k for k in model.get_key_patches(PREFIX)]
-
-
 def test_fixtures_load_quantized(env):
     fq, models, refs, _ = env
     info = pack_module("model_info")
@@ -79,7 +75,7 @@ def test_fixtures_load_quantized(env):
     for fmt in ("comfy_quant", "scaled_fp8"):
         model = models[fmt, "A"]
         assert info.quantization(model)[0] == "quant_config", fmt
-        entries = model.get_key_patches(PREFIX)
+        entries = pack_module("comfy_internals").key_patches(model, PREFIX)
         quantized = [k for k, e in entries.items() if qw.is_quantized(e[0][0])]
         assert len(quantized) == len(fq.plain_layout()[1]) > 10, fmt   # every Linear weight
         for k in quantized:
@@ -157,7 +153,7 @@ def test_save_loads_back_plain_with_the_live_weights(env, fmt_a, fmt_b, tmp_path
         stored = {k: f.get_tensor(k) for k in f.keys()}
     back = comfy.sd.load_diffusion_model(path)
     assert info.quantization(back) is None
-    live = {k: e for k, e in merged.get_key_patches(PREFIX).items()}
+    live = pack_module("comfy_internals").key_patches(merged, PREFIX)
     back_entries = back.get_key_patches(PREFIX)
     assert sorted(back_entries) == sorted(live)
     for key in live:
@@ -176,6 +172,6 @@ def test_fp16_save_is_the_live_weights_cast(env, tmp_path):
     path = str(tmp_path / "merged16.safetensors")
     writer.save_checkpoint_streaming(path, merged, None, None, "fp16", {})
     with safe_open(path, "pt") as f:
-        for key in merged.get_key_patches(PREFIX):
+        for key in pack_module("comfy_internals").key_patches(merged, PREFIX):
             want = qw.dequantized(merged_weight(merged, key), key).to(torch.float16)
             assert torch.equal(f.get_tensor("model." + key), want), key
