@@ -249,14 +249,19 @@ def checkpoints_dir() -> str:
     return os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(cache, "checkpoints"))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fixture_cli(description: str, ensure, label: str, example: str, choices) -> None:
+    """The command line of a fixture module: OUT_DIR and items ``<label>:<name>``; prints each file's path."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("out_dir")
-    ap.add_argument("items", nargs="+", help="kind:name, e.g. sd3:A flux_dev:B (kinds: %s)" % ", ".join(FIXTURES))
+    ap.add_argument("items", nargs="+", help=f"{label}:name, e.g. {example} ({label}s: {', '.join(choices)})")
     args = ap.parse_args()
     for item in args.items:
         kind, _, name = item.partition(":")
-        print(ensure_fixture(args.out_dir, kind, name or "A"))
+        print(ensure(args.out_dir, kind, name or "A"))
+
+
+def main() -> None:
+    fixture_cli(__doc__.splitlines()[0], ensure_fixture, "kind", "sd3:A flux_dev:B", FIXTURES)
 
 
 if __name__ == "__main__":

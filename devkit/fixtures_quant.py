@@ -27,7 +27,6 @@ Run as a script:  python -m devkit.fixtures_quant OUT_DIR comfy_quant:A plain:B 
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import json
@@ -142,14 +141,9 @@ def ensure_quant_fixture(out_dir: str, fmt: str, name: str = "A") -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("items", nargs="+", help="format:name, e.g. comfy_quant:A plain:B (formats: %s)"
-                    % ", ".join(FORMATS))
-    args = ap.parse_args()
-    for item in args.items:
-        fmt, _, name = item.partition(":")
-        print(ensure_quant_fixture(args.out_dir, fmt, name or "A"))
+    from devkit.fixtures_arch import fixture_cli
+
+    fixture_cli(__doc__.splitlines()[0], ensure_quant_fixture, "format", "comfy_quant:A plain:B", FORMATS)
 
 
 if __name__ == "__main__":
