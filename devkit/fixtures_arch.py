@@ -114,13 +114,22 @@ def meta_mmdit(config: dict, prefix: str = "model.diffusion_model.") -> dict[str
     return _prefixed(prefix, MMDiT(**config, device="meta", operations=ops))
 
 
+def flux_runtime_config(config: dict) -> dict:
+    """`config` with what this ComfyUI's Flux also requires: 0.33 added txt_ids_dims, which detection sets to []
+    for Flux dev/schnell."""
+    _comfy()
+    from comfy.ldm.flux.model import FluxParams
+    if "txt_ids_dims" in FluxParams.__dataclass_fields__:
+        return {"txt_ids_dims": [], **config}
+    return dict(config)
+
+
 def meta_flux(config: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     """Flux's keys as Flux files name them: the q/k norms ``.scale`` whatever this ComfyUI calls them."""
     ops = _comfy()
-    from comfy.ldm.flux.model import Flux, FluxParams
-    if "txt_ids_dims" in FluxParams.__dataclass_fields__:  # ComfyUI 0.33: detection sets [] for Flux dev/schnell
-        config = {"txt_ids_dims": [], **config}
-    return {flux_file_name(k): v for k, v in _prefixed(prefix, Flux(**config, device="meta", operations=ops)).items()}
+    from comfy.ldm.flux.model import Flux
+    module = Flux(**flux_runtime_config(config), device="meta", operations=ops)
+    return {flux_file_name(k): v for k, v in _prefixed(prefix, module).items()}
 
 
 def meta_vae(ddconfig: dict, prefix: str) -> dict[str, torch.Tensor]:

@@ -213,10 +213,19 @@ def quantization(model) -> tuple[str, str] | None:
     config = getattr(getattr(model, "model", None), "model_config", None)
     if config is None:
         return None
-    if getattr(config, "quant_config", None):
+    if _config_attribute(config, "quant_config"):
         return "quant_config", "mixed precision / fp8 scaled (comfy_quant)"
-    if getattr(config, "scaled_fp8", None) is not None:
-        return "scaled_fp8", f"scaled fp8 ({str(config.scaled_fp8).replace('torch.', '')})"
-    if getattr(config, "layer_quant_config", None):
+    scaled_fp8 = _config_attribute(config, "scaled_fp8")
+    if scaled_fp8 is not None:
+        return "scaled_fp8", f"scaled fp8 ({str(scaled_fp8).replace('torch.', '')})"
+    if _config_attribute(config, "layer_quant_config"):
         return "layer_quant_config", "mixed precision (layer_quant_config)"
     return None
+
+
+def _config_attribute(config, name: str):
+    """`config.name` if the model config has it, else None, read without the model config's __getattr__
+    (which logs a "please fix your code" warning for every attribute it lacks)."""
+    if name in vars(config):
+        return vars(config)[name]
+    return getattr(type(config), name, None)

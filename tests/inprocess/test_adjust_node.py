@@ -127,8 +127,8 @@ def test_sdxl_uses_the_sdxl_colour_matrix():
 @pytest.mark.parametrize("name", ["flux", "sd3"])
 def test_flux_and_sd3_get_a_clear_error(name):
     pack_module("adjust_node")
-    from devkit.fixtures_arch import flux_config, sd3_config
+    from devkit.fixtures_arch import flux_config, flux_runtime_config, sd3_config
 
-    patcher = _meta_model("Flux", flux_config(1, 1, True)) if name == "flux" else _meta_model("SD3", sd3_config(2))
+    patcher = _meta_model("Flux", flux_runtime_config(flux_config(1, 1, True))) if name == "flux" else _meta_model("SD3", sd3_config(2))
     with pytest.raises(ValueError, match="Elemental Adjust: Adjust works on SD1, SD2 and SDXL UNets"):
         run(patcher, IN=1.0)

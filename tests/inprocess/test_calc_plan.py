@@ -66,10 +66,10 @@ def test_tensor_patches_and_keeps(mods):
                                         "clip_h.transformer.text_projection.weight"}
     assert notes.unchanged == 2 and notes.kept == []
     q = patches[H + "self_attn.q_proj.weight"]
-    assert q.unit.kind == "fused" and q.unit.keys == tuple(H + f"self_attn.{x}_proj.weight" for x in "qkv")
+    assert q.params.unit.kind == "fused" and q.params.unit.keys == tuple(H + f"self_attn.{x}_proj.weight" for x in "qkv")
     assert (U + "input_blocks.0.0.weight", (1, 0, 4)) in raw  # inpainting A: common channels
     assert notes.narrowed == [(U + "input_blocks.0.0.weight", "dim 1: 4 of 9")]
-    assert raw[(U + "input_blocks.0.0.weight", (1, 0, 4))].sources["b"][0][0][0].shape == (4, 4, 3, 3)
+    assert raw[(U + "input_blocks.0.0.weight", (1, 0, 4))].params.sources["b"][0][0][0].shape == (4, 4, 3, 3)
 
 
 def test_ratio_zero_rules_per_calc_mode(mods):

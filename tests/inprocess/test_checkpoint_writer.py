@@ -59,7 +59,10 @@ def _oracle(patcher, key):
 
 
 def _stock_names(model, clip, vae):
-    sd = model.model.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
+    """Names and dtypes of ComfyUI's own save: the patcher's state_dict_for_saving on 0.33 (the base model's
+    now takes the UNet's dict first), the base model's on 0.3.75."""
+    owner = model if hasattr(model, "state_dict_for_saving") else model.model
+    sd = owner.state_dict_for_saving(clip.get_sd(), vae.get_sd(), None)
     return {k: (v.dtype, tuple(v.shape)) for k, v in sd.items()}
 
 
