@@ -91,11 +91,11 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
     """Pinpoint-element plot with the incremental engine: (first cell s, later cells s, last apply stats).
 
     Per cell, what the Elemental XY Plot node does before sampling: the cell's settings resolved through
-    ElementalMerge's own resolver (`xy_plot.settings_ratios`: spec parse + resolve_ratios), then
+    ElementalMerge's own resolver (`plot_job.settings_ratios`: spec parse + resolve_ratios), then
     `IncrementalMerge.apply` (recomputes the changed keys on the loaded model), then the load a sampler
     calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
     remerge = pack_module("nodes.remerge")
-    xy_plot = pack_module("nodes.xy_plot")
+    plot_job = pack_module("nodes.plot_job")
     plot_axes = pack_module("merge_core.plot_axes")
     method = pack_module("merge_core").get_merge_method(workloads.MODE)
     times = []
@@ -107,7 +107,7 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
             inc = remerge.IncrementalMerge(src.model_a, src.model_b, None, method, src.clip_a, src.clip_b)
             arch = pack_module("nodes.model_info").architecture_of(src.model_a)
         settings = plot_axes.Settings(workloads.ALPHA, 0.0, elemental_alpha=workloads.xy_spec(r))
-        ra, rb = xy_plot.settings_ratios(method, arch, inc.keys, settings)
+        ra, rb = plot_job.settings_ratios(method, arch, inc.keys, settings)
         inc.apply(ra, rb)
         inc.load()
         times.append(time.perf_counter() - t0)

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from .calc_smooth import smooth_difference
+from .methods import MERGE_METHODS
+from .params import ALPHA, BETA, GAMMA, NORMAL, Param
 
-NORMAL = "normal"
 WEIGHT_SUM = "Weight sum"
 ADD_DIFFERENCE = "Add difference"
-ALL_MERGE_MODES = ("Weight sum", "Add difference", "Triple sum", "Sum twice")
+ALL_MERGE_MODES = tuple(MERGE_METHODS)
 SELF_KEEP = ("to_out", "proj_out", "norm")  # `self` keeps A for keys whose checkpoint name contains these
-DEFAULT_GAMMA = 0.3
-GAMMA_RANGE = (0.0, 20.0)
+DEFAULT_GAMMA = GAMMA.default
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class CosineStat:
 class CalcArgs:
     """Per-merge inputs besides tensors and ratios: the key's checkpoint name, gamma, the cosine statistic."""
     key: str = ""
-    gamma: float = DEFAULT_GAMMA
+    gamma: float = GAMMA.default
     stat: CosineStat | None = None
     b_dtype: torch.dtype | None = None  # B's storage dtype when B is handed over already cast (smoothAdd)
 
@@ -147,30 +147,37 @@ def self_scale(A, B, C, a, b, args):
 class CalcMode:
     name: str
     merge_modes: tuple[str, ...]   # merge modes it is valid with
-    uses_beta: bool
+    params: tuple[Param, ...]      # the parameters its formula reads (normal: those of the merge mode)
     needs_c: bool
     keeps_a: Callable[[float, float], bool]  # True when these ratios leave every key at A's weight
     layout_dependent: bool         # must compute on checkpoint layout (fused q/k/v, untransposed projection)
     compute: Callable | None       # (A, B, C, a, b, CalcArgs) -> float32 tensor; None for normal
     bounded: bool = False          # a and b must lie in [0, 1]
     uses_stat: bool = False        # needs the model-wide cosine statistic
-    uses_gamma: bool = False
     reads_b: bool = True
+
+    @property
+    def uses_beta(self) -> bool:
+        return BETA in self.params
+
+    @property
+    def uses_gamma(self) -> bool:
+        return GAMMA in self.params
 
 
 CALC_MODES: dict[str, CalcMode] = {m.name: m for m in (
-    CalcMode(NORMAL, ALL_MERGE_MODES, False, False, lambda a, b: False, False, None),
-    CalcMode("cosineA", (WEIGHT_SUM,), False, False, lambda a, b: False, True, cosine_a, uses_stat=True),
-    CalcMode("cosineB", (WEIGHT_SUM,), False, False, lambda a, b: False, True, cosine_b, uses_stat=True),
-    CalcMode("trainDifference", (ADD_DIFFERENCE,), False, True, lambda a, b: a == 0, False, train_difference),
-    CalcMode("smoothAdd", (ADD_DIFFERENCE,), False, True, lambda a, b: a == 0, True, smooth_add),
-    CalcMode("extract", (ADD_DIFFERENCE,), True, True, lambda a, b: False, True, extract,
-             bounded=True, uses_gamma=True),
-    CalcMode("tensor", (WEIGHT_SUM,), True, False, lambda a, b: a == 0 and b <= 1, True, tensor_swap,
+    CalcMode(NORMAL, ALL_MERGE_MODES, (), False, lambda a, b: False, False, None),
+    CalcMode("cosineA", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: False, True, cosine_a, uses_stat=True),
+    CalcMode("cosineB", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: False, True, cosine_b, uses_stat=True),
+    CalcMode("trainDifference", (ADD_DIFFERENCE,), (ALPHA,), True, lambda a, b: a == 0, False, train_difference),
+    CalcMode("smoothAdd", (ADD_DIFFERENCE,), (ALPHA,), True, lambda a, b: a == 0, True, smooth_add),
+    CalcMode("extract", (ADD_DIFFERENCE,), (ALPHA, BETA, GAMMA), True, lambda a, b: False, True, extract,
              bounded=True),
-    CalcMode("tensor2", (WEIGHT_SUM,), True, False, lambda a, b: a == 0 and b <= 1, True, tensor2_swap,
+    CalcMode("tensor", (WEIGHT_SUM,), (ALPHA, BETA), False, lambda a, b: a == 0 and b <= 1, True, tensor_swap,
              bounded=True),
-    CalcMode("self", (WEIGHT_SUM,), False, False, lambda a, b: a == 0 or a == 1, False, self_scale,
+    CalcMode("tensor2", (WEIGHT_SUM,), (ALPHA, BETA), False, lambda a, b: a == 0 and b <= 1, True, tensor2_swap,
+             bounded=True),
+    CalcMode("self", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: a == 0 or a == 1, False, self_scale,
              reads_b=False),
 )}
 CALC_MODE_NAMES = tuple(CALC_MODES)  # the combo's choices, in the order the UI lists them
@@ -295,9 +302,21 @@ def check_pair(merge_mode: str, calc_mode: str) -> None:
 
 def check_gamma(calc_mode: str, gamma: float) -> None:
     mode = get_calc_mode(calc_mode)
-    lo, hi = GAMMA_RANGE
-    if mode.uses_gamma and not lo <= gamma <= hi:
-        raise ValueError(f"calc mode {calc_mode!r}: calc_option (gamma) {gamma} is outside [{lo:g}, {hi:g}]")
+    if mode.uses_gamma and not GAMMA.lo <= gamma <= GAMMA.hi:
+        raise ValueError(f"calc mode {calc_mode!r}: calc_option (gamma) {gamma} is outside "
+                         f"[{GAMMA.lo:g}, {GAMMA.hi:g}]")
+
+
+def merge_params(method, calc_mode: str = NORMAL) -> tuple[Param, ...]:
+    """The parameters a merge in `method` (a MergeMethod) with `calc_mode` reads: the method's, and the calc
+    mode's (which replaces the method's formula but pairs only with methods whose parameters it covers)."""
+    own = get_calc_mode(calc_mode).params
+    return tuple(dict.fromkeys(method.params + own))
+
+
+def uses_beta(method, calc_mode: str = NORMAL) -> bool:
+    """Whether beta decides any weight of this merge: the one rule for sockets, resolution and recipes."""
+    return BETA in merge_params(method, calc_mode)
 
 
 def check_ratios(calc_mode: str, a: float, b: float, where: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from .params import ALPHA, BETA, Param
+
 if TYPE_CHECKING:  # the formulas only use tensor arithmetic; importing torch here would slow the CLI down
     from torch import Tensor
 
@@ -28,9 +30,13 @@ class PatchStep:
 class MergeMethod:
     name: str
     needs_c: bool
-    uses_beta: bool
+    params: tuple[Param, ...]  # the parameters its formula reads (merge_core.params)
     formula: Callable[[Tensor, Tensor, Tensor | None, float, float], Tensor]
     steps: Callable[[float, float], tuple[PatchStep, ...]]
+
+    @property
+    def uses_beta(self) -> bool:
+        return BETA in self.params
 
 
 def _weight_sum(A, B, C, a, b):
@@ -50,13 +56,13 @@ def _sum_twice(A, B, C, a, b):
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {m.name: m for m in (
-    MergeMethod("Weight sum", False, False, _weight_sum,
+    MergeMethod("Weight sum", False, (ALPHA,), _weight_sum,
                 lambda a, b: (PatchStep("b", a, 1 - a),)),
-    MergeMethod("Add difference", True, False, _add_difference,
+    MergeMethod("Add difference", True, (ALPHA,), _add_difference,
                 lambda a, b: (PatchStep("b", a, 1.0), PatchStep("c", -a, 1.0))),
-    MergeMethod("Triple sum", True, True, _triple_sum,
+    MergeMethod("Triple sum", True, (ALPHA, BETA), _triple_sum,
                 lambda a, b: (PatchStep("b", a, 1 - a - b), PatchStep("c", b, 1.0))),
-    MergeMethod("Sum twice", True, True, _sum_twice,
+    MergeMethod("Sum twice", True, (ALPHA, BETA), _sum_twice,
                 lambda a, b: (PatchStep("b", a, 1 - a), PatchStep("c", b, 1 - b))),
 )}
 

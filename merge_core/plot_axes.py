@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, replace
 
 from .numbers import finite_float
+from .params import GAMMA, NORMAL
 from .spec import validate_spec
 from .validation import closest_architecture, validate_block_weights
 
@@ -56,12 +57,12 @@ class Settings:
     block_weights_beta: str | None = None
     elemental_alpha: str = ""
     elemental_beta: str = ""
-    calc_mode: str = "normal"
-    calc_option: float = 0.3
+    calc_mode: str = NORMAL
+    calc_option: float = GAMMA.default
 
     def describe(self) -> str:
         parts = [f"alpha={self.alpha:g}", f"beta={self.beta:g}"]
-        if self.calc_mode != "normal":
+        if self.calc_mode != NORMAL:
             parts.append(f"calc_mode={self.calc_mode} calc_option={self.calc_option:g}")
         for name in ("block_weights_alpha", "block_weights_beta"):
             if getattr(self, name):

@@ -23,9 +23,10 @@ from typing import Callable, Iterator
 from .adjust import NAMES as ADJUST_NAMES
 from .adjust import AdjustError, parse_adjust
 from .architectures import ARCHITECTURES
-from .calc_modes import CALC_MODES
+from .calc_modes import CALC_MODES, merge_params, uses_beta
 from .file_hash import is_sha256, short_hash
 from .methods import MERGE_METHODS
+from .params import NORMAL
 
 FORMAT = "elemental-merge-recipe"
 VERSION = 2
@@ -60,7 +61,7 @@ def unknown_node(label: str) -> dict:
 
 
 def merge_node(mode: str, alpha: float, beta: float | None, architecture: str, sources: dict,
-               text_encoder_merged: bool, calc_mode: str = "normal", calc_option: float | None = None,
+               text_encoder_merged: bool, calc_mode: str = NORMAL, calc_option: float | None = None,
                block_weights_alpha: str | None = None, block_weights_beta: str | None = None,
                elemental_alpha: str | None = None, elemental_beta: str | None = None) -> dict:
     """A merge of `sources` ({"A": node, "B": node[, "C": node]}) with every setting that changes weights."""
@@ -156,7 +157,7 @@ REQUIRED = {
     "lora": ("op", "name", "strength_model"),
     "adjust": ("op", "values"),
 }
-DEFAULTS = {"calc_mode": "normal", "apply": []}
+DEFAULTS = {"calc_mode": NORMAL, "apply": []}
 
 
 def _fields(obj: dict, what: str, path: str, problems: list) -> dict:
@@ -203,9 +204,13 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
     if not isinstance(mode, str):
         return
     method = MERGE_METHODS[mode]
-    calc_beta = isinstance(calc, str) and calc in CALC_MODES and CALC_MODES[calc].uses_beta
-    if (method.uses_beta or calc_beta) and not _is_num(node.get("beta")):
+    known_calc = calc if isinstance(calc, str) and calc in CALC_MODES else NORMAL
+    if uses_beta(method, known_calc) and not _is_num(node.get("beta")):
         problems.append((_join(path, "beta"), f"mode '{mode}' with calc mode '{calc}' uses beta: a number is needed"))
+    for param in merge_params(method, known_calc):  # the declared ranges, as the node's widgets have them
+        value = node.get(param.name)
+        if _is_num(value) and param.problem(value):
+            problems.append((_join(path, param.name), param.problem(value)))
     if isinstance(node.get("sources"), dict):
         need = SOURCE_LETTERS if method.needs_c else SOURCE_LETTERS[:2]
         missing = [s for s in need if s not in node["sources"]]
@@ -317,7 +322,7 @@ def upgrade_v1(old: dict) -> dict:
             nested = v1.get(f"model_{letter.lower()}_recipe")
             sources[letter] = node(nested) if nested else checkpoint_node(name)
         merged = merge_node(v1["mode"], v1["alpha"], v1.get("beta"), v1["architecture"], sources,
-                            v1.get("text_encoder_merged", False), calc_mode=v1.get("calc_mode", "normal"),
+                            v1.get("text_encoder_merged", False), calc_mode=v1.get("calc_mode", NORMAL),
                             calc_option=v1.get("calc_option"),
                             block_weights_alpha=v1.get("block_weights_alpha"),
                             block_weights_beta=v1.get("block_weights_beta"),

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_block_weights, parse_spec, \
-    resolve_ratios
-from ..merge_core.calc_modes import (CALC_MODE_NAMES, DEFAULT_GAMMA, GAMMA_RANGE, NORMAL, check_gamma, check_pair,
-                                     check_ratios, get_calc_mode)
+from ..merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_block_weights, parse_spec
+from ..merge_core import resolve_ratios
+from ..merge_core.calc_modes import (CALC_MODE_NAMES, NORMAL, check_gamma, check_pair, check_ratios, get_calc_mode,
+                                     uses_beta)
+from ..merge_core.params import ALPHA, BETA, GAMMA, Param
 from . import model_info
 from .comfy_internals import key_patches
 from .merge_patch import cosine_stat, pair_token
@@ -38,15 +39,19 @@ def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = Tru
         io.Clip.Input("clip_c", optional=True),
         *after_clips,
         io.Combo.Input("mode", options=MODES, default="Weight sum"),
-        io.Float.Input("alpha", default=0.5, min=-1.0, max=2.0, step=0.01,
-                       tooltip="B's share (Add difference: the multiplier of B-C)"),
-        io.Float.Input("beta", default=0.25, min=-1.0, max=2.0, step=0.01,
-                       tooltip="C's share (Triple sum, Sum twice); unused by the other modes"),
+        param_socket(ALPHA),
+        param_socket(BETA),
         BlockWeightsType.Input("block_weights_alpha", optional=True),
         BlockWeightsType.Input("block_weights_beta", optional=True),
         ElementalSpecType.Input("elemental_alpha", optional=True),
         ElementalSpecType.Input("elemental_beta", optional=True),
     ]
+
+
+def param_socket(param: Param, optional: bool = False):
+    """A float widget with the declared default, range, step and meaning."""
+    return io.Float.Input(param.name, default=param.default, min=param.lo, max=param.hi, step=param.step,
+                          optional=optional, tooltip=param.meaning)
 
 
 def calc_sockets() -> list:
@@ -58,9 +63,7 @@ def calc_sockets() -> list:
                        tooltip="SuperMerger's calculation mode (docs/calc-modes.md). cosineA, cosineB, tensor, "
                                "tensor2, self need Weight sum; trainDifference, smoothAdd, extract need Add "
                                "difference"),
-        io.Float.Input("calc_option", default=DEFAULT_GAMMA, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=0.01,
-                       optional=True,
-                       tooltip="extract's gamma; unused by the other calc modes"),
+        param_socket(GAMMA, optional=True),
     ]
 
 
@@ -70,9 +73,9 @@ def check_calc(mode: str, calc_mode: str, calc_option: float) -> None:
     check_gamma(calc_mode, float(calc_option))
 
 
-# The ranges of the widgets `calc_queue_problem` reads: declaring an input in a node's validate_inputs makes
-# ComfyUI skip its own min/max and choice checks for it, so they are redone here.
-WIDGET_RANGES = {"alpha": (-1.0, 2.0), "beta": (-1.0, 2.0), "calc_option": GAMMA_RANGE}
+# The widgets `calc_queue_problem` reads: declaring an input in a node's validate_inputs makes ComfyUI skip its
+# own min/max and choice checks for it, so their declared ranges are checked here.
+CHECKED_PARAMS = (ALPHA, BETA, GAMMA)
 
 
 def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
@@ -81,19 +84,19 @@ def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
     (tensor, tensor2, extract); ratios from linked block weights and specs are checked when the merge runs.
     Values still linked (None) are not checked here."""
     given = {"alpha": alpha, "beta": beta, "calc_option": calc_option}
-    for name, value in given.items():
-        lo, hi = WIDGET_RANGES[name]
-        if value is not None and not lo <= value <= hi:
-            return f"{name} {value} is outside [{lo:g}, {hi:g}]"
+    for param in CHECKED_PARAMS:
+        value = given[param.name]
+        if value is not None and param.problem(value):
+            return param.problem(value)
     if mode is not None and mode not in MODES:
         return f"unknown mode {mode!r}; valid: {', '.join(MODES)}"
     if mode is None or calc_mode is None:
         return None
     try:
-        check_calc(mode, calc_mode, DEFAULT_GAMMA if calc_option is None else calc_option)
-        uses_beta = get_merge_method(mode).uses_beta or get_calc_mode(calc_mode).uses_beta
+        check_calc(mode, calc_mode, GAMMA.default if calc_option is None else calc_option)
+        with_beta = uses_beta(get_merge_method(mode), calc_mode)
         check_ratios(calc_mode, 0.0 if alpha is None else alpha,
-                     beta if uses_beta and beta is not None else 0.0, "the plain alpha/beta")
+                     beta if with_beta and beta is not None else 0.0, "the plain alpha/beta")
     except ValueError as exc:
         return str(exc)
     return None
@@ -169,13 +172,13 @@ class Ratios:
 
 
 def resolve(method, arch, keys, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
-            elemental_alpha=None, elemental_beta=None, uses_beta: bool | None = None) -> Ratios:
+            elemental_alpha=None, elemental_beta=None, with_beta: bool | None = None) -> Ratios:
     """Every key's alpha (and beta, for methods that use it) from the merge settings: the one resolver of
-    ElementalMerge, the XY plot's cells and the diff checker's targets. ``uses_beta`` overrides the method's
-    own flag (calc modes tensor/tensor2/extract use beta with Weight sum / Add difference)."""
+    ElementalMerge, the XY plot's cells and the diff checker's targets. ``with_beta``: whether beta is
+    resolved (`calc_modes.uses_beta` of the method and calc mode); the method's own use of it when None."""
     res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
     res_b = None
-    if method.uses_beta if uses_beta is None else uses_beta:
+    if method.uses_beta if with_beta is None else with_beta:
         res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta")
     return Ratios(ratio_lookup(res_a, alpha), ratio_lookup(res_b, beta), res_a, res_b)
 
@@ -184,7 +187,7 @@ class MergeInputs:
     """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
 
     def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
-                 calc_mode: str = NORMAL, calc_option: float = DEFAULT_GAMMA, graph_names: dict | None = None):
+                 calc_mode: str = NORMAL, calc_option: float = GAMMA.default, graph_names: dict | None = None):
         """`graph_names`: input name -> checkpoint file wired straight into it (merge_core.plot_labels.
         loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader)."""
         self.graph_names = graph_names or {}
@@ -217,7 +220,7 @@ class MergeInputs:
     @property
     def uses_beta(self) -> bool:
         """Whether beta decides any weight: the method's or the calc mode's use of it."""
-        return self.method.uses_beta or get_calc_mode(self.calc_mode).uses_beta
+        return uses_beta(self.method, self.calc_mode)
 
     def calc(self, targets, calc_mode: str | None = None, calc_option: float | None = None) -> CalcSettings:
         """The engine's CalcSettings for this merge (or for another calc mode/option, an XY cell's), with the
@@ -265,7 +268,7 @@ class MergeInputs:
                elemental_alpha=None, elemental_beta=None) -> Ratios:
         """Every key's alpha (and beta, for methods and calc modes that use it)."""
         return resolve(self.method, self.arch, self.keys, alpha, beta, block_weights_alpha, block_weights_beta,
-                       elemental_alpha, elemental_beta, uses_beta=self.uses_beta)
+                       elemental_alpha, elemental_beta, with_beta=self.uses_beta)
 
     def recipe_models(self) -> dict:
         """Each input's recipe node (a merge's, a checkpoint's; read from the graph for the stock loader's

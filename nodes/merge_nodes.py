@@ -22,6 +22,7 @@ from .merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_s
 from .patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.plot_labels import loaded_checkpoints
+from ..merge_core.params import GAMMA, NORMAL
 
 
 # ---- queue-time validation --------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class ElementalMerge(io.ComfyNode):
     @classmethod
     def execute(cls, model_a, model_b, mode, alpha, beta, print_change, model_c=None, clip_a=None,
                 clip_b=None, clip_c=None, block_weights_alpha=None, block_weights_beta=None,
-                elemental_alpha=None, elemental_beta=None, calc_mode="normal", calc_option=0.3):
+                elemental_alpha=None, elemental_beta=None, calc_mode=NORMAL, calc_option=GAMMA.default):
         hidden = getattr(cls, "hidden", None)
         graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None))
         inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option,
@@ -184,7 +185,7 @@ def build_report(recipe: dict, arch, ratios, unet_notes: MergeNotes, clip_text: 
     head = f"{recipe['mode']} ({arch.label}) alpha={recipe['alpha']}"
     if recipe["beta"] is not None:
         head += f" beta={recipe['beta']}"
-    calc = recipe.get("calc_mode", "normal")
+    calc = recipe.get("calc_mode", NORMAL)
     if recipe.get("calc_option") is not None:
         calc += f" (calc_option {recipe['calc_option']:g})"
     head += f", calc mode: {calc}"

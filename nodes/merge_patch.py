@@ -28,7 +28,8 @@ from comfy.weight_adapter import WeightAdapterBase
 
 from .comfy_internals import weights_token
 from ..merge_core.calc_layout import PLAIN, LayoutUnit, layout_units, part_of, to_checkpoint
-from ..merge_core.calc_modes import STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic, get_calc_mode
+from ..merge_core.calc_modes import (NORMAL, STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic,
+                                     get_calc_mode)
 
 
 def entry_dtype(entry) -> torch.dtype:
@@ -69,7 +70,7 @@ class MergeParams:
     through as it is. The source entries inside are cast to the device here, when the key is computed."""
     key: str
     steps: tuple = ()
-    calc: str = "normal"
+    calc: str = NORMAL
     a: float = 0.0
     b: float = 0.0
     sources: dict = field(default_factory=dict)
@@ -134,7 +135,7 @@ class MergePatch(WeightAdapterBase):
         """Writes the merged weight into ``weight`` (in place: with an offset ComfyUI keeps the full tensor
         and ignores what is returned) and returns it, in ``weight``'s dtype, computed in float32."""
         work, copied = _float32_work(weight)
-        if self.params.calc == "normal":
+        if self.params.calc == NORMAL:
             names = {s.source for s in self.params.steps}
             sources = {n: self._evaluate(n, 0, weight.device) for n in names}
             result = run_steps(work, self.params.steps, sources)
@@ -157,7 +158,7 @@ def _token(value):
     return value
 
 
-def make_patch(key: str, steps=(), calc: str = "normal", a: float = 0.0, b: float = 0.0, sources=None,
+def make_patch(key: str, steps=(), calc: str = NORMAL, a: float = 0.0, b: float = 0.0, sources=None,
                unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs()) -> MergePatch:
     """The MergePatch with these parameters: the same object as long as an equal one is alive."""
     ident = (key, tuple(steps), calc, a, b, _token(sources or {}), unit, args)

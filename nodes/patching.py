@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..merge_core.calc_layout import PLAIN, layout_units
-from ..merge_core.calc_modes import (DEFAULT_GAMMA, NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios,
+from ..merge_core.calc_modes import (NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios,
                                      get_calc_mode, keeps_a)
 from ..merge_core.keys import canonical_key
+from ..merge_core.params import GAMMA
 from .load_contract import require_load_paths
 from .merge_patch import make_patch
 
@@ -129,7 +130,7 @@ class CalcSettings:
     statistic (cosineA/B), the architecture (blocks, checkpoint names, layout). Frozen and comparable: an XY
     cell that changes any of it re-merges every key."""
     mode: str = NORMAL
-    gamma: float = DEFAULT_GAMMA
+    gamma: float = GAMMA.default
     stat: CosineStat | None = None
     arch: object = None
 

@@ -12,7 +12,8 @@ import folder_paths
 from .cell_render import CellRenderer, PlotProgress, empty_latent
 from .common import AUTO, TextInput, io
 from .merge_inputs import MergeInputs, merge_sockets, resolve
-from ..merge_core.calc_modes import get_calc_mode
+from ..merge_core.calc_modes import NORMAL, uses_beta
+from ..merge_core.params import GAMMA
 from ..merge_core.plot_axes import Settings
 from . import comfy_internals, model_info
 from .adjust_patches import AdjustedMerge
@@ -81,8 +82,8 @@ class MergeJob:
         text = lambda name, missing: texts[name].text if texts[name] else missing  # noqa: E731
         self.base = Settings(float(kw["alpha"]), float(kw["beta"]), text("block_weights_alpha", None),
                              text("block_weights_beta", None), text("elemental_alpha", ""),
-                             text("elemental_beta", ""), kw.get("calc_mode", "normal"),
-                             float(kw.get("calc_option", 0.3)))
+                             text("elemental_beta", ""), kw.get("calc_mode", NORMAL),
+                             float(kw.get("calc_option", GAMMA.default)))
         self.model_set = ()
         self.merge = AdjustedMerge.from_inputs(self.inputs)
         latent = kw.get("latent") or empty_latent(kw["width"], kw["height"], kw["batch_size"])
@@ -103,7 +104,7 @@ class MergeJob:
             if slot == "A" or clips[slot] is not None:
                 clips[slot] = clip
         return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
-                           kw.get("calc_mode", "normal"), kw.get("calc_option", 0.3), graph_names=files)
+                           kw.get("calc_mode", NORMAL), kw.get("calc_option", GAMMA.default), graph_names=files)
 
     def _input_named(self, name: str):
         """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load
@@ -161,8 +162,8 @@ def settings_ratios(method, arch, keys, s: Settings, tags: dict | None = None):
     does)."""
     tags = tags or {}
     tagged = lambda text, name: TextInput(text, tags.get(name, AUTO)) if text else None  # noqa: E731
-    uses_beta = method.uses_beta or get_calc_mode(getattr(s, "calc_mode", "normal")).uses_beta
+    with_beta = uses_beta(method, getattr(s, "calc_mode", NORMAL))
     r = resolve(method, arch, keys, s.alpha, s.beta, tagged(s.block_weights_alpha, "block_weights_alpha"),
                 tagged(s.block_weights_beta, "block_weights_beta"), tagged(s.elemental_alpha, "elemental_alpha"),
-                tagged(s.elemental_beta, "elemental_beta"), uses_beta=uses_beta)
+                tagged(s.elemental_beta, "elemental_beta"), with_beta=with_beta)
     return r.a, r.b

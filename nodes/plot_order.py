@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..merge_core.adjust import key_changes
-from ..merge_core.calc_modes import get_calc_mode
+from ..merge_core.calc_modes import NORMAL, uses_beta
+from ..merge_core.params import GAMMA
 from ..merge_core.cell_order import order_cells, total_changed
 from .adjust_patches import internal_key
 
@@ -26,10 +27,11 @@ def signature(job, cell) -> np.ndarray:
     s = cell.settings
     ra, rb = job.ratios(s)
     codes = _adjust_codes(cell.extras, job.arch.name)
-    calc_mode = getattr(s, "calc_mode", "normal")
-    uses_beta = job.method.uses_beta or get_calc_mode(calc_mode).uses_beta
-    calc = 0.0 if calc_mode == "normal" else float(hash((calc_mode, getattr(s, "calc_option", 0.3))) % 1_000_003 + 1)
-    return np.array([(ra(k), rb(k) if uses_beta else 0.0, codes.get(k, 0.0), calc) for k in job.merge.keys])
+    calc_mode = getattr(s, "calc_mode", NORMAL)
+    with_beta = uses_beta(job.method, calc_mode)
+    option = getattr(s, "calc_option", GAMMA.default)
+    calc = 0.0 if calc_mode == NORMAL else float(hash((calc_mode, option)) % 1_000_003 + 1)
+    return np.array([(ra(k), rb(k) if with_beta else 0.0, codes.get(k, 0.0), calc) for k in job.merge.keys])
 
 
 def render_order(job, cells: list) -> tuple[list, tuple]:

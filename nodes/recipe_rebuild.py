@@ -14,6 +14,7 @@ import folder_paths
 
 from ..merge_core import recipe as recipes
 from ..merge_core.file_hash import short_hash
+from ..merge_core.params import NORMAL
 from ..merge_core.recipe_graph import recipe_graph
 from ..merge_core.safetensors_stream import read_header
 from . import model_info
@@ -121,7 +122,7 @@ def run_graph(prompt: dict, node_table: dict | None = None) -> dict:
         kwargs = {}
         for name, value in node["inputs"].items():
             if name not in declared:
-                if name == "calc_mode" and value == "normal" or name == "calc_option":
+                if name == "calc_mode" and value == NORMAL or name == "calc_option":
                     continue  # a pack without calc modes computes exactly "normal"
                 raise ValueError(f"{node['class_type']} has no input '{name}': this pack cannot rebuild the recipe")
             kwargs[name] = results[value[0]][value[1]] if isinstance(value, list) else value

@@ -27,6 +27,8 @@ from . import comfy_internals
 from .comfy_internals import Patch
 from .merge_inputs import MergeInputs, MergeTarget
 from .patching import CalcSettings, apply_merge
+from ..merge_core.calc_modes import NORMAL
+from ..merge_core.params import GAMMA
 
 
 class _PatchRecorder:
@@ -79,7 +81,7 @@ class IncrementalMerge:
     """
 
     def __init__(self, model_a, model_b, model_c=None, method="Weight sum", clip_a=None, clip_b=None,
-                 clip_c=None, calc_mode: str = "normal", calc_option: float = 0.3):
+                 clip_c=None, calc_mode: str = NORMAL, calc_option: float = GAMMA.default):
         self._start(MergeInputs(method, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option))
 
     @classmethod
