@@ -48,6 +48,13 @@ class Architecture:
     rules: tuple[tuple[str, str], ...] = field(repr=False)
     keylist: str = field(default="", repr=False)
     has_base: bool = field(default=False, repr=False)
+    # ComfyUI's model-config classes (comfy.supported_models) whose models are this architecture.
+    config_classes: tuple[str, ...] = field(default=(), repr=False)
+    # Detection (`detect_architecture`): the key set is this architecture when it shows every marker of any
+    # one group. `markers` are read on UNet/diffusion-model or whole-checkpoint keys, `text_markers` on a
+    # text encoder's keys alone. "input_blocks<=8" stands for "input_blocks indices stop at 8" (SDXL's UNet).
+    markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    text_markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_compiled", tuple((re.compile(p), t) for p, t in self.rules))
@@ -110,12 +117,23 @@ _SD3_BLOCKS = ("CLIP", "T5", "IN") + _numbered("J", 38) + ("OUT",)
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("sd1", "SD1.x", _SD1_BLOCKS, has_base=True,
-                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),)),
+                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
+                 config_classes=("SD15", "SD15_instructpix2pix"),
+                 markers=(("input_blocks.",), ("cond_stage_model.transformer.",)), text_markers=(("clip_l.",),)),
     Architecture("sd2", "SD2.x", _SD1_BLOCKS, has_base=True,
-                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),)),
+                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
+                 config_classes=("SD20", "SD21UnclipL", "SD21UnclipH"),
+                 # a UNet-only SD2 key set has SD1's names (and blocks): SD2 is told by its OpenCLIP-H
+                 markers=(("cond_stage_model.model.",), ("input_blocks.", "clip_h."),
+                          ("cond_stage_model.transformer.", "clip_h.")),
+                 text_markers=(("clip_h.",),)),
     Architecture("sdxl", "SDXL", _SDXL_BLOCKS, has_base=True,
-                 rules=_SD_UNET_RULES("OUT08") + ((r"^conditioner\.embedders\.[01]\.", "BASE"),)),
-    Architecture("flux", "Flux", _FLUX_BLOCKS, rules=(
+                 rules=_SD_UNET_RULES("OUT08") + ((r"^conditioner\.embedders\.[01]\.", "BASE"),),
+                 config_classes=("SDXL", "SDXL_instructpix2pix"),
+                 markers=(("label_emb.",), ("conditioner.embedders.",), ("input_blocks<=8", "middle_block.")),
+                 text_markers=(("clip_g.",),)),
+    Architecture("flux", "Flux", _FLUX_BLOCKS, config_classes=("Flux", "FluxInpaint", "FluxSchnell"),
+                 markers=(("double_blocks.",), ("single_blocks.",)), text_markers=(("t5xxl.",),), rules=(
         (_U + r"double_blocks\.(\d+)\.", "D{:02d}"),
         (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
         (_U + r"(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
@@ -123,7 +141,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
         (r"^text_encoders\.clip_l\.", "CLIP"),
         (r"^text_encoders\.t5xxl\.", "T5"),
     )),
-    Architecture("sd3", "SD3", _SD3_BLOCKS, rules=(
+    Architecture("sd3", "SD3", _SD3_BLOCKS, config_classes=("SD3",), markers=(("joint_blocks.",),),
+                 text_markers=(("t5xxl.", "clip_g."),), rules=(
         (_U + r"joint_blocks\.(\d+)\.", "J{:02d}"),
         (_U + r"(?:x_embedder|pos_embed|t_embedder|y_embedder|context_embedder)(?:\.|$)", "IN"),
         (_U + r"final_layer\.", "OUT"),
@@ -147,54 +166,45 @@ def get_architecture(name) -> Architecture:
     return ARCHITECTURES[key]
 
 
-def detect_architecture(keys: Iterable[str]) -> Architecture:
-    """The architecture of a key set (checkpoint or ComfyUI form; UNet, text encoders, or both).
+# Most specific first: the first architecture whose markers the key set shows is the answer; text-encoder
+# markers are read only when no diffusion-model marker decided.
+DETECTION_ORDER = ("flux", "sd3", "sdxl", "sd2", "sd1")
+TEXT_DETECTION_ORDER = ("sd3", "flux", "sdxl", "sd2", "sd1")
+_MARKERS = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.", "middle_block.",
+            "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
+            "first_stage_model.")
+_TEXT_PREFIXES = ("clip_l.", "clip_g.", "clip_h.", "t5xxl.")
+_INPUT_INDEX = re.compile(r"(?:^|\.)input_blocks\.(\d+)\.")
+BY_CONFIG_CLASS = {cls: a.name for a in ARCHITECTURES.values() for cls in a.config_classes}
 
-    Decided by marker names, most specific first. A UNet-only SD2 key set has the same names as SD1 and is
-    reported as sd1 (identical blocks); SD2 is recognised by its OpenCLIP-H text encoder.
-    """
+
+def _shows(seen: set, groups) -> bool:
+    return any(all(m in seen for m in group) for group in groups)
+
+
+def detect_architecture(keys: Iterable[str]) -> Architecture:
+    """The architecture of a key set (checkpoint or ComfyUI form; UNet, text encoders, or both), from the
+    records' detection markers in DETECTION_ORDER, then their text-encoder markers."""
     seen: set[str] = set()
     max_input = -1
     count = 0
     samples: list[str] = []
-    markers = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.",
-               "middle_block.", "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
-               "first_stage_model.")
-    in_re = re.compile(r"(?:^|\.)input_blocks\.(\d+)\.")
     for key in keys:
         count += 1
         if len(samples) < 5:
             samples.append(key)
-        for m in markers:
-            if m in key:
-                seen.add(m)
-        for p in ("clip_l.", "clip_g.", "clip_h.", "t5xxl."):
-            if key.startswith(p) or key.startswith("text_encoders." + p):
-                seen.add(p)
-        m = in_re.search(key)
+        seen.update(m for m in _MARKERS if m in key)
+        seen.update(p for p in _TEXT_PREFIXES if key.startswith(p) or key.startswith("text_encoders." + p))
+        m = _INPUT_INDEX.search(key)
         if m:
             max_input = max(max_input, int(m.group(1)))
-    if "double_blocks." in seen or "single_blocks." in seen:
-        return ARCHITECTURES["flux"]
-    if "joint_blocks." in seen:
-        return ARCHITECTURES["sd3"]
-    if "label_emb." in seen or "conditioner.embedders." in seen or (0 <= max_input <= 8 and "input_blocks." in seen
-                                                                      and "middle_block." in seen):
-        return ARCHITECTURES["sdxl"]
-    if "input_blocks." in seen or "cond_stage_model.transformer." in seen or "cond_stage_model.model." in seen:
-        if "cond_stage_model.model." in seen or "clip_h." in seen:
-            return ARCHITECTURES["sd2"]
-        return ARCHITECTURES["sd1"]
-    # Text encoders alone (a CLIP patcher's keys).
-    if "t5xxl." in seen:
-        return ARCHITECTURES["sd3" if "clip_g." in seen else "flux"]
-    if "clip_g." in seen:
-        return ARCHITECTURES["sdxl"]
-    if "clip_h." in seen:
-        return ARCHITECTURES["sd2"]
-    if "clip_l." in seen:
-        return ARCHITECTURES["sd1"]
-    what = ", ".join(sorted(seen)) or "none"
+    if 0 <= max_input <= 8:
+        seen.add("input_blocks<=8")
+    for order, field_name in ((DETECTION_ORDER, "markers"), (TEXT_DETECTION_ORDER, "text_markers")):
+        for name in order:
+            if _shows(seen, getattr(ARCHITECTURES[name], field_name)):
+                return ARCHITECTURES[name]
+    what = ", ".join(sorted(m for m in seen if m != "input_blocks<=8")) or "none"
     raise ValueError(
         f"unknown model layout: {count} keys, markers seen: {what}; first keys: {samples}. "
         f"Known: {', '.join(a.label for a in ARCHITECTURES.values())} (UNet input_blocks/middle_block, "

@@ -15,6 +15,7 @@ import os
 import folder_paths
 
 from ..merge_core import detect_architecture, get_architecture
+from ..merge_core.architectures import BY_CONFIG_CLASS
 from ..merge_core import recipe as recipes
 from ..merge_core.adjust import NAMES, parse_adjust
 from ..merge_core.file_hash import file_sha256
@@ -25,19 +26,7 @@ log = logging.getLogger("elemental_merge")
 
 # ComfyUI's supported_models class name -> merge_core architecture. Subclasses with another block layout
 # (SSD-1B, Vega, KOALA, the SDXL refiner) are left out on purpose: key detection decides for them.
-ARCH_BY_CONFIG_CLASS = {
-    "SD15": "sd1",
-    "SD15_instructpix2pix": "sd1",
-    "SD20": "sd2",
-    "SD21UnclipL": "sd2",
-    "SD21UnclipH": "sd2",
-    "SDXL": "sdxl",
-    "SDXL_instructpix2pix": "sdxl",
-    "SD3": "sd3",
-    "Flux": "flux",
-    "FluxInpaint": "flux",
-    "FluxSchnell": "flux",
-}
+ARCH_BY_CONFIG_CLASS = BY_CONFIG_CLASS  # ComfyUI model-config class name -> architecture, from the records
 
 SOURCE_KEY = "elemental_merge_source"   # model_options entry: the checkpoint file name
 RECIPE_KEY = "elemental_merge_recipe"   # model_options entry: the model's recipe node (merge_core.recipe, v2)

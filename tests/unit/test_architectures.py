@@ -104,3 +104,13 @@ def test_default_keys(keylists):
     for name, a in ARCHITECTURES.items():
         assert a.default_keys() == keylists[name]
         assert not any(k.startswith("first_stage_model.") for k in a.default_keys())
+
+
+def test_config_classes_come_from_the_records():
+    from merge_core.architectures import BY_CONFIG_CLASS
+
+    assert BY_CONFIG_CLASS == {
+        "SD15": "sd1", "SD15_instructpix2pix": "sd1", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
+        "SDXL": "sdxl", "SDXL_instructpix2pix": "sdxl", "SD3": "sd3", "Flux": "flux", "FluxInpaint": "flux",
+        "FluxSchnell": "flux"}
+    assert all(a.markers and a.text_markers for a in ARCHITECTURES.values())
