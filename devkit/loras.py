@@ -202,13 +202,13 @@ def flux_targets() -> list[tuple[str, tuple[int, ...], object]]:
     """(LoRA name, shape of the part it patches, ComfyUI patch key: a key or (key, offset[, function])) for
     the flux_dev fixture's layout, from ComfyUI's own Flux key map."""
     from devkit.comfy_env import import_comfy
-    from devkit.fixtures_arch import flux_config
+    from devkit.fixtures_arch import flux_config, flux_runtime_config
 
     import_comfy()
     import comfy.lora
     import comfy.supported_models
 
-    config = flux_config(1, 1, guidance=True, text_dim=768, vec_dim=768)  # as fixtures_arch.flux_meta
+    config = flux_runtime_config(flux_config(1, 1, guidance=True, text_dim=768, vec_dim=768))  # as flux_meta
     model = comfy.supported_models.Flux(config).get_model({}, device="meta")
     sd = model.state_dict()
     out = []

@@ -76,7 +76,7 @@ def test_every_flux_weight_equals_formula(flux):
     lora_node, model, path, targets = flux
     new_model, _, report = run(lora_node, model)
     lora = load_file(path)
-    expected: dict[str, torch.Tensor] = {}
+    terms: dict[str, list] = {}  # key -> [(LoRA name, offset or None, strength * B @ A, swapped?)]
     base = model.model_state_dict()
     for name, _shape, target in targets:
         key = target if isinstance(target, str) else target[0]
@@ -84,19 +84,28 @@ def test_every_flux_weight_equals_formula(flux):
         if s == 0:
             assert key not in new_model.patches, key
             continue
-        w = expected.setdefault(key, base[key].float().clone())
         diff = (s * 1.0) * torch.mm(lora[f"{name}.lora_B.weight"].float(), lora[f"{name}.lora_A.weight"].float())
-        if isinstance(target, tuple) and target[1] is not None:
-            dim, start, length = target[1]
-            w.narrow(dim, start, length).add_(diff)
-        elif isinstance(target, tuple):
-            w.add_(swap_scale_shift(diff))
-        else:
-            w.add_(diff)
-    assert len(expected) == 21  # 30 LoRA modules on 23 weights; final_layer's 2 (OUT) are at strength 0
-    for key, want in expected.items():
+        offset = target[1] if isinstance(target, tuple) else None
+        terms.setdefault(key, []).append((name, offset, diff, isinstance(target, tuple) and offset is None))
+    assert len(terms) == 21  # 30 LoRA modules on 23 weights; final_layer's 2 (OUT) are at strength 0
+    for key, entries in terms.items():
         patches = new_model.patches[key]
         assert {p[0] for p in patches} == {expected_strength(key)}, key
+        # ComfyUI 0.33's key map sends two module names of this file to single_blocks.*.linear2 (attn.to_out and
+        # proj_out); its load_lora keeps one patch per (weight, slice), and so does ElementalLoRA
+        assert sorted(str(p[3]) for p in patches) == sorted({str(e[1]) for e in entries}), key
+        # Some weights take several LoRA modules (single_blocks.*.linear1: a whole-weight one and the q, k, v
+        # and mlp slices over it): float addition follows the key's patch order, as calculate_weight does.
+        # Each patch is matched to its LoRA module by its up tensor.
+        want = base[key].float().clone()
+        for p in patches:
+            up = p[1].weights[0]
+            (name, offset, diff, swapped), = [e for e in entries if e[1] == p[3]
+                                              and torch.equal(lora[f"{e[0]}.lora_B.weight"], up)]
+            if offset is not None:
+                want.narrow(offset[0], offset[1], offset[2]).add_(diff)
+            else:
+                want.add_(swap_scale_shift(diff) if swapped else diff)
         got = comfy.lora.calculate_weight(patches, base[key].float().clone(), key)
         assert torch.equal(got, want), key
     assert "D00       10  0.09375..0.46875 (2 values)" in report and "OUT        2  0" in report, report
