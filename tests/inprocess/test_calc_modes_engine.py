@@ -9,11 +9,11 @@ evaluates such a source, is ``A * 0.5 + 0.5 * B`` in float32, which the oracle u
 Ratios: block weights and specs give different alpha and beta in different blocks (all within [0, 1], so
 tensor/tensor2/extract accept them). The merged weights are stored in fp16: each must be within one fp16
 ulp of the oracle's float32 value (the rounding of the float32 result; the float32 computations themselves
-agree to round-off). The engine's cosine statistic and the oracle's are over every key. smoothAdd and cosineA
-(SAMPLED_CALCS, the slowest) check tests.calc_oracles.oracle_sample's fixed sample: every key outside every
-block, one key of each layer role (conv, attention q/k/v/out, norms, ...) at ratio 0 and not, of each block
-(and one 4-D key of each), of each (alpha, beta) pair, the smallest of each for smoothAdd (its scipy oracle
-over every convolution takes minutes); every other mode, cosineB's same rule included, checks every key.
+agree to round-off). The engine's cosine statistic and the oracle's are over every key. Every mode
+(SAMPLED_CALCS) checks tests.calc_oracles.oracle_sample's fixed sample: every key outside every block, one key
+of each layer role (conv, attention q/k/v/out, norms, ...) at ratio 0 and not, of each block (and one 4-D key
+of each; not for smoothAdd), of each (alpha, beta) pair, the smallest of each for smoothAdd (its scipy oracle
+over every convolution takes minutes: 155 s on one key of each group).
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def test_every_weight_equals_oracle(objs, calc):
         subset = oracle_sample(units, smallest=calc == "smoothAdd")
         work = [(p, k) for p, k in work if k in subset]
         assert_sample_covers(units, subset)
-        assert len({expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}) == 25
+        conv_blocks = {expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}
+        assert len(conv_blocks) == 25 if calc != "smoothAdd" else len(conv_blocks) >= 5
     checked = changed = skipped = 0
     for patcher, key in work:
         if key in UNDEFINED_IN_SD1:

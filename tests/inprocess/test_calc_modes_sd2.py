@@ -19,12 +19,11 @@ too, logit_scale fp32). C is A's clone with B's patches at 0.5/0.5, as in the SD
 in float32. Ratios differ block by block and the spec names checkpoint-form elements (``in_proj``,
 ``resblocks.1.``), all within [0, 1]. fp16 weights must be within one fp16 ulp of the oracle's float32 value.
 
-Coverage: every text-encoder key in every mode; the UNet keys of the blocks in UNET_BLOCKS (every key of
-those blocks). smoothAdd and cosineA (SAMPLED_CALCS, the slowest) check tests.calc_oracles.oracle_sample's fixed
-sample of those file tensors: text_projection, every tensor outside every block, one of each layer role
+Coverage: every mode (SAMPLED_CALCS) checks tests.calc_oracles.oracle_sample's fixed sample of the file
+tensors of every text-encoder key and of the UNet keys of the blocks in UNET_BLOCKS: text_projection, every tensor outside every block, one of each layer role
 (a fused in_proj weight and bias with all their q/k/v parts among them) at ratio 0 and not, of each block
 (and one 4-D one of each), of each (alpha, beta) pair; the smallest of each for smoothAdd (its scipy oracle is
-slow). The cosine statistics (engine and oracle) stay over every tensor; cosineB checks every key.
+slow). The cosine statistics (engine and oracle) stay over every tensor.
 `self` also asserts the note's naming rule: OpenCLIP ``ln_1``/``ln_2``/``ln_final`` (ComfyUI's
 ``layer_norm1``/``layer_norm2``/``final_layer_norm``) contain no "norm" and are scaled, while UNet ``norm``
 keys keep A.
