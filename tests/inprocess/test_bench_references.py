@@ -66,8 +66,15 @@ def test_bench_reads_only_names_the_pack_has():
 @pytest.mark.parametrize("path", BENCH_FILES, ids=os.path.basename)
 def test_bench_module_imports(path):
     import importlib
+    import sys
 
     if os.path.basename(path) in SERVER_SIDE:
         compile(open(path, encoding="utf-8").read(), path, "exec")
         return
-    importlib.import_module("bench." + os.path.splitext(os.path.basename(path))[0])
+    # bench_resolve.py, a script, puts the repository first on sys.path: left there, a later `import nodes`
+    # would find this pack's nodes/ package instead of ComfyUI's nodes.py
+    saved = list(sys.path)
+    try:
+        importlib.import_module("bench." + os.path.splitext(os.path.basename(path))[0])
+    finally:
+        sys.path[:] = saved
