@@ -30,7 +30,6 @@ WEIGHT_SUM = "Weight sum"
 ADD_DIFFERENCE = "Add difference"
 ALL_MERGE_MODES = tuple(MERGE_METHODS)
 SELF_KEEP = ("to_out", "proj_out", "norm")  # `self` keeps A for keys whose checkpoint name contains these
-DEFAULT_GAMMA = GAMMA.default
 
 
 @dataclass(frozen=True)

@@ -209,8 +209,9 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
         problems.append((_join(path, "beta"), f"mode '{mode}' with calc mode '{calc}' uses beta: a number is needed"))
     for param in merge_params(method, known_calc):  # the declared ranges, as the node's widgets have them
         value = node.get(param.name)
-        if _is_num(value) and param.problem(value):
-            problems.append((_join(path, param.name), param.problem(value)))
+        problem = param.problem(value) if _is_num(value) else None
+        if problem:
+            problems.append((_join(path, param.name), problem))
     if isinstance(node.get("sources"), dict):
         need = SOURCE_LETTERS if method.needs_c else SOURCE_LETTERS[:2]
         missing = [s for s in need if s not in node["sources"]]

@@ -21,7 +21,6 @@ from .adjust import NAMES as ADJUST_NAMES
 from .params import GAMMA, NORMAL
 
 DEFAULT_BETA = 0.25        # ElementalMerge's widget default, for modes that do not use beta
-DEFAULT_CALC_OPTION = GAMMA.default  # a recipe without calc_option: what the socket defaults to
 SAVE_PREFIX = "checkpoints/ElementalMerge"
 
 
@@ -69,7 +68,7 @@ class GraphBuilder:
             inputs.update({f"clip_{k.lower()}": list(b.clip) for k, b in built.items() if b.clip is not None})
         inputs.update({
             "mode": node["mode"], "calc_mode": node.get("calc_mode") or NORMAL,
-            "calc_option": DEFAULT_CALC_OPTION if node.get("calc_option") is None else node["calc_option"],
+            "calc_option": GAMMA.default if node.get("calc_option") is None else node["calc_option"],
             "alpha": node["alpha"], "beta": DEFAULT_BETA if node.get("beta") is None else node["beta"],
             "print_change": False})
         for side in ("alpha", "beta"):

@@ -86,8 +86,9 @@ def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
     given = {"alpha": alpha, "beta": beta, "calc_option": calc_option}
     for param in CHECKED_PARAMS:
         value = given[param.name]
-        if value is not None and param.problem(value):
-            return param.problem(value)
+        problem = None if value is None else param.problem(value)
+        if problem:
+            return problem
     if mode is not None and mode not in MODES:
         return f"unknown mode {mode!r}; valid: {', '.join(MODES)}"
     if mode is None or calc_mode is None:
