@@ -19,8 +19,8 @@ NODE_MODULES = (
     "recipe_nodes",
     "xy_plot",
     "diff_checker",
-    "adjust_node",
-    "lora_node",
+    "adjust_nodes",
+    "lora_nodes",
 )
 
 _log = logging.getLogger("elemental_merge")
@@ -44,8 +44,7 @@ if ComfyExtension is not None:
         _loaded = False
 
         async def on_load(self) -> None:
-            importlib.import_module(".nodes.routes", __name__).register_routes()
-            importlib.import_module(".nodes.recipe_routes", __name__).register()
+            importlib.import_module(".nodes.http_routes", __name__).register()
             self._loaded = True
 
         async def get_node_list(self):

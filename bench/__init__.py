@@ -1,1 +1,1 @@
-"""Benchmarks of the pack (issue 7): not tests; run with ``python -m bench.run`` or ``bench/run.sh``."""
+"""Benchmarks of the pack: not tests; run with ``python -m bench.run`` or ``bench/run.sh``."""

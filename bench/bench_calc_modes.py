@@ -1,4 +1,4 @@
-"""Calc modes (issue 16): what each costs. Two parts, one file:
+"""Calc modes: what each costs. Two parts, one file:
 
     "$PYTHON" -m bench.bench_calc_modes [--reps N]            # per key, synthetic SD1.5 shapes: no lock needed
     flock /tmp/elemental-heavy.lock "$PYTHON" -m bench.bench_calc_modes --full [--reps N] [--smooth-seconds S]
@@ -79,9 +79,9 @@ def full(src, calc: str, c=None) -> float:
 
 
 def cosine_figures(src) -> dict:
-    cm = pack_module("merge_core.calc_modes")  # the pack's own module: its STAT_CACHE is the one merges use
-    mp = pack_module("nodes.merge_patch")
-    info = pack_module("nodes.model_info")
+    cm = pack_module("merge_core.merge.calc_modes")  # the pack's own module: its STAT_CACHE is the one merges use
+    mp = pack_module("nodes.engine.merge_patch")
+    info = pack_module("nodes.engine.model_info")
     arch = info.architecture_of(src.model_a)
     parts = [(arch, src.model_a.get_key_patches("diffusion_model."), src.model_b.get_key_patches("diffusion_model.")),
              (arch, src.clip_a.get_key_patches(), src.clip_b.get_key_patches())]
@@ -101,9 +101,9 @@ def cosine_figures(src) -> dict:
 
 def smooth_figure(src, c, budget: float) -> dict:
     """smoothAdd over every key (or extrapolated past ``budget`` seconds), with the tensors as loaded."""
-    from merge_core import calc_modes as cm
+    from merge_core.merge import calc_modes as cm
 
-    mp = pack_module("nodes.merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     import torch
 
     cpu = torch.device("cpu")
@@ -295,9 +295,9 @@ def main_keys(a) -> int:
 
     from bench.env import CHECKPOINT_DIR
 
-    mp = pack_module("nodes.merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     core = pack_module("merge_core")
-    cm = pack_module("merge_core.calc_modes")
+    cm = pack_module("merge_core.merge.calc_modes")
     arch = core.get_architecture("sd1")
     tensors = _synthetic_sources(torch)
     out = []

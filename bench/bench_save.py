@@ -1,4 +1,4 @@
-"""Peak memory of saving a merge (issue 14): the ComfyUI server's RSS with the two sources loaded and merged,
+"""Peak memory of saving a merge: the ComfyUI server's RSS with the two sources loaded and merged,
 against its peak RSS while it merges again and saves with SaveMergedCheckpoint (streaming), per precision.
 
 Run (needs the provisioned ComfyUI and the seeded checkpoints; SD1.5: about 2 minutes per precision):

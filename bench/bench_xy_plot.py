@@ -1,4 +1,4 @@
-"""A 4x4 pinpoint-element XY plot against re-queueing ComfyUI's native merge 16 times (issue 13), end to end
+"""A 4x4 pinpoint-element XY plot against re-queueing ComfyUI's native merge 16 times, end to end
 through one real ComfyUI server: queue -> images in the history, sampling included.
 
 Run (needs the provisioned ComfyUI and the seeded SD1.5 checkpoints; about 5 minutes on a 2-core CPU, plus

@@ -1,18 +1,15 @@
 """In-process ComfyUI + this pack, for the benchmark workers.
 
-The pack uses relative imports (``from ..merge_core import``) because ComfyUI loads it as a package from
-custom_nodes/; in-process we register the repository root as a package under the name ComfyUI would give
-it, so the node modules import exactly as they do in a server.
+The pack is imported as ComfyUI imports it from custom_nodes/ (devkit.pack), so the node modules import
+exactly as they do in a server.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACK_NAME = "comfyui_elemental_merge"
 CACHE_DIR = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
 CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR, "checkpoints"))
 
@@ -39,12 +36,9 @@ def setup_comfy():
 def pack_module(name: str):
     """`nodes.merge_nodes` etc. of this pack, imported as ComfyUI would (as a package), or None if absent."""
     setup_comfy()
-    if PACK_NAME not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK_NAME, os.path.join(REPO_ROOT, "__init__.py"), submodule_search_locations=[REPO_ROOT])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_NAME] = mod
-        spec.loader.exec_module(mod)
+    from devkit.pack import PACK_NAME, load_pack
+
+    load_pack()
     try:
         return importlib.import_module(f"{PACK_NAME}.{name}")
     except ModuleNotFoundError as exc:

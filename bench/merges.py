@@ -34,7 +34,7 @@ def load_sources() -> tuple[Sources, float]:
     model_a, clip_a = load_checkpoint("A")
     model_b, clip_b = load_checkpoint("B")
     seconds = time.perf_counter() - t0
-    info = pack_module("nodes.model_info")
+    info = pack_module("nodes.engine.model_info")
     return Sources(model_a, clip_a, model_b, clip_b, list(info.unet_shapes(model_a)),
                    list(info.clip_shapes(clip_a))), seconds
 
@@ -94,9 +94,9 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
     ElementalMerge's own resolver (`plot_job.settings_ratios`: spec parse + resolve_ratios), then
     `IncrementalMerge.apply` (recomputes the changed keys on the loaded model), then the load a sampler
     calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
-    remerge = pack_module("nodes.remerge")
-    plot_job = pack_module("nodes.plot_job")
-    plot_axes = pack_module("merge_core.plot_axes")
+    remerge = pack_module("nodes.engine.remerge")
+    plot_job = pack_module("nodes.plot.plot_job")
+    plot_axes = pack_module("merge_core.plot.plot_axes")
     method = pack_module("merge_core").get_merge_method(workloads.MODE)
     times = []
     inc = None
@@ -105,7 +105,7 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
         t0 = time.perf_counter()
         if inc is None:
             inc = remerge.IncrementalMerge(src.model_a, src.model_b, None, method, src.clip_a, src.clip_b)
-            arch = pack_module("nodes.model_info").architecture_of(src.model_a)
+            arch = pack_module("nodes.engine.model_info").architecture_of(src.model_a)
         settings = plot_axes.Settings(workloads.ALPHA, 0.0, elemental_alpha=workloads.xy_spec(r))
         ra, rb = plot_job.settings_ratios(method, arch, inc.keys, settings)
         inc.apply(ra, rb)

@@ -11,7 +11,7 @@ import sys
 
 GIB = 2 ** 30
 
-# Targets of issue 7.
+# The targets the figures are judged against.
 T_FULL = 1.05      # ours / native, full merge
 T_XY = 20.0        # native / ours, per XY cell
 T_RESOLVE = 5.0    # ms, SDXL

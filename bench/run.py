@@ -1,4 +1,4 @@
-"""The benchmark of issue 7: one run, one line per figure, a summary line of the ratios against the targets.
+"""The benchmark: one run, one line per figure, a summary line of the ratios against the targets.
 
     python -m bench.run [--reps N] [--out bench/results/latest.txt]      (COMFYUI_DIR set; see bench/run.sh)
 
@@ -123,7 +123,7 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description="Elemental Merge benchmark (issue 7)")
+    p = argparse.ArgumentParser(prog="python -m bench.run", description="Elemental Merge benchmark")
     p.add_argument("--reps", type=int, default=6, help="timed full-merge pairs after the warm-up (default 6)")
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "latest.txt"))
     args = p.parse_args(argv)

@@ -60,7 +60,7 @@ class TensorFile:
     multi-GB check look like it needs that much memory. Here each tensor is its own buffer, freed with it."""
 
     def __init__(self, path: str):
-        from merge_core.safetensors_stream import TORCH_DTYPE, read_header
+        from merge_core.files.safetensors_stream import TORCH_DTYPE, read_header
         self.path = path
         self.header, self._metadata = read_header(path)
         with open(path, "rb") as f:

@@ -22,7 +22,7 @@ fixture        layout
 ``flux_ae``    the 16-channel Flux/SD3 VAE alone (``encoder.``/``decoder.``), for VAELoader.
 =============  ==========================================================================================
 
-Files are written one tensor at a time (merge_core.safetensors_stream), so even SDXL is built in well under 1 GB, and are
+Files are written one tensor at a time (merge_core.files.safetensors_stream), so even SDXL is built in well under 1 GB, and are
 cached by content: the file name carries a hash of the fixture's key layout, seed and value rules, so a changed
 writer or ComfyUI gives a new file and an unchanged one is never rebuilt.
 
@@ -41,8 +41,8 @@ from typing import Callable
 
 import torch
 
-from merge_core.flux_names import file_name as flux_file_name
-from merge_core.safetensors_stream import write_streaming
+from merge_core.arch.flux_names import file_name as flux_file_name
+from merge_core.files.safetensors_stream import write_streaming
 from devkit.checkpoints import SD15_UNET_CONFIG, SD15_VAE_DDCONFIG, SEEDS, _key_seed, random_value
 
 # Bump when the value rules change (random_value, OVERRIDES): every cached fixture is rebuilt.

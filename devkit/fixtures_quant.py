@@ -35,7 +35,7 @@ import sys
 
 import torch
 
-from merge_core.safetensors_stream import write_streaming
+from merge_core.files.safetensors_stream import write_streaming
 from devkit.checkpoints import SEEDS
 from devkit.fixtures_arch import VALUES_VERSION, fixture_value, sd3_config
 

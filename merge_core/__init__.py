@@ -7,7 +7,7 @@ The core of the Elemental Merge node pack, usable without ComfyUI:
 * `spec`: the elemental spec language (``blocks:elements:ratio``) with positioned diagnostics.
 * `block_weights`: SuperMerger weight strings and presets.
 * `resolve`: per-key ratio resolution (`resolve_ratios`); `report`: the change report; `__main__`: the preview
-  CLI (``python -m merge_core``, also run as ``python -m merge_core.ratios``, the old module name).
+  CLI (``python -m merge_core``).
 * `validation`: is a spec / weight string valid, and which architecture did the user mean.
 * `methods`: the merge-method registry (formulas and equivalent ModelPatcher steps).
 * `plot_axes`: XY-plot axes and diff-checker targets, parsed into each cell's merge settings.
@@ -32,18 +32,18 @@ Checkpoint (``model.diffusion_model.``, ``cond_stage_model.``, ``conditioner.emb
 ``clip_h.``, ``t5xxl.``) are accepted everywhere; elements match the canonical checkpoint name. See
 `merge_core.keys` for the table (SDXL clip_g / SD2 clip_h map to OpenCLIP names).
 """
-from .architectures import ARCHITECTURES, Architecture, detect_architecture, get_architecture
-from .block_weights import (expected_counts, list_presets, load_user_presets, parse_block_weights,
+from .arch.architectures import ARCHITECTURES, Architecture, detect_architecture, get_architecture
+from .text.block_weights import (expected_counts, list_presets, load_user_presets, parse_block_weights,
                             sd1_to_sdxl)
 from .cache import clear_caches
 from .diagnostics import Diagnostic, MergeSpecError
-from .elements import element_of, elements_by_block
-from .keys import canonical_key
-from .methods import MERGE_METHODS, MergeMethod, PatchStep, apply_steps, get_merge_method
-from .report import format_change_report
-from .resolve import Change, Resolution, resolve_ratios
-from .spec import ElementalSpec, SpecEntry, describe_blocks, parse_spec, validate_spec
-from .validation import AUTO, ArchitectureFit, closest_architecture, text_problem, validate_block_weights
+from .arch.elements import element_of, elements_by_block
+from .arch.keys import canonical_key
+from .merge.methods import MERGE_METHODS, MergeMethod, PatchStep, apply_steps, get_merge_method
+from .merge.report import format_change_report
+from .merge.resolve import Change, Resolution, resolve_ratios
+from .text.spec import ElementalSpec, SpecEntry, describe_blocks, parse_spec, validate_spec
+from .text.validation import AUTO, ArchitectureFit, closest_architecture, text_problem, validate_block_weights
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "detect_architecture", "get_architecture",

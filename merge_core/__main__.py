@@ -2,8 +2,7 @@
 
     python -m merge_core --arch sd1 --alpha 0.5 --spec "OUT05:attn2:0.2" [--format json] [--changes]
 
-``python -m merge_core.ratios`` (the documented name) runs the same. Invalid input prints the positioned
-diagnostics on stderr and exits 2.
+Invalid input prints the positioned diagnostics on stderr and exits 2.
 """
 from __future__ import annotations
 
@@ -12,12 +11,12 @@ import gzip
 import json
 import sys
 
-from .architectures import get_architecture
-from .block_weights import load_user_presets, parse_block_weights
+from .arch.architectures import get_architecture
+from .text.block_weights import load_user_presets, parse_block_weights
 from .diagnostics import MergeSpecError
-from .report import fmt_ratio, format_change_report
-from .resolve import resolve_ratios
-from .spec import parse_spec
+from .merge.report import fmt_ratio, format_change_report
+from .merge.resolve import resolve_ratios
+from .text.spec import parse_spec
 
 
 def _arguments(prog: str) -> argparse.ArgumentParser:

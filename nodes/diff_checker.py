@@ -1,4 +1,4 @@
-"""Elemental Diff Checker (issue 5): how much does each block / element change the picture?
+"""Elemental Diff Checker: how much does each block / element change the picture?
 
 One base image with the base merge, then for each target only that target set to `ratio` (a spec entry
 appended to the base alpha spec, as a pinpoint XY cell), same seed; each image is compared with the base.
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..merge_core import plot_axes
-from . import grid
-from .cell_render import PlotProgress
-from .common import CATEGORY, io, png_metadata, write_new
-from ..merge_core.plot_axes import AxisError
-from .merge_inputs import calc_queue_problem, calc_sockets
-from .patching import key_effect
-from .plot_job import MergeJob, plot_inputs
+from ..merge_core.plot import plot_axes
+from .plot import grid
+from .engine.cell_render import PlotProgress
+from .sockets.common import CATEGORY, io, png_metadata, write_new
+from ..merge_core.plot.plot_axes import AxisError
+from .sockets.merge_inputs import calc_queue_problem, calc_sockets
+from .engine.patching import key_effect
+from .plot.plot_job import MergeJob, plot_inputs
 
 log = logging.getLogger("elemental_merge")
 

@@ -1,4 +1,4 @@
-"""The graph-facing merge nodes (issue 3): thin V3 adapters over merge_core and nodes/patching.py.
+"""The graph-facing merge nodes: thin V3 adapters over merge_core and nodes/patching.py.
 
 What is decided where:
 - merge_core: what a spec / weight string means, every key's ratio, the change report, each mode's patch steps.
@@ -12,17 +12,16 @@ executes, before any patch is added.
 """
 from __future__ import annotations
 
-import comfy.sd
 import folder_paths
 
-from . import model_info
-from .common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsType, ElementalSpecType,
+from .engine import model_info, runtime
+from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
-from .merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
-from .patching import MergeNotes, apply_merge
+from .sockets.merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
+from .engine.patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
-from ..merge_core.plot_labels import loaded_checkpoints
-from ..merge_core.params import GAMMA, NORMAL
+from ..merge_core.plot.plot_labels import loaded_checkpoints
+from ..merge_core.merge.params import GAMMA, NORMAL
 
 
 # ---- queue-time validation --------------------------------------------------------------------------------
@@ -50,10 +49,7 @@ class MergeCheckpointLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name):
-        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            path, output_vae=True, output_clip=True,
-            embedding_directory=folder_paths.get_folder_paths("embeddings"))
+        model, clip, vae = runtime.load_checkpoint(ckpt_name)
         model_info.set_source_name(model, ckpt_name)
         try:
             arch = model_info.architecture_of(model).name

@@ -6,9 +6,9 @@ list of files to pick from (saved merges under output/checkpoints, then models/c
 """
 from __future__ import annotations
 
-from ..merge_core import recipe as recipes
-from .common import CATEGORY, io, log
-from .recipe_rebuild import rebuild, recipe_from_file, saved_merge_names
+from ..merge_core.recipes import recipe as recipes
+from .sockets.common import CATEGORY, io, log
+from .engine.recipe_rebuild import rebuild, recipe_from_file, saved_merge_names
 
 PASTED = "(pasted recipe)"
 

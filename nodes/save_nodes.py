@@ -11,32 +11,21 @@ from __future__ import annotations
 import json
 import os
 
-import comfy.model_base
 import folder_paths
-from comfy.cli_args import args
 
 try:
     from comfyui_version import __version__ as COMFYUI_VERSION
 except ImportError:  # a ComfyUI tree without the generated version file
     COMFYUI_VERSION = "unknown"
 
-from ..merge_core import recipe as recipes
-from ..merge_core.save_dtypes import PRECISIONS
-from . import model_info
-from .checkpoint_writer import sampling_extras, save_checkpoint_streaming
-from .common import CATEGORY, RECIPE_METADATA_KEY, io, log, unused_path
+from ..merge_core.recipes import recipe as recipes
+from ..merge_core.files.save_dtypes import PRECISIONS
+from .engine import model_info
+from .engine import runtime
+from .engine.checkpoint_writer import modelspec, sampling_extras, save_checkpoint_streaming
+from .sockets.common import CATEGORY, RECIPE_METADATA_KEY, io, log, unused_path
 
 SAVE_PRECISIONS = list(PRECISIONS)  # fp16, bf16, fp32 (the original choices, in their order), then fp8
-
-# (model_base class name, modelspec.architecture), first match wins: subclasses before their bases.
-MODELSPEC_ARCHITECTURES = (
-    ("SDXL_instructpix2pix", "stable-diffusion-xl-v1-edit"),
-    ("SDXL", "stable-diffusion-xl-v1-base"),
-    ("SDXLRefiner", "stable-diffusion-xl-v1-refiner"),
-    ("SVD_img2vid", "stable-video-diffusion-img2vid-v1"),
-    ("SD3", "stable-diffusion-v3-medium"),
-)
-
 
 def unused_checkpoint_path(filename_prefix: str, output_dir: str) -> str:
     """`<prefix>_00001_.safetensors`-style name like the stock node, never one that exists."""
@@ -44,22 +33,13 @@ def unused_checkpoint_path(filename_prefix: str, output_dir: str) -> str:
     return unused_path(folder, filename, "safetensors", counter)[0]
 
 
-def _modelspec(model, title: str) -> dict:
-    for class_name, architecture in MODELSPEC_ARCHITECTURES:
-        cls = getattr(comfy.model_base, class_name, None)
-        if cls is not None and isinstance(model.model, cls):
-            return {"modelspec.architecture": architecture, "modelspec.sai_model_spec": "1.0.0",
-                    "modelspec.implementation": "sgm", "modelspec.title": title}
-    return {}
-
-
 def checkpoint_metadata(model, title: str, precision: str, prompt=None, extra_pnginfo=None) -> dict:
     """safetensors metadata: the recipe always; the prompt and workflow unless ComfyUI disables metadata."""
-    metadata = {"format": "pt", **_modelspec(model, title), **sampling_extras(model)[0]}
+    metadata = {"format": "pt", **modelspec(model, title), **sampling_extras(model)[0]}
     doc = model_info.recipe_document(model, COMFYUI_VERSION, save={"precision": precision})
     if doc is not None:
         metadata[RECIPE_METADATA_KEY] = recipes.dumps(doc)
-    if not args.disable_metadata:
+    if runtime.metadata_enabled():
         if prompt is not None:
             metadata["prompt"] = json.dumps(prompt)
         for k, v in (extra_pnginfo or {}).items():

@@ -1,4 +1,4 @@
-"""Elemental XY Plot (issue 4): a grid of images over merge settings, re-merging incrementally between cells.
+"""Elemental XY Plot: a grid of images over merge settings, re-merging incrementally between cells.
 
 Each cell is a full set of ElementalMerge settings (`plot_axes.Settings`); its per-key ratios come from the
 ElementalMerge node's own resolver and its patches from the same engine (`remerge.IncrementalMerge`), so a
@@ -18,15 +18,15 @@ import torch
 
 from PIL import Image
 
-from ..merge_core import plot_axes, plot_labels, plot_xyz
-from ..merge_core.adjust import AdjustError
-from ..merge_core.plot_axes import AxisError
-from ..merge_core.random_merge import RandomSettingsError
-from . import grid, plot_order
-from .cell_render import PlotProgress
-from .common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
-from .merge_inputs import calc_axis_problem, calc_queue_problem, calc_sockets
-from .plot_job import MergeJob, plot_inputs
+from ..merge_core.plot import plot_axes, plot_labels, plot_xyz
+from ..merge_core.merge.adjust import AdjustError
+from ..merge_core.plot.plot_axes import AxisError
+from ..merge_core.plot.random_merge import RandomSettingsError
+from .plot import grid, plot_order
+from .engine.cell_render import PlotProgress
+from .sockets.common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
+from .sockets.merge_inputs import calc_axis_problem, calc_queue_problem, calc_sockets
+from .plot.plot_job import MergeJob, plot_inputs
 
 PLOT_METADATA_KEY = "elemental_xy_plot"
 

@@ -1,7 +1,7 @@
-"""Writes merge_core/keylists/<arch>.txt.gz: the real parameter names of each architecture, checkpoint form.
+"""Writes merge_core/arch/keylists/<arch>.txt.gz: the real parameter names of each architecture, checkpoint form.
 
 Run once (needs a ComfyUI tree: COMFYUI_DIR), from the repo root:
-    COMFYUI_DIR=... python scripts/make_keylists.py [--out merge_core/keylists]
+    COMFYUI_DIR=... python scripts/make_keylists.py [--out merge_core/arch/keylists]
 
 Every model is built with ComfyUI's own classes on the meta device, so no weights are allocated and the
 names are exactly what ComfyUI produces and reads. Text-encoder names are turned into checkpoint form the
@@ -88,7 +88,7 @@ BUILDERS = {"sd1": sd1, "sd2": sd2, "sdxl": sdxl, "flux": flux, "sd3": sd3}
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=os.path.join("merge_core", "keylists"))
+    p.add_argument("--out", default=os.path.join("merge_core", "arch", "keylists"))
     p.add_argument("archs", nargs="*", default=list(BUILDERS))
     a = p.parse_args(argv)
     from devkit.comfy_env import import_comfy
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             f.write(("\n".join(keys) + "\n").encode())
         print(f"{name}: {len(keys)} keys -> {path}")
         # The same model as ComfyUI names it inside: model patcher keys and CLIP patcher keys (test data for
-        # merge_core.keys.canonical_key).
+        # merge_core.arch.keys.canonical_key).
         comfy_keys = [k[len("model."):] for k in keys if k.startswith("model.diffusion_model.")]
         comfy_keys += [k for k in _COMFY_TE if not k.endswith("logit_scale") and "spiece_model" not in k]
         cpath = os.path.join(a.out, f"{name}.comfy.txt.gz")

@@ -1,6 +1,6 @@
-"""Calc-mode oracles written from the reference note (/work/shared/reference/calc-modes.md), independent of
-merge_core: numpy/scipy where they are the note's own definitions (percentile "midpoint", scipy.ndimage's
-filters), torch's cosine_similarity/normalize where the note names them. Shared by the unit and the
+"""Calc-mode oracles written from the definitions in docs/calc-modes.md, independent of merge_core: numpy/scipy
+where those are the definitions (percentile "midpoint", scipy.ndimage's filters), torch's
+cosine_similarity/normalize where the docs name them. Shared by the unit and the
 in-process tests."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-# calc mode -> the merge mode it goes with (the note's pairing), and the extract gamma the tests use.
+# calc mode -> the merge mode it goes with (the documented pairing), and the extract gamma the tests use.
 CALC_MODE_OF = {"cosineA": "Weight sum", "cosineB": "Weight sum", "tensor": "Weight sum", "tensor2": "Weight sum",
                 "self": "Weight sum", "trainDifference": "Add difference", "smoothAdd": "Add difference",
                 "extract": "Add difference"}

@@ -1,7 +1,7 @@
 // "Load merge recipe as workflow": puts the graph that produced a saved merge on the canvas.
 //
 // The recipe in a saved merge's metadata (or pasted JSON) is enough to rebuild it; the server compiles it to
-// the pack's nodes (POST /elemental/recipe/graph, merge_core/recipe_graph.py) and the front end's own API-JSON
+// the pack's nodes (POST /elemental/recipe/graph, merge_core/recipes/recipe_graph.py) and the front end's own API-JSON
 // loader lays it out. The menu entry lives under Extensions > Elemental Merge; the command can also be run
 // from the command palette.
 import { app } from "../../scripts/app.js";

@@ -1,10 +1,10 @@
-"""Reproducible merges end to end (issue 14): the saved file is the live merge, in every precision, with a
+"""Reproducible merges end to end: the saved file is the live merge, in every precision, with a
 complete recipe; the stock loader loads it back and samples the same image bit for bit.
 
 One server, test_A/B/C. Sampling on CPU is deterministic, so "the same image" is pixel equality. The fp32 file
 is the reference: test_fp32_* proves it equals the live merge (by image through the stock loader; the
 in-process tests prove it per weight against ComfyUI's patch path), and the other precisions are compared
-with it cast the same way (fp8 keeps the tensors merge_core.save_dtypes names in fp16).
+with it cast the same way (fp8 keeps the tensors merge_core.files.save_dtypes names in fp16).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from devkit.checkpoints import sha256_hex
 from devkit.workflows import only_image, sample_nodes
-from merge_core.save_dtypes import stored_dtype
+from merge_core.files.save_dtypes import stored_dtype
 
 SPEC = "OUT05:attn2:0.25\nIN04-IN05::0.75\nBASE::0.125"
 

@@ -1,4 +1,4 @@
-"""The XY plot's new axes and Z through the real server (issue 13): every new axis's cells equal the same
+"""The XY plot's new axes and Z through the real server: every new axis's cells equal the same
 settings run one by one as Load Checkpoint + ElementalMerge (+ ElementalAdjust) + KSampler, bit for bit; seed
 and prompt cells re-merge nothing; a 3x2x2 plot gives two labelled grids; a random cell's reported weights
 rebuild it exactly; the example workflows run and match their UI versions."""

@@ -32,14 +32,14 @@ def file_key(key: str) -> str:
 
 def load_models(checkpoint_paths, names, model_options):
     """{name: (ModelPatcher, CLIP)} loaded by ComfyUI's own checkpoint loader, named as the node would."""
-    pack_module("merge_nodes")  # imports ComfyUI first
+    pack_module("nodes.merge_nodes")  # imports ComfyUI first
     import comfy.sd
 
     out = {}
     for name in names:
         model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
             checkpoint_paths[name], output_vae=False, output_clip=True, model_options=model_options(name))
-        pack_module("model_info").set_source_name(model, f"test_{name}.safetensors")
+        pack_module("nodes.engine.model_info").set_source_name(model, f"test_{name}.safetensors")
         out[name] = (model, clip)
     return out
 

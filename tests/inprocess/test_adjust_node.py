@@ -20,7 +20,7 @@ IN_W, IN_B = P + "input_blocks.0.0.weight", P + "input_blocks.0.0.bias"
 OUT0_W, OUT0_B = P + "out.0.weight", P + "out.0.bias"
 OUT2_W, OUT2_B = P + "out.2.weight", P + "out.2.bias"
 SIX = (IN_W, IN_B, OUT0_W, OUT0_B, OUT2_W, OUT2_B)
-# Rows BRI, COL1, COL2, COL3 of the colour matrices (SuperMerger's, per the reference note).
+# Rows BRI, COL1, COL2, COL3 of the colour matrices (SuperMerger's, as docs/xyz-adjust-random.md gives them).
 M_SD1 = [[-1, 1 / 3, 2 / 3], [1, 1, 0], [0, -1, -1], [1, 0, 1]]
 M_SDXL = [[0, 0, 1], [1, 0, 0], [-1, -1, 0], [-1, 1, 0]]
 
@@ -28,7 +28,7 @@ VALUES = dict(IN=2.5, OUT=-1.5, OUT2=3.0, CONT=1.0, BRI=-2.0, COL1=0.5, COL2=1.5
 
 
 def expected(weights: dict, v: dict, matrix) -> dict:
-    """key -> adjusted weight: the note's formulas in fp32, cast back to the weight's dtype."""
+    """key -> adjusted weight: the documented formulas in fp32, cast back to the weight's dtype."""
     cols = [v["BRI"], v["COL1"], v["COL2"], v["COL3"]]
     c = [sum(cols[i] * 0.02 * matrix[i][j] for i in range(4)) for j in range(3)]
     f = {k: w.to(torch.float32) for k, w in weights.items()}
@@ -40,13 +40,13 @@ def expected(weights: dict, v: dict, matrix) -> dict:
 
 
 def run(model, **values):
-    node = pack_module("adjust_node").ElementalAdjust
+    node = pack_module("nodes.adjust_nodes").ElementalAdjust
     return node.execute(model, **values).args
 
 
 @pytest.fixture(scope="module")
 def sd1_model(checkpoint_paths):
-    pack_module("adjust_node")
+    pack_module("nodes.adjust_nodes")
     import comfy.sd
 
     model, _clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
@@ -104,7 +104,7 @@ def _meta_model(config_cls_name: str, unet_config: dict):
 
 
 def test_sdxl_uses_the_sdxl_colour_matrix():
-    pack_module("adjust_node")
+    pack_module("nodes.adjust_nodes")
     import comfy.utils
     from devkit.fixtures_arch import SDXL_UNET
 
@@ -126,7 +126,7 @@ def test_sdxl_uses_the_sdxl_colour_matrix():
 
 @pytest.mark.parametrize("name", ["flux", "sd3"])
 def test_flux_and_sd3_get_a_clear_error(name):
-    pack_module("adjust_node")
+    pack_module("nodes.adjust_nodes")
     from devkit.fixtures_arch import flux_config, flux_runtime_config, sd3_config
 
     patcher = _meta_model("Flux", flux_runtime_config(flux_config(1, 1, True))) if name == "flux" else _meta_model("SD3", sd3_config(2))

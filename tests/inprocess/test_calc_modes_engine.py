@@ -1,5 +1,5 @@
 """Every calc mode through ElementalMerge on real ComfyUI objects (SD1.5 test checkpoints), every merged UNet
-and text-encoder weight against the note's formulas written in tests/calc_oracles.py.
+and text-encoder weight against the formulas of docs/calc-modes.md, written in tests/calc_oracles.py.
 
 Models: A and B loaded with an fp16 UNet (the files' values exactly; halves the RAM); C is A merged with B
 half and half *as a ComfyUI patch* (a clone of A with B's patches at 0.5/0.5), so no third checkpoint is
@@ -41,7 +41,7 @@ SPEC_BETA = CALC_SPEC_BETA
 
 @pytest.fixture(scope="module")
 def objs(checkpoint_paths):
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     out = with_half_merge_c(load_models(checkpoint_paths, "AB", lambda _name: {"dtype": torch.float16}))
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "AB"}
     yield merge_nodes, out, files
@@ -107,7 +107,7 @@ def test_every_weight_equals_oracle(objs, calc):
     assert checked + skipped == len(work) and checked > (60 if calc in SAMPLED_CALCS else 150)
     assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
     assert f"calc mode: {calc}" in report
-    recipe = pack_module("model_info").recipe_of(model)
+    recipe = pack_module("nodes.engine.model_info").recipe_of(model)
     assert recipe["calc_mode"] == calc and recipe["calc_option"] == GAMMA
 
 
@@ -115,7 +115,7 @@ def test_cosine_statistic_is_cached(objs):
     import importlib
 
     merge_nodes, models, _ = objs
-    cm = importlib.import_module(merge_nodes.__name__.rsplit(".", 2)[0] + ".merge_core.calc_modes")  # the pack's
+    cm = importlib.import_module(merge_nodes.__name__.rsplit(".", 2)[0] + ".merge_core.merge.calc_modes")  # the pack's
 
     before = cm.STAT_CACHE.misses
     cm.STAT_CACHE.clear()
@@ -144,7 +144,7 @@ def test_incremental_remerge_follows_the_calc_mode(objs):
     """The XY plot's engine: a cell that changes the calc mode re-merges every key it patches; the same cell
     again re-merges nothing; moving one block's ratio under a calc mode re-merges only that block's keys."""
     merge_nodes, models, _ = objs
-    remerge = pack_module("remerge")
+    remerge = pack_module("nodes.engine.remerge")
     (ma, ca), (mb, cb) = models["A"], models["B"]
     merge = remerge.IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
     keys = merge.keys

@@ -1,4 +1,4 @@
-"""Calc modes on SD2 (768-v, OpenCLIP-H) through ElementalMerge on real ComfyUI objects, against the note's
+"""Calc modes on SD2 (768-v, OpenCLIP-H) through ElementalMerge on real ComfyUI objects, against docs/calc-modes.md's
 formulas (tests/calc_oracles.py) applied to the CHECKPOINT-layout tensors read from the fixture files.
 
 Why SD2: ComfyUI holds OpenCLIP-H's attention input projection split (``self_attn.q_proj``/``k_proj``/
@@ -10,7 +10,7 @@ text_projection, the tensor itself otherwise. A pack that computed on ComfyUI's 
 cosine statistic and k over dim 0, tensor's row swap (it crosses the q/k boundary with these ratios) and
 smoothAdd's filters at the q/k/v seams all differ.
 
-Names only come from the pack (merge_core.keys.canonical_key); `test_layout_mapping` proves that naming and
+Names only come from the pack (merge_core.arch.keys.canonical_key); `test_layout_mapping` proves that naming and
 the row/transpose rule right on its own by comparing every loaded, unmerged weight with its file tensor.
 
 Models: the seeded full-size SD2-v fixtures A and B (devkit.fixtures_arch), loaded by
@@ -24,7 +24,7 @@ tensors of every text-encoder key and of the UNet keys of the blocks in UNET_BLO
 (a fused in_proj weight and bias with all their q/k/v parts among them) at ratio 0 and not, of each block
 (and one 4-D one of each), of each (alpha, beta) pair; the smallest of each for smoothAdd (its scipy oracle is
 slow). The cosine statistics (engine and oracle) stay over every tensor.
-`self` also asserts the note's naming rule: OpenCLIP ``ln_1``/``ln_2``/``ln_final`` (ComfyUI's
+`self` also asserts the documented naming rule: OpenCLIP ``ln_1``/``ln_2``/``ln_final`` (ComfyUI's
 ``layer_norm1``/``layer_norm2``/``final_layer_norm``) contain no "norm" and are scaled, while UNet ``norm``
 keys keep A.
 
@@ -79,7 +79,7 @@ TEXT_PROJECTION = "clip_h.transformer.text_projection.weight"
 def file_view(key: str):
     """(file key, part): part is 0/1/2 for q/k/v rows of a fused in_proj, "T" for the transposed
     text_projection, None for a key stored as is."""
-    from merge_core.keys import canonical_key
+    from merge_core.arch.keys import canonical_key
 
     name = canonical_key(key, ARCH)
     if name.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
@@ -104,7 +104,7 @@ def comfy_part(tensor: torch.Tensor, part):
 @pytest.fixture(scope="module")
 def objs():
     paths = {n: ensure_fixture(checkpoints_dir(), "sd2v", n) for n in "AB"}
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     probe = PeakProbe([os.getpid()]).__enter__()
     models = with_half_merge_c(load_models(paths, "AB", lambda _name: {"dtype": torch.float16}))
     files = {n: TensorFile(paths[n]) for n in "AB"}  # plain reads: no mapped file pages left in RSS
@@ -214,7 +214,7 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, calc):
           f"{changed} changed, max error {worst:.3f} ulp")
     assert checked == len(work) and checked > (60 if calc in SAMPLED_CALCS else 300)
     assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
-    if calc == "self":  # ln_1/ln_2/ln_final are scaled: matched against checkpoint names, as the note says
+    if calc == "self":  # ln_1/ln_2/ln_final are scaled: matched against checkpoint names, as docs/calc-modes.md says
         renamed = [k for _, k in work if k.startswith("clip_h.") and "norm" in k and "norm" not in file_view(k)[0]
                    and ra[k] not in (0, 1)]  # every layer's ln_1/ln_2 and ln_final (weights, biases): 98
         assert scaled_norms == len(renamed) >= 3

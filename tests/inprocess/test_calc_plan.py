@@ -1,4 +1,4 @@
-"""nodes/patching.py's per-key decisions for calc modes, on recorded patch calls (SD2 key names, tiny tensors:
+"""nodes/engine/patching.py's per-key decisions for calc modes, on recorded patch calls (SD2 key names, tiny tensors:
 no checkpoint, fast): which keys are patched, which keep A and why, bounds, fused q/k/v units, the diff
 checker's per-calc-mode change test, and the queue-time checks of the merge widgets."""
 from __future__ import annotations
@@ -42,14 +42,14 @@ def entries(shapes, seed):
 def mods():
     import merge_core as mc
 
-    return pack_module("patching"), mc
+    return pack_module("nodes.engine.patching"), mc
 
 
 def run(mods, calc, a=0.5, b=0.25, shapes_b=None, method="Weight sum"):
     p, mc = mods
     shapes_b = shapes_b or {k: (4, 4, 3, 3) if "input_blocks.0.0" in k else s for k, s in KEYS.items()}
     sources = {"a": entries(KEYS, 0), "b": entries(shapes_b, 1), "c": entries(shapes_b, 2)}
-    from merge_core.calc_modes import CosineStat
+    from merge_core.merge.calc_modes import CosineStat
 
     settings = p.CalcSettings(calc, 0.3, CosineStat(-0.5, 0.9, 10), mc.get_architecture("sd2"))
     target = Recorder()
@@ -127,7 +127,7 @@ def test_key_effect_per_calc_mode(mods):
     ("Weight sum", "bogus", 0.5, 0.25, 0.3, "unknown calc mode 'bogus'"),
 ])
 def test_queue_time_checks(mode, calc, alpha, beta, calc_option, fragment):
-    mi = pack_module("merge_inputs")
+    mi = pack_module("nodes.sockets.merge_inputs")
     problem = mi.calc_queue_problem(mode, calc, calc_option, alpha, beta)
     if fragment is None:
         assert problem is None
@@ -136,7 +136,7 @@ def test_queue_time_checks(mode, calc, alpha, beta, calc_option, fragment):
 
 
 def test_calc_axis_values_checked_against_mode():
-    mi = pack_module("merge_inputs")
+    mi = pack_module("nodes.sockets.merge_inputs")
     assert mi.calc_axis_problem("Weight sum", ("calc mode", "alpha", "none"), ("normal, cosineA", "0, 1", "")) is None
     problem = mi.calc_axis_problem("Weight sum", ("alpha", "calc mode", "none"), ("0, 1", "normal\nextract", ""))
     assert problem.startswith("y_values") and "'extract'" in problem and "'Weight sum'" in problem

@@ -33,7 +33,7 @@ def _diff_patches(patcher, keys, seed):
 
 @pytest.fixture(scope="module")
 def objects(checkpoint_paths):
-    writer = pack_module("checkpoint_writer")
+    writer = pack_module("nodes.engine.checkpoint_writer")
     import comfy.sd
 
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
@@ -116,7 +116,7 @@ def test_failed_save_leaves_no_file(objects, tmp_path):
 
 def test_fused_text_encoder_keys_are_rebuilt_from_patched_inputs():
     """SD2/SDXL save OpenCLIP with q/k/v fused into in_proj and text_projection transposed: derived keys."""
-    writer = pack_module("checkpoint_writer")
+    writer = pack_module("nodes.engine.checkpoint_writer")
     import comfy.supported_models as sm
 
     config = sm.SD20({"context_dim": 1024, "use_linear_in_transformer": True})

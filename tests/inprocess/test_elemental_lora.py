@@ -60,7 +60,7 @@ def expected_ratio(key: str, weights=True, spec=True) -> float:
 
 @pytest.fixture(scope="module")
 def env(checkpoint_paths):
-    lora_node = pack_module("lora_node")
+    lora_node = pack_module("nodes.lora_nodes")
     import comfy.lora
     import comfy.sd
     import folder_paths
@@ -71,7 +71,7 @@ def env(checkpoint_paths):
     folder_paths.add_model_folder_path("loras", lora_dir)
     model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
         checkpoint_paths["A"], output_vae=False, output_clip=True, model_options={"dtype": torch.float16})
-    pack_module("model_info").set_source_name(model, "test_A.safetensors")
+    pack_module("nodes.engine.model_info").set_source_name(model, "test_A.safetensors")
     key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, comfy.lora.model_lora_keys_unet(model.model, {}))
     yield lora_node, model, clip, paths, key_map
 

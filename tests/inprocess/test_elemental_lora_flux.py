@@ -47,7 +47,7 @@ def swap_scale_shift(w: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
-    lora_node = pack_module("lora_node")
+    lora_node = pack_module("nodes.lora_nodes")
     import comfy.sd
     import folder_paths
     from devkit.fixtures_arch import checkpoints_dir, ensure_fixture

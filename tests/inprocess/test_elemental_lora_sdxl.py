@@ -96,7 +96,7 @@ def strength_of(key: str, ratio) -> float:
 def sdxl(request, pytestconfig):
     if "heavy" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("full-size SDXL (~9 GiB): run with -m heavy")
-    lora_node = pack_module("lora_node")
+    lora_node = pack_module("nodes.lora_nodes")
     import comfy.lora
     import comfy.sd
     import folder_paths

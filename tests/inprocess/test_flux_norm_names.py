@@ -39,7 +39,7 @@ def ratio_of(file_key: str) -> float:
 
 @pytest.fixture(scope="module")
 def flux():
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     import comfy.sd
     from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 
@@ -47,7 +47,7 @@ def flux():
     models = {}
     for n in "AB":
         models[n] = comfy.sd.load_diffusion_model(paths[n], model_options={"dtype": torch.float16})
-        pack_module("model_info").set_source_name(models[n], os.path.basename(paths[n]))
+        pack_module("nodes.engine.model_info").set_source_name(models[n], os.path.basename(paths[n]))
     c = models["A"].clone()
     c.add_patches(models["B"].get_key_patches(UNET), 0.5, 0.5)
     models["C"] = c
@@ -108,7 +108,7 @@ def test_train_difference_keeps_norms_at_a_and_merges_the_rest(flux, merged):
 def test_saved_diffusion_model_has_file_names_and_loads_back(flux, merged, tmp_path, caplog):
     import comfy.sd
 
-    writer = pack_module("checkpoint_writer")
+    writer = pack_module("nodes.engine.checkpoint_writer")
     _, models, files, _ = flux
     path = str(tmp_path / "flux_merge.safetensors")
     try:

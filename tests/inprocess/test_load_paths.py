@@ -28,7 +28,7 @@ A_, B_ = 0.375, 0.25
 
 
 def _skip_unavailable(path):
-    pack_module("merge_patch")  # imports ComfyUI
+    pack_module("nodes.engine.merge_patch")  # imports ComfyUI
     if path in (DYNAMIC, DYNAMIC_FP16) and not has_dynamic_path():
         pytest.skip("this ComfyUI has no dynamic-VRAM loader (comfy.lora.prefetch_prepared_value)")
     if path == FP16_COMPUTE:
@@ -97,7 +97,7 @@ def test_merge_modes(mode, dtype, path):
     import merge_core as mc
 
     _skip_unavailable(path)
-    mp = pack_module("merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     pa, pb, pc = _patchers(1, dtype)
     target = pa.clone()
     sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
@@ -113,10 +113,10 @@ def test_merge_modes(mode, dtype, path):
 def test_calc_modes(calc, path):
     """Each calc mode on an fp16 model against merge_core's calc formula (tested on its own against
     SuperMerger's) in float64 on the same fp16 tensors."""
-    from merge_core import calc_modes as cm
+    from merge_core.merge import calc_modes as cm
 
     _skip_unavailable(path)
-    mp = pack_module("merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     pa, pb, pc = _patchers(2, torch.float16)
     sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
     args = cm.CalcArgs(key="x.lin.weight", gamma=0.5)
@@ -132,10 +132,10 @@ def test_calc_modes(calc, path):
 def test_fused_qkv_calc_mode(path):
     """A layout-dependent calc mode on a fused q/k/v unit: each part through its own patch, A's other parts
     read from A's entries."""
-    from merge_core import calc_layout as cl
+    from merge_core.merge import calc_layout as cl
 
     _skip_unavailable(path)
-    mp = pack_module("merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     pa, pb, _ = _patchers(3, torch.float32)
     keys = ("q_proj.weight", "k_proj.weight", "v_proj.weight")
     unit = cl.LayoutUnit("m.attn.in_proj_weight", keys, cl.FUSED)
@@ -158,7 +158,7 @@ def test_narrowed_key_and_patched_source(path):
     import merge_core as mc
 
     _skip_unavailable(path)
-    mp = pack_module("merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     pa, pb, _ = _patchers(4, torch.float32)
     small = pb.model.conv.weight.detach()[:, :4].clone()
     comfy.utils.set_attr_param(pb.model, "conv.weight", small)
@@ -183,7 +183,7 @@ def test_lora_patch(dtype, path):
     from comfy.weight_adapter.lora import LoRAAdapter
 
     _skip_unavailable(path)
-    engine = pack_module("lora_engine")
+    engine = pack_module("nodes.engine.lora_engine")
     (pa, *_) = _patchers(5, dtype)
     g = torch.Generator().manual_seed(50)
     up, down = torch.randn(40, 4, generator=g), torch.randn(4, 48, generator=g)
@@ -203,10 +203,10 @@ def test_lora_patch(dtype, path):
 @pytest.mark.parametrize("path", LOAD_PATHS)
 def test_adjust_patches(path):
     """ElementalAdjust's patch tuples (a scale, and a per-channel shift of a bias) on every path."""
-    from merge_core.adjust import KeyChange
+    from merge_core.merge.adjust import KeyChange
 
     _skip_unavailable(path)
-    adjust = pack_module("adjust_patches")
+    adjust = pack_module("nodes.engine.adjust_patches")
     (pa, *_) = _patchers(6, torch.float16)
     target = pa.clone()
     changes = [("conv_out.weight", KeyChange("x.conv_out.weight", "scale", 0.875)),
@@ -223,7 +223,7 @@ def test_adapter_survives_reconstruction():
     still holds the same parameters (the very objects), so it computes the same merge."""
     import merge_core as mc
 
-    mp = pack_module("merge_patch")
+    mp = pack_module("nodes.engine.merge_patch")
     if not has_dynamic_path():
         pytest.skip("this ComfyUI has no comfy.lora.prefetch_prepared_value")
     import comfy.lora
@@ -237,9 +237,9 @@ def test_adapter_survives_reconstruction():
 
 
 def test_load_contract_passes_on_this_comfyui():
-    """The engine's own start-up check (nodes/load_contract.py) finds every patch path of this ComfyUI sound."""
-    contract = pack_module("load_contract")
-    internals = pack_module("comfy_internals")
+    """The engine's own start-up check (nodes/engine/load_contract.py) finds every patch path of this ComfyUI sound."""
+    contract = pack_module("nodes.engine.load_contract")
+    internals = pack_module("nodes.engine.comfy_internals")
     assert contract.load_path_problems() == [], (
         f"ComfyUI changed how it computes patches (engine written against {internals.COMFYUI_VERSION_READ})")
 
@@ -247,7 +247,7 @@ def test_load_contract_passes_on_this_comfyui():
 def test_load_contract_names_a_broken_path(monkeypatch):
     """A ComfyUI whose patch preparation rebuilt adapters without their `weights` (what it did to the engine's
     adapter before the parameters moved into `weights`) is named by the check, on that path only."""
-    contract = pack_module("load_contract")
+    contract = pack_module("nodes.engine.load_contract")
     if not has_dynamic_path():
         pytest.skip("this ComfyUI has no comfy.lora.prefetch_prepared_value")
     import comfy.lora
@@ -272,7 +272,7 @@ def test_dynamic_patcher_never_takes_the_in_place_path():
     library), so a ModelPatcher that answers `is_dynamic()` as it does stands in."""
     import comfy.model_patcher
 
-    internals = pack_module("comfy_internals")
+    internals = pack_module("nodes.engine.comfy_internals")
     (pa, *_) = _patchers(8, torch.float32)
     pa.model.current_weight_patches_uuid = pa.patches_uuid
     pa.model.model_loaded_weight_memory = 1

@@ -29,7 +29,7 @@ LARGEST = 2_000_000  # elements: the random part of the sample leaves out the fe
 
 @pytest.fixture(scope="module")
 def sd1(checkpoint_paths):
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     models = load_models(checkpoint_paths, "AB", lambda n: {"dtype": torch.float16})
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "AB"}
     unet, clip = keys_of(models)
@@ -97,7 +97,7 @@ def test_xy_cell_after_re_merge(sd1):
     """The XY plot's engine after two cells: the second cell's ratios, whichever path ComfyUI loads with."""
     _, models, files, sample, keys = sd1
     (ma, ca), (mb, cb) = models["A"], models["B"]
-    merge = pack_module("remerge").IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
+    merge = pack_module("nodes.engine.remerge").IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
     merge.apply(lambda k: 0.25)
     moved = {k: (0.875 if ".attn2." in k else 0.25) for k in keys}
     merge.apply(moved)
@@ -112,7 +112,7 @@ def test_xy_cell_after_re_merge(sd1):
 def test_adjust_after_merge(sd1):
     """ElementalAdjust's scale of the output conv on top of a merge: (A(1-a) + Ba) * factor."""
     merge_nodes, models, files, _, _ = sd1
-    adjust_node = pack_module("adjust_node")
+    adjust_node = pack_module("nodes.adjust_nodes")
     (ma, ca), (mb, cb) = models["A"], models["B"]
     merged = merge_nodes.ElementalMerge.execute(model_a=ma, model_b=mb, clip_a=ca, clip_b=cb, mode="Weight sum",
                                                 alpha=0.5, beta=0.0, print_change=False).args[0]

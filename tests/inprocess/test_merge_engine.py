@@ -13,8 +13,8 @@ compared in full.
 The expected values are computed here from the safetensors files (not from ComfyUI objects) twice:
 * with the mode's formula in float64 (independent of how the merge is expressed), within the rounding
   error two or three fp32 operations can make;
-* in fp32 in the order ComfyUI applies the patch steps; the UNet (fp32), merged by one fused patch per key
-  (issue 16), must be the float64 formula within fp32 round-off; the fp16 text encoder, which ComfyUI rounds
+* in fp32 in the order ComfyUI applies the patch steps; the UNet (fp32), merged by one fused patch per key,
+  must be the float64 formula within fp32 round-off; the fp16 text encoder, which ComfyUI rounds
   stochastically, must be within one fp16 ulp of the fp32 order.
 All ratios are dyadic with few bits, so every product is exact and only the additions round.
 """
@@ -74,7 +74,7 @@ OUT10-OUT11:proj:0.375"""
 
 @pytest.fixture(scope="module")
 def comfy_objects(checkpoint_paths):
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     out = load_models(checkpoint_paths, "ABC", lambda n: {} if n == "A" else {"dtype": torch.float16})
     files = {n: safe_open(checkpoint_paths[n], "pt") for n in "ABC"}
     yield merge_nodes, out, files

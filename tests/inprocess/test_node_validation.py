@@ -8,7 +8,7 @@ from tests.inprocess.conftest import pack_module
 
 @pytest.fixture(scope="module")
 def nodes():
-    return pack_module("merge_nodes")
+    return pack_module("nodes.merge_nodes")
 
 
 def test_valid_specs_pass(nodes):
@@ -45,5 +45,5 @@ def test_text_written_for_other_architecture_fails_at_merge(nodes):
     import merge_core
 
     with pytest.raises(ValueError, match="written for SDXL but the models are SD1.x"):
-        pack_module("merge_inputs").check_written_for(
+        pack_module("nodes.sockets.merge_inputs").check_written_for(
             "elemental_alpha", nodes.TextInput("IN01::0", "sdxl"), merge_core.get_architecture("sd1"))

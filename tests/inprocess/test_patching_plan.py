@@ -1,4 +1,4 @@
-"""nodes/patching.py's per-key decisions, on recorded patch calls (no checkpoints: fast)."""
+"""nodes/engine/patching.py's per-key decisions, on recorded patch calls (no checkpoints: fast)."""
 from __future__ import annotations
 
 import pytest
@@ -27,7 +27,7 @@ def key_patches(shapes: dict) -> dict:
 def mods():
     import merge_core
 
-    return pack_module("patching"), merge_core
+    return pack_module("nodes.engine.patching"), merge_core
 
 
 def test_narrowing(mods):

@@ -8,7 +8,7 @@ from tests.inprocess.conftest import pack_module
 
 
 def test_swapped_stock_model_is_named_by_its_file(checkpoint_paths):
-    plot_job = pack_module("plot_job")
+    plot_job = pack_module("nodes.plot.plot_job")
     import comfy.sd
 
     models = {}
@@ -16,7 +16,7 @@ def test_swapped_stock_model_is_named_by_its_file(checkpoint_paths):
         model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
             checkpoint_paths[n], output_vae=False, output_clip=True, model_options={"dtype": torch.float16})
         models[n] = (model, clip)
-    assert pack_module("model_info").recipe_of(models["A"][0]) is None
+    assert pack_module("nodes.engine.model_info").recipe_of(models["A"][0]) is None
     job = plot_job.MergeJob.__new__(plot_job.MergeJob)  # the input wiring only: no renderer, no sampling
     job.kw = {"mode": "Weight sum", "model_a": models["A"][0], "clip_a": models["A"][1],
               "model_b": models["B"][0], "clip_b": models["B"][1]}

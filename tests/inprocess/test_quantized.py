@@ -29,7 +29,7 @@ FP8_MIN_EXP = -6  # smallest normal exponent of float8_e4m3fn; below it the step
 
 
 def _comfy_has_comfy_quant() -> bool:
-    pack_module("model_info")  # imports ComfyUI
+    pack_module("nodes.engine.model_info")  # imports ComfyUI
     import comfy.utils
     return hasattr(comfy.utils, "detect_layer_quantization")
 
@@ -43,7 +43,7 @@ def env(tmp_path_factory):
     from devkit.checkpoints import SEEDS
     import comfy.sd
 
-    info = pack_module("model_info")
+    info = pack_module("nodes.engine.model_info")
     out = str(tmp_path_factory.mktemp("quant"))
     files = {("comfy_quant", "A"), ("scaled_fp8", "A"), ("plain", "A"), ("plain", "B"), ("comfy_quant", "B")}
     models, refs = {}, {}
@@ -58,7 +58,7 @@ def env(tmp_path_factory):
 
 
 def _merge(a, b):
-    merge_nodes = pack_module("merge_nodes")
+    merge_nodes = pack_module("nodes.merge_nodes")
     return merge_nodes.ElementalMerge.execute(model_a=a, model_b=b, mode="Weight sum", alpha=ALPHA, beta=0.0,
                                               print_change=False).args[0]
 
@@ -82,12 +82,12 @@ def _fp8_rounding_bound(x: torch.Tensor) -> torch.Tensor:
 
 def test_fixtures_load_quantized(env):
     fq, models, refs, _ = env
-    info = pack_module("model_info")
-    qw = pack_module("quantized_weights")
+    info = pack_module("nodes.engine.model_info")
+    qw = pack_module("nodes.engine.quantized_weights")
     for fmt in ("comfy_quant", "scaled_fp8"):
         model = models[fmt, "A"]
         assert info.quantization(model)[0] == "quant_config", fmt
-        entries = pack_module("comfy_internals").key_patches(model, PREFIX)
+        entries = pack_module("nodes.engine.comfy_internals").key_patches(model, PREFIX)
         quantized = [k for k, e in entries.items() if qw.is_quantized(e[0][0])]
         assert len(quantized) == len(fq.plain_layout()[1]) > 10, fmt   # every Linear weight
         for k in quantized:
@@ -100,7 +100,7 @@ def test_fixtures_load_quantized(env):
                                          ("scaled_fp8", "plain")])
 def test_merge_equals_formula_on_dequantized_sources(env, fmt_a, fmt_b):
     fq, models, refs, _ = env
-    qw = pack_module("quantized_weights")
+    qw = pack_module("nodes.engine.quantized_weights")
     a, b = models[fmt_a, "A"], models[fmt_b, "B"]
     merged = _merge(a, b)
     ref_a, ref_b = refs[fmt_a, "A"], refs[fmt_b, "B"]
@@ -153,9 +153,9 @@ def test_save_loads_back_plain_with_the_live_weights(env, fmt_a, fmt_b, tmp_path
     import comfy.sd
 
     fq, models, _, _ = env
-    writer = pack_module("checkpoint_writer")
-    info = pack_module("model_info")
-    qw = pack_module("quantized_weights")
+    writer = pack_module("nodes.engine.checkpoint_writer")
+    info = pack_module("nodes.engine.model_info")
+    qw = pack_module("nodes.engine.quantized_weights")
     merged = _merge(models[fmt_a, "A"], models[fmt_b, "B"])
     path = str(tmp_path / "merged.safetensors")
     writer.save_checkpoint_streaming(path, merged, None, None, "fp32", {})
@@ -165,7 +165,7 @@ def test_save_loads_back_plain_with_the_live_weights(env, fmt_a, fmt_b, tmp_path
         stored = {k: f.get_tensor(k) for k in f.keys()}
     back = comfy.sd.load_diffusion_model(path)
     assert info.quantization(back) is None
-    live = pack_module("comfy_internals").key_patches(merged, PREFIX)
+    live = pack_module("nodes.engine.comfy_internals").key_patches(merged, PREFIX)
     back_entries = back.get_key_patches(PREFIX)
     assert sorted(back_entries) == sorted(live)
     for key in live:
@@ -178,12 +178,12 @@ def test_save_loads_back_plain_with_the_live_weights(env, fmt_a, fmt_b, tmp_path
 
 def test_fp16_save_is_the_live_weights_cast(env, tmp_path):
     _, models, _, _ = env
-    writer = pack_module("checkpoint_writer")
-    qw = pack_module("quantized_weights")
+    writer = pack_module("nodes.engine.checkpoint_writer")
+    qw = pack_module("nodes.engine.quantized_weights")
     merged = _merge(models["comfy_quant", "A"], models["comfy_quant", "B"])
     path = str(tmp_path / "merged16.safetensors")
     writer.save_checkpoint_streaming(path, merged, None, None, "fp16", {})
     with safe_open(path, "pt") as f:
-        for key in pack_module("comfy_internals").key_patches(merged, PREFIX):
+        for key in pack_module("nodes.engine.comfy_internals").key_patches(merged, PREFIX):
             want = qw.dequantized(merged_weight(merged, key), key).to(torch.float16)
             assert torch.equal(f.get_tensor("model." + key), want), key

@@ -6,15 +6,15 @@ import hashlib
 
 import pytest
 
-from merge_core import recipe as R
-from merge_core.file_hash import file_sha256
+from merge_core.recipes import recipe as R
+from merge_core.files.file_hash import file_sha256
 from tests.inprocess.conftest import pack_module
 
 
 @pytest.fixture
 def folders(tmp_path):
     """Two checkpoint files and one LoRA in a temporary models folder known to ComfyUI's folder_paths."""
-    rebuild = pack_module("recipe_rebuild")
+    rebuild = pack_module("nodes.engine.recipe_rebuild")
     import folder_paths
 
     (tmp_path / "ck").mkdir()
@@ -88,7 +88,7 @@ class _Node:
 
 
 def test_run_graph_links_outputs_and_drops_calc_inputs_of_a_pack_without_them():
-    rebuild = pack_module("recipe_rebuild")
+    rebuild = pack_module("nodes.engine.recipe_rebuild")
     table = {"Src": _Node(["x"]), "Merge": _Node(["model_a", "alpha"])}
     prompt = {"1": {"class_type": "Src", "inputs": {"x": 1}},
               "2": {"class_type": "Merge", "inputs": {"model_a": ["1", 1], "alpha": 0.5, "calc_mode": "normal",

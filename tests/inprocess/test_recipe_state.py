@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from merge_core import recipe as R
+from merge_core.recipes import recipe as R
 from tests.inprocess.conftest import pack_module
 
 LORA = {"lora": "l.safetensors", "strength_model": 0.5, "strength_clip": None, "block_weights": "GRAD_V",
@@ -21,7 +21,7 @@ def _clone(m):
 
 
 def test_lora_then_adjust_on_a_source_then_a_merge():
-    info = pack_module("model_info")
+    info = pack_module("nodes.engine.model_info")
     a = _Model()
     info.set_source_name(a, "missing_here.safetensors")  # not in models/checkpoints: no provenance, no error
     assert info.recipe_of(a) == R.checkpoint_node("missing_here.safetensors")
@@ -54,7 +54,7 @@ def test_lora_then_adjust_on_a_source_then_a_merge():
 
 
 def test_unknown_origin():
-    info = pack_module("model_info")
+    info = pack_module("nodes.engine.model_info")
     anon = _Model()
     assert info.recipe_of(anon) is None and info.model_name(anon) == "unnamed model"
     merged = _clone(anon)

@@ -25,7 +25,7 @@ CLIP = "clip_l."
 
 @pytest.fixture(scope="module")
 def objs(checkpoint_paths):
-    pack_module("merge_nodes")
+    pack_module("nodes.merge_nodes")
     import comfy.sd
 
     out = {}
@@ -82,7 +82,7 @@ def walk_cells(eng, method, arch, sequence, counter):
     re-merged (ratio 0: restored from the backup), and loading afterwards re-patches nothing."""
     prev = None
     for i, (settings, pins) in enumerate(sequence):
-        ra, rb = pack_module("plot_job").settings_ratios(method, arch, eng.keys, settings)
+        ra, rb = pack_module("nodes.plot.plot_job").settings_ratios(method, arch, eng.keys, settings)
         counter.clear()
         changed = eng.apply(ra, rb)
         want = {k: expected_alpha(k, pins) for k in eng.keys}
@@ -122,15 +122,15 @@ def assert_sources_untouched(objs, a_patches_before):
 
 
 def test_incremental_equals_full_remerge(objs, counter):
-    remerge, merge_nodes = (pack_module(m) for m in ("remerge", "merge_nodes"))
-    axes = importlib.import_module(f"{PACK}.merge_core.plot_axes")
+    remerge, merge_nodes = (pack_module(m) for m in ("nodes.engine.remerge", "nodes.merge_nodes"))
+    axes = importlib.import_module(f"{PACK}.merge_core.plot.plot_axes")
     import comfy.utils
 
     (ma, ca), (mb, cb) = objs["A"], objs["B"]
     a_patches_before = dict(ma.patches)
     method = importlib.import_module(f"{PACK}.merge_core").get_merge_method("Weight sum")
     eng = remerge.IncrementalMerge(ma, mb, None, method, ca, cb)
-    arch = pack_module("model_info").architecture_of(ma)
+    arch = pack_module("nodes.engine.model_info").architecture_of(ma)
     base = axes.Settings(0.5, 0.25)
     # (settings, independent description of the ratios): pinpoint element, another element, a whole block,
     # the text encoder (BASE), and back to the base.
@@ -175,7 +175,7 @@ def test_incremental_equals_full_remerge(objs, counter):
 def test_not_loaded_model_is_deferred_not_patched(objs, counter):
     """Before the first load, or when the model is not loaded with our patches, `apply` only changes the
     patch lists (and the uuid) and leaves the patching to ComfyUI's next load."""
-    remerge = pack_module("remerge")
+    remerge = pack_module("nodes.engine.remerge")
     import comfy.model_management
 
     (ma, ca), (mb, cb) = objs["A"], objs["B"]
@@ -192,21 +192,21 @@ def test_not_loaded_model_is_deferred_not_patched(objs, counter):
 
 def test_comfy_internals_the_remerge_uses_are_still_there(objs):
     """Fails on a ComfyUI upgrade that renames a ModelPatcher internal `comfy_internals` relies on, naming it."""
-    internals = pack_module("comfy_internals")
+    internals = pack_module("nodes.engine.comfy_internals")
     (ma, ca), (mb, cb) = objs["A"], objs["B"]
-    eng = pack_module("remerge").IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
+    eng = pack_module("nodes.engine.remerge").IncrementalMerge(ma, mb, None, "Weight sum", ca, cb)
     eng.apply(lambda k: 0.5, None)
     eng.load()  # fills `backup` and the loaded-weights uuid, so their layout is checked too
     for target in eng.targets:
         patcher = target.target.patcher
         assert patcher.backup and patcher.patches
         missing = internals.missing_internals(patcher)
-        assert missing == [], (f"ComfyUI changed ModelPatcher internals that nodes/comfy_internals.py reads "
+        assert missing == [], (f"ComfyUI changed ModelPatcher internals that nodes/engine/comfy_internals.py reads "
                                f"(written against ComfyUI {internals.COMFYUI_VERSION_READ}): {missing}")
 
 
 def test_missing_internals_names_what_is_gone():
-    internals = pack_module("comfy_internals")
+    internals = pack_module("nodes.engine.comfy_internals")
     from types import SimpleNamespace
 
     patcher = SimpleNamespace(patches={"w": [(1.0, None, 1.0)]}, patches_uuid=None, backup={},

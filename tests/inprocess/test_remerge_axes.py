@@ -8,7 +8,7 @@ from tests.inprocess.conftest import pack_module
 
 
 def test_metrics_and_colour_map():
-    dc = pack_module("diff_checker")
+    dc = pack_module("nodes.diff_checker")
     base = np.zeros((2, 2, 3), np.uint8)
     other = base.copy()
     other[0, 0] = (30, 10, 0)

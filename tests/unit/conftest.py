@@ -6,12 +6,10 @@ import os
 
 import pytest
 
-KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "keylists")
-# SuperMerger's list as the reference notes hold it; on machines without /work/shared the committed copy is
-# read instead, and test_block_weights' hand-typed spot values keep the check independent.
-REFERENCE_TSV = "/work/shared/reference/presets_sd1.tsv"
-if not os.path.isfile(REFERENCE_TSV):
-    REFERENCE_TSV = os.path.join(KEYLIST_DIR, "..", "presets", "sd1.tsv")
+KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "arch", "keylists")
+# SuperMerger's SD1 preset list, frozen in tests/data: a change to the shipped presets/sd1.tsv is noticed, and
+# test_block_weights' hand-typed spot values keep the check independent of both copies.
+REFERENCE_TSV = os.path.join(os.path.dirname(__file__), "..", "data", "supermerger_presets_sd1.tsv")
 ARCHS = ("sd1", "sd2", "sdxl", "flux", "sd3")
 
 

@@ -1,10 +1,10 @@
-"""merge_core.adjust against the formulas written out here by hand (not read from the module's tables)."""
+"""merge_core.merge.adjust against the formulas written out here by hand (not read from the module's tables)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from merge_core.adjust import (AdjustError, AdjustValues, adjust_state_dict, check_keys, colour_shift,
+from merge_core.merge.adjust import (AdjustError, AdjustValues, adjust_state_dict, check_keys, colour_shift,
                                key_changes, parse_adjust)
 
 U = "model.diffusion_model."

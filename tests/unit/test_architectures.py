@@ -107,7 +107,7 @@ def test_default_keys(keylists):
 
 
 def test_config_classes_come_from_the_records():
-    from merge_core.architectures import BY_CONFIG_CLASS
+    from merge_core.arch.architectures import BY_CONFIG_CLASS
 
     assert BY_CONFIG_CLASS == {
         "SD15": "sd1", "SD15_instructpix2pix": "sd1", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",

@@ -1,5 +1,5 @@
-"""Calc modes against independent implementations written here from the reference note's formulas
-(numpy/scipy where they are the note's own definition: percentile "midpoint", scipy.ndimage filters)."""
+"""Calc modes against independent implementations written here from the formulas of docs/calc-modes.md
+(numpy/scipy where those are the definition: percentile "midpoint", scipy.ndimage filters)."""
 from __future__ import annotations
 
 import gzip
@@ -11,13 +11,13 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from merge_core import calc_layout as cl
-from merge_core import calc_modes as cm
-from merge_core import calc_smooth as cs
+from merge_core.merge import calc_layout as cl
+from merge_core.merge import calc_modes as cm
+from merge_core.merge import calc_smooth as cs
 from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
                                 oracle_tensor, oracle_train_difference)
 
-KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "keylists")
+KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "arch", "keylists")
 SHAPES = [(), (7,), (320,), (5, 3), (12, 130), (130, 12), (6, 5, 3, 3), (8, 4, 1, 1), (2, 1, 5)]
 
 
@@ -281,7 +281,7 @@ def test_tensor_on_checkpoint_layout_differs_from_split():
 # ------------------------------------------------------------------ the XY plot's calc mode axis
 
 def test_calc_mode_axis():
-    from merge_core import plot_axes as pa
+    from merge_core.plot import plot_axes as pa
 
     axis = pa.parse_axis(pa.CALC, "normal, cosineA\ntensor2", None, "x_values")
     assert [i.value for i in axis.items] == ["normal", "cosineA", "tensor2"]

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from merge_core import ARCHITECTURES, canonical_key, element_of, elements_by_block
-from merge_core.checkpoint_header import detect_file, safetensors_keys
+from merge_core.files.checkpoint_header import detect_file, safetensors_keys
 
 
 @pytest.mark.parametrize("canon,element", [

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from merge_core import file_hash
-from merge_core.file_hash import file_sha256, is_sha256, short_hash
+from merge_core.files import file_hash
+from merge_core.files.file_hash import file_sha256, is_sha256, short_hash
 
 
 @pytest.fixture

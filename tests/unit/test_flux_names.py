@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 import merge_core as mc
-from merge_core.calc_modes import calc_applies, get_calc_mode, keeps_a
-from merge_core.flux_names import comfy_name, file_element, file_name, is_renamed_norm
+from merge_core.merge.calc_modes import calc_applies, get_calc_mode, keeps_a
+from merge_core.arch.flux_names import comfy_name, file_element, file_name, is_renamed_norm
 from tests.unit.conftest import read_keylist
 
 UNET = "model.diffusion_model."

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from merge_core import MergeSpecError, parse_spec
-from merge_core.lbw import LBW_PRESETS, lbw_assigns, lbw_errors, parse_lbw, resolve_lbw
+from merge_core.merge.lbw import LBW_PRESETS, lbw_assigns, lbw_errors, parse_lbw, resolve_lbw
 
 ID26 = ["BASE"] + ["IN%02d" % i for i in range(12)] + ["M00"] + ["OUT%02d" % i for i in range(12)]
 ID17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00"] + ["OUT%02d" % i for i in range(3, 12)]

@@ -1,4 +1,4 @@
-"""The declared parameters (merge_core.params) are the one source of defaults, ranges and use: every method
+"""The declared parameters (merge_core.merge.params) are the one source of defaults, ranges and use: every method
 and calc mode reads declared parameters only, beta's use follows from them, and the docs table of calc modes
 says what the declarations say."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from merge_core.calc_modes import CALC_MODES, NORMAL, merge_params, uses_beta
-from merge_core.methods import MERGE_METHODS
-from merge_core.params import ALPHA, BETA, GAMMA, PARAMS
+from merge_core.merge.calc_modes import CALC_MODES, NORMAL, merge_params, uses_beta
+from merge_core.merge.methods import MERGE_METHODS
+from merge_core.merge.params import ALPHA, BETA, GAMMA, PARAMS
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "calc-modes.md")
 

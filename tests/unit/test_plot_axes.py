@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from merge_core import plot_axes
+from merge_core.plot import plot_axes
 
 
 @pytest.fixture(scope="module")

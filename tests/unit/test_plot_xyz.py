@@ -1,15 +1,15 @@
-"""merge_core.plot_xyz (the new XY/XYZ axes), cell_order and plot_labels: hand-written expectations."""
+"""merge_core.plot.plot_xyz (the new XY/XYZ axes), cell_order and plot_labels: hand-written expectations."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from merge_core import get_architecture, parse_block_weights, parse_spec, resolve_ratios
-from merge_core import plot_axes as pa
-from merge_core import plot_xyz as px
-from merge_core.adjust import AdjustValues
-from merge_core.cell_order import order_cells, total_changed
-from merge_core.plot_labels import fits_without_cuts, input_names, loaded_checkpoints, upstream_name, wrap_label
+from merge_core.plot import plot_axes as pa
+from merge_core.plot import plot_xyz as px
+from merge_core.merge.adjust import AdjustValues
+from merge_core.plot.cell_order import order_cells, total_changed
+from merge_core.plot.plot_labels import fits_without_cuts, input_names, loaded_checkpoints, upstream_name, wrap_label
 
 BASE = pa.Settings(0.5, 0.25, None, None, "OUT11::0.1", "")
 

@@ -1,4 +1,4 @@
-"""merge_core.random_merge: draws re-derived here from random.Random(seed) and the README's ranges, and the
+"""merge_core.plot.random_merge: draws re-derived here from random.Random(seed) and the README's ranges, and the
 reported text read back through the ordinary parsers to exactly the drawn ratios."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from merge_core import get_architecture, parse_block_weights, parse_spec, resolve_ratios
-from merge_core.random_merge import RandomSettingsError, check_random_settings, draw, parse_random_settings
+from merge_core.plot.random_merge import RandomSettingsError, check_random_settings, draw, parse_random_settings
 
 SD1 = get_architecture("sd1")
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from merge_core import recipe as R
+from merge_core.recipes import recipe as R
 
 SHA_A, SHA_B, SHA_L = "a" * 64, "b" * 64, "0123456789abcdef" * 4
 

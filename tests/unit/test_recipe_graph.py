@@ -1,8 +1,8 @@
 """Recipe -> API prompt: the graph written out by hand for a nested recipe."""
 from __future__ import annotations
 
-from merge_core import recipe as R
-from merge_core.recipe_graph import recipe_graph
+from merge_core.recipes import recipe as R
+from merge_core.recipes.recipe_graph import recipe_graph
 
 SHA = "a" * 64
 

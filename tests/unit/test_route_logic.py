@@ -1,12 +1,8 @@
-"""The answers of the /elemental/ routes, without a server and without ComfyUI: `nodes/route_logic.py` only
-needs merge_core, so it is imported here under a bare parent package (the real server tests are in
-tests/e2e/test_routes.py)."""
+"""The answers of the /elemental/ routes, without a server and without ComfyUI (`merge_core/editor/route_logic.py`;
+the real server tests are in tests/e2e/test_routes.py)."""
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-import types
 
 import pytest
 
@@ -17,12 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def rl():
-    name = "elemental_pack_no_comfy"  # a parent package that is only a path: the pack's __init__ is not run
-    if name not in sys.modules:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [ROOT]
-        sys.modules[name] = pkg
-    return importlib.import_module(f"{name}.nodes.route_logic")
+    from merge_core.editor import route_logic
+
+    return route_logic
 
 
 def test_validate_auto_names_the_architecture_that_fits(rl):

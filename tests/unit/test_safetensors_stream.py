@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from merge_core.safetensors_stream import (StreamWriteError, plan_file, read_header, save_dict,
+from merge_core.files.safetensors_stream import (StreamWriteError, plan_file, read_header, save_dict,
                                            write_streaming)
 
 

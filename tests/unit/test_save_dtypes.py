@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from merge_core.save_dtypes import PRECISIONS, cast_for_save, keeps_wide, stored_dtype
+from merge_core.files.save_dtypes import PRECISIONS, cast_for_save, keeps_wide, stored_dtype
 
 F32, F16, BF16, E4, E5 = torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2
 

@@ -1,4 +1,4 @@
-"""merge_core.validation: block weights checked like specs, the architecture a text fits, the queue-time
+"""merge_core.text.validation: block weights checked like specs, the architecture a text fits, the queue-time
 message, and the one cache switch (clear_caches)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from merge_core import (ARCHITECTURES, AUTO, ArchitectureFit, Diagnostic, clear_
                         parse_spec, resolve_ratios, text_problem, validate_block_weights, validate_spec)
 from merge_core.cache import cache_info
 from merge_core.diagnostics import ERROR
-from merge_core.key_index import key_index
+from merge_core.arch.key_index import key_index
 
 
 def _errors(diags):
@@ -110,8 +110,8 @@ def test_clear_caches_empties_every_cache_and_results_stay_the_same():
     before = resolve_ratios(keys, arch, 0.5, spec=spec).ratios
     index = key_index(arch, keys)
     filled = {name: info[3] for name, info in cache_info().items() if info[3]}
-    for name in ("merge_core.spec._parse", "merge_core.key_index.key_index", "merge_core.keys._canonical",
-                 "merge_core.architectures._block_of", "merge_core.architectures._load_keylist"):
+    for name in ("merge_core.text.spec._parse", "merge_core.arch.key_index.key_index", "merge_core.arch.keys._canonical",
+                 "merge_core.arch.architectures._block_of", "merge_core.arch.architectures._load_keylist"):
         assert filled.get(name, 0) > 0, name
     clear_caches()
     assert {name: info[3] for name, info in cache_info().items()} == {name: 0 for name in cache_info()}

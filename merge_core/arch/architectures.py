@@ -1,0 +1,211 @@
+"""Which block every parameter belongs to, one data table per architecture.
+
+Block names follow SuperMerger where it has them:
+
+* **SD1 / SD2** (26 blocks): ``BASE, IN00..IN11, M00, OUT00..OUT11``. ``input_blocks.N`` -> ``INnn``,
+  ``middle_block`` -> ``M00``, ``output_blocks.N`` -> ``OUTnn``; ``time_embed`` -> ``IN00``; the final
+  ``out.`` layers -> ``OUT11``; the text encoder (CLIP-L for SD1, OpenCLIP-H for SD2) -> ``BASE``.
+* **SDXL** (20 blocks): ``BASE, IN00..IN08, M00, OUT00..OUT08``; ``time_embed`` and ``label_emb`` -> ``IN00``,
+  ``out.`` -> ``OUT08``; both text encoders (``conditioner.embedders.0`` CLIP-L, ``.1`` CLIP-G) -> ``BASE``.
+* **Flux** (61 blocks): ``CLIP, T5, IN, D00..D18, S00..S37, OUT``. ``double_blocks.N`` -> ``Dnn``,
+  ``single_blocks.N`` -> ``Snn``; ``IN`` = img_in, txt_in, time_in, vector_in, guidance_in; ``OUT`` =
+  final_layer; ``CLIP`` = ``text_encoders.clip_l``; ``T5`` = ``text_encoders.t5xxl``.
+* **SD3** (not in SuperMerger; named in the Flux style) (42 blocks): ``CLIP, T5, IN, J00..J37, OUT``.
+  ``joint_blocks.N`` -> ``Jnn`` (SD3/3.5 medium use J00..J23, SD3.5 large J00..J37); ``IN`` = x_embedder,
+  pos_embed, t_embedder, y_embedder, context_embedder; ``OUT`` = final_layer; ``CLIP`` = both
+  ``text_encoders.clip_l`` and ``text_encoders.clip_g``; ``T5`` = ``text_encoders.t5xxl``.
+
+VAE keys (``first_stage_model.``, ``vae.``) belong to no block (`block_of` returns None): in ComfyUI the VAE
+is a separate object the user picks, so it is never part of a merge. Keys are matched in canonical form
+(see `merge_core.keys`), so every accepted key form gets the same block.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..cache import cached
+from .keys import canonical_key
+
+_KEYLIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keylists")
+_U = r"^model\.diffusion_model\."
+
+
+def _numbered(prefix: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i:02d}" for i in range(count))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    label: str
+    blocks: tuple[str, ...]
+    # (regex on the canonical name, block template): the first rule that matches decides; a template with
+    # "{}" is formatted with the regex's first group as an int ("IN{:02d}" + "4" -> "IN04").
+    rules: tuple[tuple[str, str], ...] = field(repr=False)
+    keylist: str = field(default="", repr=False)
+    has_base: bool = field(default=False, repr=False)
+    # ComfyUI's model-config classes (comfy.supported_models) whose models are this architecture.
+    config_classes: tuple[str, ...] = field(default=(), repr=False)
+    # Detection (`detect_architecture`): the key set is this architecture when it shows every marker of any
+    # one group. `markers` are read on UNet/diffusion-model or whole-checkpoint keys, `text_markers` on a
+    # text encoder's keys alone. "input_blocks<=8" stands for "input_blocks indices stop at 8" (SDXL's UNet).
+    markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    text_markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_compiled", tuple((re.compile(p), t) for p, t in self.rules))
+        object.__setattr__(self, "_block_set", frozenset(self.blocks))
+
+    def __hash__(self) -> int:  # names are unique; hashing the rule table on every cache lookup would cost
+        return hash(self.name)
+
+    def block_of(self, key: str) -> str | None:
+        """The block of ``key`` (any accepted form), or None (VAE, unknown keys)."""
+        return _block_of(self, key)
+
+    def match_block(self, key: str) -> str | None:
+        """`block_of` without the cache: the first rule that matches the canonical name decides."""
+        canon = canonical_key(key, self.name)
+        block = None
+        for pattern, template in self._compiled:
+            m = pattern.match(canon)
+            if m:
+                block = template.format(int(m.group(1))) if "{" in template else template
+                if block not in self._block_set:
+                    block = None  # e.g. input_blocks.12 in a layout that has no IN12
+                break
+        return block
+
+    def default_keys(self) -> list[str]:
+        """The built-in checkpoint-form key list (UNet + text encoders, no VAE)."""
+        return list(_load_keylist(self.keylist or self.name))
+
+    def group_of(self, block: str) -> str:
+        """The family a block belongs to for ranges: "IN" for IN04, "OUT" for OUT11, "D" for D03, ..."""
+        m = re.match(r"^([A-Z]+?)(\d\d)$", block)
+        return m.group(1) if m else block
+
+
+@cached(maxsize=1 << 18)
+def _block_of(arch: Architecture, key: str) -> str | None:
+    return arch.match_block(key)
+
+
+@cached(maxsize=None)
+def _load_keylist(name: str) -> tuple[str, ...]:
+    with gzip.open(os.path.join(_KEYLIST_DIR, f"{name}.txt.gz"), "rt", encoding="utf-8") as f:
+        return tuple(line.strip() for line in f if line.strip())
+
+
+_SD_UNET_RULES = lambda last_out: (  # noqa: E731 - shared by SD1/SD2/SDXL, differing in the last OUT block
+    (_U + r"input_blocks\.(\d+)\.", "IN{:02d}"),
+    (_U + r"time_embed\.", "IN00"),
+    (_U + r"label_emb\.", "IN00"),
+    (_U + r"middle_block\.", "M00"),
+    (_U + r"output_blocks\.(\d+)\.", "OUT{:02d}"),
+    (_U + r"out\.", last_out),
+)
+
+_SD1_BLOCKS = ("BASE",) + _numbered("IN", 12) + ("M00",) + _numbered("OUT", 12)
+_SDXL_BLOCKS = ("BASE",) + _numbered("IN", 9) + ("M00",) + _numbered("OUT", 9)
+_FLUX_BLOCKS = ("CLIP", "T5", "IN") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
+_SD3_BLOCKS = ("CLIP", "T5", "IN") + _numbered("J", 38) + ("OUT",)
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("sd1", "SD1.x", _SD1_BLOCKS, has_base=True,
+                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
+                 config_classes=("SD15", "SD15_instructpix2pix"),
+                 markers=(("input_blocks.",), ("cond_stage_model.transformer.",)), text_markers=(("clip_l.",),)),
+    Architecture("sd2", "SD2.x", _SD1_BLOCKS, has_base=True,
+                 rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
+                 config_classes=("SD20", "SD21UnclipL", "SD21UnclipH"),
+                 # a UNet-only SD2 key set has SD1's names (and blocks): SD2 is told by its OpenCLIP-H
+                 markers=(("cond_stage_model.model.",), ("input_blocks.", "clip_h."),
+                          ("cond_stage_model.transformer.", "clip_h.")),
+                 text_markers=(("clip_h.",),)),
+    Architecture("sdxl", "SDXL", _SDXL_BLOCKS, has_base=True,
+                 rules=_SD_UNET_RULES("OUT08") + ((r"^conditioner\.embedders\.[01]\.", "BASE"),),
+                 config_classes=("SDXL", "SDXL_instructpix2pix"),
+                 markers=(("label_emb.",), ("conditioner.embedders.",), ("input_blocks<=8", "middle_block.")),
+                 text_markers=(("clip_g.",),)),
+    Architecture("flux", "Flux", _FLUX_BLOCKS, config_classes=("Flux", "FluxInpaint", "FluxSchnell"),
+                 markers=(("double_blocks.",), ("single_blocks.",)), text_markers=(("t5xxl.",),), rules=(
+        (_U + r"double_blocks\.(\d+)\.", "D{:02d}"),
+        (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
+        (_U + r"(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
+        (_U + r"final_layer\.", "OUT"),
+        (r"^text_encoders\.clip_l\.", "CLIP"),
+        (r"^text_encoders\.t5xxl\.", "T5"),
+    )),
+    Architecture("sd3", "SD3", _SD3_BLOCKS, config_classes=("SD3",), markers=(("joint_blocks.",),),
+                 text_markers=(("t5xxl.", "clip_g."),), rules=(
+        (_U + r"joint_blocks\.(\d+)\.", "J{:02d}"),
+        (_U + r"(?:x_embedder|pos_embed|t_embedder|y_embedder|context_embedder)(?:\.|$)", "IN"),
+        (_U + r"final_layer\.", "OUT"),
+        (r"^text_encoders\.clip_[lg]\.", "CLIP"),
+        (r"^text_encoders\.t5xxl\.", "T5"),
+    )),
+)}
+
+_ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1": "sd2", "sd20": "sd2",
+            "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3"}
+
+
+def get_architecture(name) -> Architecture:
+    """The architecture called ``name`` (case-insensitive; an Architecture is returned as is)."""
+    if isinstance(name, Architecture):
+        return name
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[key]
+
+
+# Most specific first: the first architecture whose markers the key set shows is the answer; text-encoder
+# markers are read only when no diffusion-model marker decided.
+DETECTION_ORDER = ("flux", "sd3", "sdxl", "sd2", "sd1")
+TEXT_DETECTION_ORDER = ("sd3", "flux", "sdxl", "sd2", "sd1")
+_MARKERS = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.", "middle_block.",
+            "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
+            "first_stage_model.")
+_TEXT_PREFIXES = ("clip_l.", "clip_g.", "clip_h.", "t5xxl.")
+_INPUT_INDEX = re.compile(r"(?:^|\.)input_blocks\.(\d+)\.")
+BY_CONFIG_CLASS = {cls: a.name for a in ARCHITECTURES.values() for cls in a.config_classes}
+
+
+def _shows(seen: set, groups) -> bool:
+    return any(all(m in seen for m in group) for group in groups)
+
+
+def detect_architecture(keys: Iterable[str]) -> Architecture:
+    """The architecture of a key set (checkpoint or ComfyUI form; UNet, text encoders, or both), from the
+    records' detection markers in DETECTION_ORDER, then their text-encoder markers."""
+    seen: set[str] = set()
+    max_input = -1
+    count = 0
+    samples: list[str] = []
+    for key in keys:
+        count += 1
+        if len(samples) < 5:
+            samples.append(key)
+        seen.update(m for m in _MARKERS if m in key)
+        seen.update(p for p in _TEXT_PREFIXES if key.startswith(p) or key.startswith("text_encoders." + p))
+        m = _INPUT_INDEX.search(key)
+        if m:
+            max_input = max(max_input, int(m.group(1)))
+    if 0 <= max_input <= 8:
+        seen.add("input_blocks<=8")
+    for order, field_name in ((DETECTION_ORDER, "markers"), (TEXT_DETECTION_ORDER, "text_markers")):
+        for name in order:
+            if _shows(seen, getattr(ARCHITECTURES[name], field_name)):
+                return ARCHITECTURES[name]
+    what = ", ".join(sorted(m for m in seen if m != "input_blocks<=8")) or "none"
+    raise ValueError(
+        f"unknown model layout: {count} keys, markers seen: {what}; first keys: {samples}. "
+        f"Known: {', '.join(a.label for a in ARCHITECTURES.values())} (UNet input_blocks/middle_block, "
+        "Flux double_blocks/single_blocks, SD3 joint_blocks, or their text encoders)")

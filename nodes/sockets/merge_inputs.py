@@ -1,0 +1,283 @@
+"""What a merge needs, decided once for every merging node (ElementalMerge, the XY plot, the diff checker):
+the sockets, which models and text encoders take part, the checks, the names, and the targets
+`(patcher, shapes, sources)` the engine patches.
+
+Rules (the same for every node):
+- mode: a merge_core method; a method that needs C stops without model_c.
+- all models given to the method must be one architecture (the error names both).
+- the text encoders merge when clip_a and clip_b (and clip_c for a method that needs C) are connected;
+  otherwise clip_a passes through unmerged and `clip_reason` says why.
+- ratios: alpha/beta, then block weights, then the elemental spec (merge_core.resolve_ratios); keys outside
+  every block merge at the plain ratio, as SuperMerger does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_block_weights, parse_spec
+from ...merge_core import resolve_ratios
+from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, check_gamma, check_pair, check_ratios, get_calc_mode,
+                                     uses_beta)
+from ...merge_core.merge.params import ALPHA, BETA, GAMMA, Param
+from ..engine import model_info
+from ..engine.comfy_internals import key_patches
+from ..engine.merge_patch import cosine_stat, pair_token
+from ..engine.patching import CalcSettings
+from .common import AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, io
+
+
+def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = True, after_clips=()) -> list:
+    """The merge inputs in the order saved workflows have them: models, text encoders, `after_clips` (the XY
+    plot's VAE), mode, alpha, beta, block weights, elemental specs. The XY plot needs clip_a to encode its
+    prompts, so it asks for it as required."""
+    return [
+        io.Model.Input("model_a"),
+        io.Model.Input("model_b"),
+        io.Model.Input("model_c", optional=True),
+        io.Clip.Input("clip_a", optional=clip_a_optional, tooltip=clip_a_tooltip),
+        io.Clip.Input("clip_b", optional=True),
+        io.Clip.Input("clip_c", optional=True),
+        *after_clips,
+        io.Combo.Input("mode", options=MODES, default="Weight sum"),
+        param_socket(ALPHA),
+        param_socket(BETA),
+        BlockWeightsType.Input("block_weights_alpha", optional=True),
+        BlockWeightsType.Input("block_weights_beta", optional=True),
+        ElementalSpecType.Input("elemental_alpha", optional=True),
+        ElementalSpecType.Input("elemental_beta", optional=True),
+    ]
+
+
+def param_socket(param: Param, optional: bool = False):
+    """A float widget with the declared default, range, step and meaning."""
+    return io.Float.Input(param.name, default=param.default, min=param.lo, max=param.hi, step=param.step,
+                          optional=optional, tooltip=param.meaning)
+
+
+def calc_sockets() -> list:
+    """calc_mode and calc_option: appended after every other widget of a merging node (saved workflows store
+    widget values by position), optional with defaults that keep old results, so API prompts written before
+    them still validate."""
+    return [
+        io.Combo.Input("calc_mode", options=list(CALC_MODE_NAMES), default=NORMAL, optional=True,
+                       tooltip="SuperMerger's calculation mode (docs/calc-modes.md). cosineA, cosineB, tensor, "
+                               "tensor2, self need Weight sum; trainDifference, smoothAdd, extract need Add "
+                               "difference"),
+        param_socket(GAMMA, optional=True),
+    ]
+
+
+def check_calc(mode: str, calc_mode: str, calc_option: float) -> None:
+    """ValueError when the calc mode does not exist, does not go with `mode`, or gets a bad gamma."""
+    check_pair(mode, calc_mode)
+    check_gamma(calc_mode, float(calc_option))
+
+
+# The widgets `calc_queue_problem` reads: declaring an input in a node's validate_inputs makes ComfyUI skip its
+# own min/max and choice checks for it, so their declared ranges are checked here.
+CHECKED_PARAMS = (ALPHA, BETA, GAMMA)
+
+
+def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
+    """What /prompt must refuse about the merge widgets (None when fine): ranges and choices (see
+    WIDGET_RANGES), the (mode, calc mode) pair, gamma, and the plain alpha/beta of the bounded calc modes
+    (tensor, tensor2, extract); ratios from linked block weights and specs are checked when the merge runs.
+    Values still linked (None) are not checked here."""
+    given = {"alpha": alpha, "beta": beta, "calc_option": calc_option}
+    for param in CHECKED_PARAMS:
+        value = given[param.name]
+        problem = None if value is None else param.problem(value)
+        if problem:
+            return problem
+    if mode is not None and mode not in MODES:
+        return f"unknown mode {mode!r}; valid: {', '.join(MODES)}"
+    if mode is None or calc_mode is None:
+        return None
+    try:
+        check_calc(mode, calc_mode, GAMMA.default if calc_option is None else calc_option)
+        with_beta = uses_beta(get_merge_method(mode), calc_mode)
+        check_ratios(calc_mode, 0.0 if alpha is None else alpha,
+                     beta if with_beta and beta is not None else 0.0, "the plain alpha/beta")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def calc_axis_problem(mode, types, texts) -> str | None:
+    """A `calc mode` axis value that does not go with the plot's mode (None when all do, or unknown yet)."""
+    from ...merge_core.plot.plot_axes import CALC, AxisError, parse_axis
+
+    if mode is None:
+        return None
+    for axis_type, text, name in zip(types, texts, "xyz"):
+        if axis_type != CALC or text is None:
+            continue
+        try:
+            for item in parse_axis(CALC, text, None, f"{name}_values").items:
+                check_pair(mode, item.value)
+        except (AxisError, ValueError) as exc:
+            return f"{name}_values: {exc}" if not str(exc).startswith(f"{name}_values") else str(exc)
+    return None
+
+
+@dataclass
+class MergeTarget:
+    """One patcher the merge writes to (the UNet's or the text encoder's) and what it merges from."""
+    name: str        # "unet" or "clip"
+    patcher: object  # a clone of A's ModelPatcher (for the text encoder: the CLIP clone's patcher)
+    shapes: dict     # key -> shape of A's weight, for every key to merge
+    sources: dict    # "a"/"b"/"c" -> that model's get_key_patches() dict ("a": A's own, for fused q/k/v)
+
+
+def check_written_for(what: str, given: TextInput | None, arch, connected: str = "the models are") -> None:
+    """A text the editor validated for one architecture, wired to models of another, is refused by name."""
+    if given is not None and given.architecture not in (AUTO, arch.name):
+        raise ValueError(f"{what} was written for {ARCHITECTURES[given.architecture].label} "
+                         f"but {connected} {arch.label}")
+
+
+def parse_text(what: str, fn, *a, **kw):
+    """``fn(*a, **kw)`` with a spec error turned into the node's error, prefixed by the input's name."""
+    try:
+        return fn(*a, **kw)
+    except MergeSpecError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def resolve_side(keys, arch, ratio, weights: TextInput | None, spec: TextInput | None, label: str):
+    """merge_core's Resolution for one ratio (alpha or beta), after checking the texts against `arch`."""
+    check_written_for(f"block_weights_{label}", weights, arch)
+    check_written_for(f"elemental_{label}", spec, arch)
+    bw = None
+    if weights is not None:
+        bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
+    parsed = None
+    if spec is not None and spec.text.strip():
+        parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
+    return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
+
+
+def ratio_lookup(resolution, default: float):
+    """key -> ratio; keys outside every block merge at the plain ratio, as SuperMerger does."""
+    ratios = resolution.ratios if resolution is not None else {}
+    return lambda key: ratios.get(key, default)
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """The per-key ratios of one set of merge settings."""
+    a: object          # key -> alpha
+    b: object          # key -> beta
+    resolution_a: object
+    resolution_b: object  # None when the method does not use beta
+
+
+def resolve(method, arch, keys, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
+            elemental_alpha=None, elemental_beta=None, with_beta: bool | None = None) -> Ratios:
+    """Every key's alpha (and beta, for methods that use it) from the merge settings: the one resolver of
+    ElementalMerge, the XY plot's cells and the diff checker's targets. ``with_beta``: whether beta is
+    resolved (`calc_modes.uses_beta` of the method and calc mode); the method's own use of it when None."""
+    res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
+    res_b = None
+    if method.uses_beta if with_beta is None else with_beta:
+        res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta")
+    return Ratios(ratio_lookup(res_a, alpha), ratio_lookup(res_b, beta), res_a, res_b)
+
+
+class MergeInputs:
+    """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
+
+    def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
+                 calc_mode: str = NORMAL, calc_option: float = GAMMA.default, graph_names: dict | None = None):
+        """`graph_names`: input name -> checkpoint file wired straight into it (merge_core.plot_labels.
+        loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader)."""
+        self.graph_names = graph_names or {}
+        self.method = get_merge_method(mode) if isinstance(mode, str) else mode
+        check_calc(self.method.name, calc_mode, calc_option)
+        self.calc_mode, self.calc_option = calc_mode, float(calc_option)
+        if self.method.needs_c and model_c is None:
+            raise ValueError(f"mode '{self.method.name}' needs model_c")
+        self.models = {"model_a": model_a, "model_b": model_b}
+        if self.method.needs_c:
+            self.models["model_c"] = model_c
+        self.arch = model_info.check_same_architecture(self.models, {k: self._label(k) for k in self.models})
+        self.clip_a = clip_a
+        self.clip_sources = {"b": clip_b, "c": clip_c if self.method.needs_c else None}
+        needed = [f"clip_{s}" for s, c in self.clip_sources.items() if c is None and (s == "b" or self.method.needs_c)]
+        if clip_a is None:
+            self.clip_reason = "clip_a not connected: no CLIP output"
+        elif needed:
+            self.clip_reason = f"{' and '.join(needed)} not connected: text encoder passed through from clip_a unmerged"
+        else:
+            self.clip_reason = None
+        self.unet_shapes = model_info.unet_shapes(model_a)
+        self.clip_shapes = model_info.clip_shapes(clip_a) if self.clip_merged else {}
+        self.keys = list(self.unet_shapes) + list(self.clip_shapes)
+
+    @property
+    def clip_merged(self) -> bool:
+        return self.clip_reason is None
+
+    @property
+    def uses_beta(self) -> bool:
+        """Whether beta decides any weight: the method's or the calc mode's use of it."""
+        return uses_beta(self.method, self.calc_mode)
+
+    def calc(self, targets, calc_mode: str | None = None, calc_option: float | None = None) -> CalcSettings:
+        """The engine's CalcSettings for this merge (or for another calc mode/option, an XY cell's), with the
+        cosine statistic of A and B over every target (UNet, and the text encoder when merged), cached per
+        pair of source models."""
+        mode = self.calc_mode if calc_mode is None else calc_mode
+        gamma = self.calc_option if calc_option is None else float(calc_option)
+        check_calc(self.method.name, mode, gamma)
+        stat = None
+        if get_calc_mode(mode).uses_stat:
+            clips = (self.clip_a.patcher, self.clip_sources["b"].patcher) if self.clip_merged else ()
+            token = pair_token(self.models["model_a"], self.models["model_b"], *clips)
+            parts = [(self.arch, t.sources["a"], t.sources["b"]) for t in targets]
+            stat = cosine_stat(mode, token, parts)
+        return CalcSettings(mode, gamma, stat, self.arch)
+
+    def _graph_name(self, slot: str) -> str | None:
+        """The checkpoint the graph wires straight into `slot`, when the model itself records no origin."""
+        if slot in self.graph_names and model_info.recipe_of(self.models[slot]) is None:
+            return self.graph_names[slot]
+        return None
+
+    def _label(self, slot: str) -> str:
+        return self._graph_name(slot) or model_info.model_name(self.models[slot])
+
+    @property
+    def names(self) -> dict:
+        """"A"/"B"/"C" -> the model's name, for reports, titles, recipes and errors."""
+        return {k[-1].upper(): self._label(k) for k in self.models}
+
+    def targets(self) -> tuple[object, object, list[MergeTarget]]:
+        """(merged model, merged or passed-through CLIP, targets): fresh clones of A to patch."""
+        model = self.models["model_a"].clone()
+        unet_sources = {k[-1]: key_patches(m, model_info.UNET_PREFIX) for k, m in self.models.items()}
+        targets = [MergeTarget("unet", model, self.unet_shapes, unet_sources)]
+        clip = self.clip_a
+        if self.clip_merged:
+            clip = self.clip_a.clone()
+            sources = {s: key_patches(c.patcher) for s, c in self.clip_sources.items() if c is not None}
+            sources["a"] = key_patches(self.clip_a.patcher)
+            targets.append(MergeTarget("clip", clip.patcher, self.clip_shapes, sources))
+        return model, clip, targets
+
+    def ratios(self, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
+               elemental_alpha=None, elemental_beta=None) -> Ratios:
+        """Every key's alpha (and beta, for methods and calc modes that use it)."""
+        return resolve(self.method, self.arch, self.keys, alpha, beta, block_weights_alpha, block_weights_beta,
+                       elemental_alpha, elemental_beta, with_beta=self.uses_beta)
+
+    def recipe_models(self) -> dict:
+        """Each input's recipe node (a merge's, a checkpoint's; read from the graph for the stock loader's
+        unnamed models, each file's header read once) as `<input>_recipe` entries of this merge's recipe."""
+        out = {}
+        for slot, model in self.models.items():
+            name = self._graph_name(slot)
+            node = model_info.checkpoint_recipe(name) if name else model_info.recipe_of(model)
+            if node is not None:
+                out[f"{slot}_recipe"] = node
+        return out
