@@ -19,7 +19,7 @@ from ..merge_core.merge.lbw import LBW_FORMS, lbw_errors, resolve_lbw
 from .engine import model_info
 from .sockets.common import CATEGORY, BlockWeightsType, ElementalSpecType, TextInput, io
 from .engine.lora_engine import add_scaled_patches, attach_metadata, parse_lora, read_lora
-from .sockets.merge_inputs import check_written_for, parse_text
+from ..merge_core.text.written import check_written_for, parse_text
 
 log = logging.getLogger("elemental_merge")
 

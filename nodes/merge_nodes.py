@@ -15,12 +15,13 @@ from __future__ import annotations
 import folder_paths
 
 from .engine import model_info, runtime
-from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, RECIPE_VERSION, BlockWeightsType, ElementalSpecType,
+from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
 from .sockets.merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
 from .engine.patching import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.plot.plot_labels import loaded_checkpoints
+from ..merge_core.recipes import recipe as recipes
 from ..merge_core.merge.params import GAMMA, NORMAL
 
 
@@ -155,29 +156,24 @@ class ElementalMerge(io.ComfyNode):
                  for t in targets}
         clip_text = notes["clip"].summary("text encoder") if "clip" in notes else "text encoder: " + inputs.clip_reason
 
-        recipe = {
-            "version": RECIPE_VERSION, "mode": method.name, "calc_mode": calc.mode,
-            "calc_option": calc.gamma, "alpha": alpha,
-            "beta": beta if inputs.uses_beta else None, "architecture": inputs.arch.name,
-            "block_weights_alpha": text_of(block_weights_alpha),
-            "block_weights_beta": text_of(block_weights_beta) if inputs.uses_beta else None,
-            "elemental_alpha": text_of(elemental_alpha),
-            "elemental_beta": text_of(elemental_beta) if inputs.uses_beta else None,
-            "models": inputs.names,
-            "text_encoder_merged": inputs.clip_merged,
-            **inputs.recipe_models(),
-        }
+        with_beta = inputs.uses_beta
+        recipe = recipes.merge_node(
+            method.name, alpha, beta if with_beta else None, inputs.arch.name, inputs.recipe_sources(),
+            inputs.clip_merged, calc_mode=calc.mode, calc_option=calc.gamma,
+            block_weights_alpha=text_of(block_weights_alpha),
+            block_weights_beta=text_of(block_weights_beta) if with_beta else None,
+            elemental_alpha=text_of(elemental_alpha), elemental_beta=text_of(elemental_beta) if with_beta else None)
         model_info.attach_recipe(merged, recipe)
 
-        report = build_report(recipe, inputs.arch, ratios, notes["unet"], clip_text)
+        report = build_report(recipe, inputs.names, inputs.arch, ratios, notes["unet"], clip_text)
         if not print_change:
             return io.NodeOutput(merged, clip_out, report)
         log.info("[Elemental Merge]\n%s", report)
         return io.NodeOutput(merged, clip_out, report, ui={"text": [report]})
 
 
-def build_report(recipe: dict, arch, ratios, unet_notes: MergeNotes, clip_text: str | None) -> str:
-    models = ", ".join(f"{k}={v}" for k, v in recipe["models"].items())
+def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes, clip_text: str | None) -> str:
+    models = ", ".join(f"{k}={v}" for k, v in names.items())
     head = f"{recipe['mode']} ({arch.label}) alpha={recipe['alpha']}"
     if recipe["beta"] is not None:
         head += f" beta={recipe['beta']}"

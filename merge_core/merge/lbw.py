@@ -219,4 +219,4 @@ def resolve_lbw(keys, arch, text: str, spec=None) -> Resolution:
     ratios = dict(res.ratios)
     for k in free - seen:
         ratios[k] = 1.0
-    return Resolution(ratios, res.blocks, changes, res.warnings, res.arch_name)
+    return Resolution(ratios, res.blocks, changes, res.warnings, res.arch_name, res.base)

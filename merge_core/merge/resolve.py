@@ -27,11 +27,16 @@ class Change:
 
 @dataclass
 class Resolution:
-    ratios: dict[str, float]
+    ratios: dict[str, float]   # key -> ratio, for every key in a block
     blocks: dict[str, str]
     changes: list[Change]
     warnings: list[Diagnostic]
     arch_name: str = ""
+    base: float = 0.0          # the plain ratio (alpha or beta)
+
+    def ratio(self, key: str) -> float:
+        """The key's ratio; a key outside every block merges at the plain ratio, as SuperMerger does."""
+        return self.ratios.get(key, self.base)
 
 
 def resolve_ratios(keys: Iterable[str], arch, alpha: float, block_weights: dict[str, float] | None = None,
@@ -69,4 +74,4 @@ def resolve_ratios(keys: Iterable[str], arch, alpha: float, block_weights: dict[
             for i in hit:
                 changes.append(Change(km.keys[i], km.blocks[i], values[i], r, e))
                 values[i] = r
-    return Resolution(dict(zip(km.keys, values)), dict(km.block_of), changes, warnings, a.name)
+    return Resolution(dict(zip(km.keys, values)), dict(km.block_of), changes, warnings, a.name, alpha)

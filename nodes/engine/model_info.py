@@ -122,8 +122,6 @@ def recipe_of(model):
     node = (options or {}).get(RECIPE_KEY)
     if node is None:
         return None
-    if node.get("version") == 1:  # a v1 dict attached by code that predates version 2
-        node = options[RECIPE_KEY] = recipes.upgrade_v1(node)["model"]
     for text in node.pop(ADJUST_PENDING, None) or []:
         node["apply"] = node.get("apply", []) + [_adjust_op(text)]
     loras = options.get(LORAS_KEY, [])
@@ -141,17 +139,9 @@ def _adjust_op(text: str) -> dict:
 
 
 def attach_recipe(model, recipe: dict) -> None:
-    """Attaches a merge's recipe: a version-2 node, or the version-1 dict ElementalMerge builds (its
-    `model_x_recipe` entries are the sources' own nodes, from `recipe_of`)."""
-    if recipe.get("version") == 1:
-        sources = {x: copy.deepcopy(recipe.get(f"model_{x.lower()}_recipe")) or recipes.unknown_node(n)
-                   for x, n in recipe["models"].items()}
-        flat = {k: v for k, v in recipe.items() if not k.endswith("_recipe")}
-        node = recipes.upgrade_v1({**flat, "models": {}})["model"]
-        node["sources"] = sources
-    else:
-        node = copy.deepcopy(recipe)
-    model.model_options[RECIPE_KEY] = node
+    """Attaches a merge's recipe node (merge_core.recipes.recipe.merge_node, its sources the inputs' own
+    nodes from `recipe_of`); a copy is stored, so later changes to `recipe` do not reach the model."""
+    model.model_options[RECIPE_KEY] = copy.deepcopy(recipe)
     model.model_options[LORAS_FOLDED_KEY] = len(model.model_options.get(LORAS_KEY, []))
     model.model_options.pop(SOURCE_KEY, None)  # a merge result is no longer the checkpoint A came from
 

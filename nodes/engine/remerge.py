@@ -12,8 +12,8 @@ its patch list and recomputes it with ComfyUI's own code, so the bits are those 
 only the patch lists change and ComfyUI's next load patches everything: slower, never wrong. Every access to
 ModelPatcher internals is in `comfy_internals`.
 
-The patch lists come from `nodes.patching.apply_merge` (the ElementalMerge engine) run against a recorder,
-so a cell's patches are exactly those an ElementalMerge with the same ratios adds.
+The patch lists come from `patching.plan_merge` (the ElementalMerge engine's plan), so a cell's patches are
+exactly those an ElementalMerge with the same ratios adds.
 """
 from __future__ import annotations
 
@@ -24,25 +24,10 @@ import comfy.model_management
 import comfy.utils
 
 from . import comfy_internals
-from .comfy_internals import Patch
 from ..sockets.merge_inputs import MergeInputs, MergeTarget
-from .patching import CalcSettings, apply_merge
+from .patching import CalcSettings, plan_merge
 from ...merge_core.merge.calc_modes import NORMAL
 from ...merge_core.merge.params import GAMMA
-
-
-class _PatchRecorder:
-    """Stands in for a ModelPatcher in `apply_merge`: records the `Patch` entries ComfyUI's add_patches would
-    store, without touching any model."""
-
-    def __init__(self):
-        self.patches: dict[str, list] = {}
-
-    def add_patches(self, patches, strength_patch=1.0, strength_model=1.0):
-        for k, source in patches.items():
-            key, offset = (k, None) if isinstance(k, str) else (k[0], k[1])
-            self.patches.setdefault(key, []).append(Patch(strength_patch, source, strength_model, offset))
-        return list(patches)
 
 
 @dataclass
@@ -112,10 +97,9 @@ class IncrementalMerge:
     def _plan(self, target: _Target, ratio_a, ratio_b):
         """key -> merge-part patch list for every key of the target (empty list: A's weight), under the calc
         settings of the `apply` in progress (`self._calc`; subclasses extend this signature-stable hook)."""
-        rec = _PatchRecorder()
         t = target.target
-        apply_merge(rec, t.shapes, t.sources, self.method, ratio_a, ratio_b, self._calc)
-        return {k: rec.patches.get(k, []) for k in t.shapes}
+        lists = plan_merge(t.shapes, t.sources, self.method, ratio_a, ratio_b, self._calc).patch_lists()
+        return {k: lists.get(k, []) for k in t.shapes}
 
     def _apply_target(self, target: _Target, ra, rb, in_place: dict, deferred: dict) -> list:
         plans = self._plan(target, ra, rb)

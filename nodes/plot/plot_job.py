@@ -8,7 +8,8 @@ from __future__ import annotations
 from ..engine import runtime
 from ..engine.cell_render import CellRenderer, PlotProgress, empty_latent
 from ..sockets.common import AUTO, TextInput, io
-from ..sockets.merge_inputs import MergeInputs, merge_sockets, resolve
+from ..sockets.merge_inputs import MergeInputs, merge_sockets
+from ...merge_core.merge.merge_ratios import resolve
 from ...merge_core.merge.calc_modes import NORMAL, uses_beta
 from ...merge_core.merge.params import GAMMA
 from ...merge_core.plot.plot_axes import Settings
@@ -157,7 +158,7 @@ def settings_ratios(method, arch, keys, s: Settings, tags: dict | None = None):
     tags = tags or {}
     tagged = lambda text, name: TextInput(text, tags.get(name, AUTO)) if text else None  # noqa: E731
     with_beta = uses_beta(method, getattr(s, "calc_mode", NORMAL))
-    r = resolve(method, arch, keys, s.alpha, s.beta, tagged(s.block_weights_alpha, "block_weights_alpha"),
+    r = resolve(arch, keys, s.alpha, s.beta, with_beta, tagged(s.block_weights_alpha, "block_weights_alpha"),
                 tagged(s.block_weights_beta, "block_weights_beta"), tagged(s.elemental_alpha, "elemental_alpha"),
-                tagged(s.elemental_beta, "elemental_beta"), with_beta=with_beta)
+                tagged(s.elemental_beta, "elemental_beta"))
     return r.a, r.b

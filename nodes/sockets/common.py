@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from comfy_api.v0_0_2 import io  # noqa: F401  (re-exported: node modules use `common.io`)
 from PIL.PngImagePlugin import PngInfo
 
-from ...merge_core import ARCHITECTURES, MERGE_METHODS
+from ...merge_core import ARCHITECTURES, AUTO, MERGE_METHODS
+from ...merge_core.text.written import TextInput  # noqa: F401  (the socket value type, used by node modules)
 from ..engine import runtime
 
 log = logging.getLogger("elemental_merge")
@@ -36,23 +36,14 @@ def _stock_merge_category() -> str:
 
 
 CATEGORY = _stock_merge_category() + "/elemental"
-AUTO = "auto"
 ARCH_CHOICES = [AUTO] + list(ARCHITECTURES)
 MODES = list(MERGE_METHODS)  # "Weight sum", "Add difference", "Triple sum", "Sum twice"
 
-# safetensors metadata key of a saved merge's recipe, and the recipe format's version.
+# safetensors metadata key of a saved merge's recipe.
 RECIPE_METADATA_KEY = "elemental_merge_recipe"
-RECIPE_VERSION = 1
 
 ElementalSpecType = io.Custom("ELEMENTAL_SPEC")
 BlockWeightsType = io.Custom("BLOCK_WEIGHTS")
-
-
-@dataclass(frozen=True)
-class TextInput:
-    """What ELEMENTAL_SPEC and BLOCK_WEIGHTS carry: the text and the architecture it was written for."""
-    text: str
-    architecture: str = AUTO
 
 
 def text_of(value: TextInput | None) -> str | None:

@@ -7,15 +7,16 @@ Rules (the same for every node):
 - all models given to the method must be one architecture (the error names both).
 - the text encoders merge when clip_a and clip_b (and clip_c for a method that needs C) are connected;
   otherwise clip_a passes through unmerged and `clip_reason` says why.
-- ratios: alpha/beta, then block weights, then the elemental spec (merge_core.resolve_ratios); keys outside
-  every block merge at the plain ratio, as SuperMerger does.
+- ratios: merge_core.merge.merge_ratios (alpha/beta, then block weights, then the elemental spec).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
-from ...merge_core import ARCHITECTURES, MergeSpecError, get_merge_method, parse_block_weights, parse_spec
-from ...merge_core import resolve_ratios
+from ...merge_core import get_merge_method
+from ...merge_core.recipes import recipe as recipes
+from ...merge_core.merge.merge_ratios import Ratios, resolve
 from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, check_gamma, check_pair, check_ratios, get_calc_mode,
                                      uses_beta)
 from ...merge_core.merge.params import ALPHA, BETA, GAMMA, Param
@@ -23,7 +24,7 @@ from ..engine import model_info
 from ..engine.comfy_internals import key_patches
 from ..engine.merge_patch import cosine_stat, pair_token
 from ..engine.patching import CalcSettings
-from .common import AUTO, MODES, BlockWeightsType, ElementalSpecType, TextInput, io
+from .common import MODES, BlockWeightsType, ElementalSpecType, io
 
 
 def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = True, after_clips=()) -> list:
@@ -129,61 +130,6 @@ class MergeTarget:
     sources: dict    # "a"/"b"/"c" -> that model's get_key_patches() dict ("a": A's own, for fused q/k/v)
 
 
-def check_written_for(what: str, given: TextInput | None, arch, connected: str = "the models are") -> None:
-    """A text the editor validated for one architecture, wired to models of another, is refused by name."""
-    if given is not None and given.architecture not in (AUTO, arch.name):
-        raise ValueError(f"{what} was written for {ARCHITECTURES[given.architecture].label} "
-                         f"but {connected} {arch.label}")
-
-
-def parse_text(what: str, fn, *a, **kw):
-    """``fn(*a, **kw)`` with a spec error turned into the node's error, prefixed by the input's name."""
-    try:
-        return fn(*a, **kw)
-    except MergeSpecError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-
-
-def resolve_side(keys, arch, ratio, weights: TextInput | None, spec: TextInput | None, label: str):
-    """merge_core's Resolution for one ratio (alpha or beta), after checking the texts against `arch`."""
-    check_written_for(f"block_weights_{label}", weights, arch)
-    check_written_for(f"elemental_{label}", spec, arch)
-    bw = None
-    if weights is not None:
-        bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
-    parsed = None
-    if spec is not None and spec.text.strip():
-        parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
-    return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
-
-
-def ratio_lookup(resolution, default: float):
-    """key -> ratio; keys outside every block merge at the plain ratio, as SuperMerger does."""
-    ratios = resolution.ratios if resolution is not None else {}
-    return lambda key: ratios.get(key, default)
-
-
-@dataclass(frozen=True)
-class Ratios:
-    """The per-key ratios of one set of merge settings."""
-    a: object          # key -> alpha
-    b: object          # key -> beta
-    resolution_a: object
-    resolution_b: object  # None when the method does not use beta
-
-
-def resolve(method, arch, keys, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
-            elemental_alpha=None, elemental_beta=None, with_beta: bool | None = None) -> Ratios:
-    """Every key's alpha (and beta, for methods that use it) from the merge settings: the one resolver of
-    ElementalMerge, the XY plot's cells and the diff checker's targets. ``with_beta``: whether beta is
-    resolved (`calc_modes.uses_beta` of the method and calc mode); the method's own use of it when None."""
-    res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
-    res_b = None
-    if method.uses_beta if with_beta is None else with_beta:
-        res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta")
-    return Ratios(ratio_lookup(res_a, alpha), ratio_lookup(res_b, beta), res_a, res_b)
-
-
 class MergeInputs:
     """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
 
@@ -268,16 +214,16 @@ class MergeInputs:
     def ratios(self, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
                elemental_alpha=None, elemental_beta=None) -> Ratios:
         """Every key's alpha (and beta, for methods and calc modes that use it)."""
-        return resolve(self.method, self.arch, self.keys, alpha, beta, block_weights_alpha, block_weights_beta,
-                       elemental_alpha, elemental_beta, with_beta=self.uses_beta)
+        return resolve(self.arch, self.keys, alpha, beta, self.uses_beta, block_weights_alpha, block_weights_beta,
+                       elemental_alpha, elemental_beta)
 
-    def recipe_models(self) -> dict:
-        """Each input's recipe node (a merge's, a checkpoint's; read from the graph for the stock loader's
-        unnamed models, each file's header read once) as `<input>_recipe` entries of this merge's recipe."""
+    def recipe_sources(self) -> dict:
+        """"A"/"B"/"C" -> each input's recipe node: a merge's, a checkpoint's (read from the graph for the
+        stock loader's unnamed models, each file's header read once), or an unknown source by its name."""
         out = {}
         for slot, model in self.models.items():
             name = self._graph_name(slot)
             node = model_info.checkpoint_recipe(name) if name else model_info.recipe_of(model)
-            if node is not None:
-                out[f"{slot}_recipe"] = node
+            letter = slot[-1].upper()
+            out[letter] = copy.deepcopy(node) if node is not None else recipes.unknown_node(self.names[letter])
         return out

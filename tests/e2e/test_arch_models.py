@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from devkit.arch_checks import (ARCH_LABELS, assert_mismatch_refused, assert_sampled, check_weight_sum_file,
+from tests.helpers.arch_checks import (ARCH_LABELS, assert_mismatch_refused, assert_sampled, check_weight_sum_file,
                                 expected_summary, in_proj_count, loader_node, merge_node, merge_recipe, name,
                                 newest_file, record_peak, report_block_summary, run_patient, sample_nodes, spec_ratio,
                                 start_server)

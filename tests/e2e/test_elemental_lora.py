@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
+from tests.helpers.arch_checks import dtype_ulp
 from devkit.checkpoints import sha256_hex
 from devkit.workflows import load_api_workflow, only_image, sample_nodes, with_inputs
 from tests.e2e.test_merge_nodes import test_ui_workflow_matches_api_twin as check_ui_matches_api_twin

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
+from tests.helpers.arch_checks import dtype_ulp
 from devkit.ui_workflow import ui_to_api
 from devkit.workflows import load_api_workflow, load_ui_workflow, png_pixels, with_inputs
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import merged_weight
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import merged_weight
 
 P = "diffusion_model."
 IN_W, IN_B = P + "input_blocks.0.0.weight", P + "input_blocks.0.0.bias"

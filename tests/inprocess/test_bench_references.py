@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.inprocess.conftest import REPO_ROOT
+from tests.helpers.pack import REPO_ROOT
 
 BENCH_FILES = sorted(glob.glob(os.path.join(REPO_ROOT, "bench", "*.py")))
 # Runs inside a scratch ComfyUI server as a custom node (it imports ComfyUI's `server`): parsed, not imported.

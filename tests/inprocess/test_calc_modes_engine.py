@@ -1,5 +1,5 @@
 """Every calc mode through ElementalMerge on real ComfyUI objects (SD1.5 test checkpoints), every merged UNet
-and text-encoder weight against the formulas of docs/calc-modes.md, written in tests/calc_oracles.py.
+and text-encoder weight against the formulas of docs/calc-modes.md, written in tests/helpers/calc_oracles.py.
 
 Models: A and B loaded with an fp16 UNet (the files' values exactly; halves the RAM); C is A merged with B
 half and half *as a ComfyUI patch* (a clone of A with B's patches at 0.5/0.5), so no third checkpoint is
@@ -10,7 +10,7 @@ Ratios: block weights and specs give different alpha and beta in different block
 tensor/tensor2/extract accept them). The merged weights are stored in fp16: each must be within one fp16
 ulp of the oracle's float32 value (the rounding of the float32 result; the float32 computations themselves
 agree to round-off). The engine's cosine statistic and the oracle's are over every key. Every mode
-(SAMPLED_CALCS) checks tests.calc_oracles.oracle_sample's fixed sample: every key outside every block, one key
+(SAMPLED_CALCS) checks tests.helpers.calc_oracles.oracle_sample's fixed sample: every key outside every block, one key
 of each layer role (conv, attention q/k/v/out, norms, ...) at ratio 0 and not, of each block (and one 4-D key
 of each; not for smoothAdd), of each (alpha, beta) pair, the smallest of each for smoothAdd (its scipy oracle
 over every convolution takes minutes: 155 s on one key of each group).
@@ -21,14 +21,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
-from tests.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, SAMPLED_CALCS, assert_sample_covers,
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, SAMPLED_CALCS, assert_sample_covers,
                                 oracle_sample, oracle_stat, oracle_weight)
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
                                          load_models, merged_weight, run_calc_merge,
                                          with_half_merge_c)
-from tests.unit.helpers import expected_block
+from tests.helpers.expected_blocks import expected_block
 
 CALC = CALC_MODE_OF
 SPEC_ALPHA = """IN01-IN03::0.75

@@ -1,5 +1,5 @@
 """Calc modes on SD2 (768-v, OpenCLIP-H) through ElementalMerge on real ComfyUI objects, against docs/calc-modes.md's
-formulas (tests/calc_oracles.py) applied to the CHECKPOINT-layout tensors read from the fixture files.
+formulas (tests/helpers/calc_oracles.py) applied to the CHECKPOINT-layout tensors read from the fixture files.
 
 Why SD2: ComfyUI holds OpenCLIP-H's attention input projection split (``self_attn.q_proj``/``k_proj``/
 ``v_proj``) and ``text_projection`` transposed, while the file (and SuperMerger) has one fused
@@ -19,7 +19,7 @@ too, logit_scale fp32). C is A's clone with B's patches at 0.5/0.5, as in the SD
 in float32. Ratios differ block by block and the spec names checkpoint-form elements (``in_proj``,
 ``resblocks.1.``), all within [0, 1]. fp16 weights must be within one fp16 ulp of the oracle's float32 value.
 
-Coverage: every mode (SAMPLED_CALCS) checks tests.calc_oracles.oracle_sample's fixed sample of the file
+Coverage: every mode (SAMPLED_CALCS) checks tests.helpers.calc_oracles.oracle_sample's fixed sample of the file
 tensors of every text-encoder key and of the UNet keys of the blocks in UNET_BLOCKS: text_projection, every tensor outside every block, one of each layer role
 (a fused in_proj weight and bias with all their q/k/v parts among them) at ratio 0 and not, of each block
 (and one 4-D one of each), of each (alpha, beta) pair; the smallest of each for smoothAdd (its scipy oracle is
@@ -48,15 +48,15 @@ import os
 import pytest
 import torch
 
-from devkit.arch_checks import TensorFile, dtype_ulp
+from tests.helpers.arch_checks import TensorFile, dtype_ulp
 from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from tests.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, SAMPLED_CALCS, assert_sample_covers, oracle_sample,
+from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, SAMPLED_CALCS, assert_sample_covers, oracle_sample,
                                 oracle_stat, oracle_weight)
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import (both_ratios, keys_of, load_models, merged_weight, run_calc_merge,
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import (both_ratios, keys_of, load_models, merged_weight, run_calc_merge,
                                          with_half_merge_c)
-from tests.unit.helpers import expected_block
+from tests.helpers.expected_blocks import expected_block
 
 ARCH = "sd2"
 CALC = CALC_MODE_OF

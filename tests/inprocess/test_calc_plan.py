@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 U = "diffusion_model."
 H = "clip_h.transformer.text_model.encoder.layers.0."
@@ -22,15 +22,6 @@ KEYS = {
     "clip_h.transformer.text_model.embeddings.position_embedding.weight": (3, 4),
     "clip_h.transformer.text_projection.weight": (4, 4),
 }
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def add_patches(self, patches, strength_patch=1.0, strength_model=1.0):
-        self.calls.append((patches, strength_patch, strength_model))
-        return list(patches)
 
 
 def entries(shapes, seed):
@@ -52,11 +43,9 @@ def run(mods, calc, a=0.5, b=0.25, shapes_b=None, method="Weight sum"):
     from merge_core.merge.calc_modes import CosineStat
 
     settings = p.CalcSettings(calc, 0.3, CosineStat(-0.5, 0.9, 10), mc.get_architecture("sd2"))
-    target = Recorder()
-    notes = p.apply_merge(target, dict(KEYS), sources, mc.get_merge_method(method), lambda k: a, lambda k: b,
-                          settings)
-    patches = target.calls[0][0] if target.calls else {}
-    return notes, {(k if isinstance(k, str) else k[0]): v for k, v in patches.items()}, patches
+    plan = p.plan_merge(dict(KEYS), sources, mc.get_merge_method(method), lambda k: a, lambda k: b, settings)
+    patches = plan.patches
+    return plan.notes, {(k if isinstance(k, str) else k[0]): v for k, v in patches.items()}, patches
 
 
 def test_tensor_patches_and_keeps(mods):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 UNET_KEYS = ["diffusion_model.input_blocks.0.0.weight", "diffusion_model.input_blocks.0.0.bias",
              "diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",

@@ -24,10 +24,10 @@ import os
 import pytest
 import torch
 
-from devkit.arch_checks import dtype_ulp
-from tests.inprocess.conftest import CACHE_DIR, pack_module
-from tests.inprocess.lora_oracles import assert_float64_close, formula32, lora_modules
-from tests.inprocess.sd1_sources import merged_weight
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.pack import CACHE_DIR, pack_module
+from tests.helpers.lora_oracles import assert_float64_close, formula32, lora_modules
+from tests.helpers.sd1_sources import merged_weight
 
 STRENGTH_MODEL, STRENGTH_CLIP = 0.75, 0.5
 # One dyadic ratio per block, BASE first (26 values): products with the strengths stay exact.

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from tests.inprocess.conftest import CACHE_DIR, pack_module
+from tests.helpers.pack import CACHE_DIR, pack_module
 
 STRENGTH = 0.75
 # LBW's Flux order: CLIP, T5, IN, D00..D18, S00..S37, OUT.

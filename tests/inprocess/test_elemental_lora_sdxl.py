@@ -35,11 +35,11 @@ import os
 import pytest
 import torch
 
-from devkit.arch_checks import TensorFile, dtype_ulp
+from tests.helpers.arch_checks import TensorFile, dtype_ulp
 from devkit.proc_memory import PeakProbe
-from tests.inprocess.conftest import CACHE_DIR, pack_module
-from tests.inprocess.lora_oracles import assert_float64_close, formula32, lora_modules
-from tests.inprocess.sd1_sources import merged_weight
+from tests.helpers.pack import CACHE_DIR, pack_module
+from tests.helpers.lora_oracles import assert_float64_close, formula32, lora_modules
+from tests.helpers.sd1_sources import merged_weight
 
 pytestmark = pytest.mark.heavy
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
-from tests.calc_oracles import oracle_train_difference
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import merged_weight
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.calc_oracles import oracle_train_difference
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import merged_weight
 
 UNET = "diffusion_model."
 ALPHA = 0.75

@@ -1,4 +1,4 @@
-"""Every patch the pack makes, through every way ComfyUI computes a patched weight (tests/inprocess/load_paths.py):
+"""Every patch the pack makes, through every way ComfyUI computes a patched weight (tests/helpers/load_paths.py):
 the classic path, fp16 patch compute and the dynamic-VRAM loader's patch preparation. Each must give the
 formula, computed here in float64 from the unpatched weights.
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from devkit.arch_checks import dtype_ulp
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.load_paths import (CLASSIC, DYNAMIC, DYNAMIC_FP16, FP16_COMPUTE, LOAD_PATHS,
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.pack import pack_module
+from tests.helpers.load_paths import (CLASSIC, DYNAMIC, DYNAMIC_FP16, FP16_COMPUTE, LOAD_PATHS,
                                         compute_dtype_of, has_dynamic_path, weight_via)
 
 KEY = "lin.weight"

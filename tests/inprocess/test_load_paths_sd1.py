@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.load_paths import DYNAMIC, DYNAMIC_FP16, FP16_COMPUTE, LOAD_PATHS, has_dynamic_path, weight_via
-from tests.inprocess.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, UNDEFINED_IN_SD1, file_key, keys_of,
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.pack import pack_module
+from tests.helpers.load_paths import DYNAMIC, DYNAMIC_FP16, FP16_COMPUTE, LOAD_PATHS, has_dynamic_path, weight_via
+from tests.helpers.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, UNDEFINED_IN_SD1, file_key, keys_of,
                                          load_models, reference_ratios)
 
 SPEC = "OUT03-OUT05:attn2:0.75\nIN04:NOT norm:0.125\nBASE:mlp:0.625"

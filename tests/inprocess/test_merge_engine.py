@@ -6,7 +6,7 @@ halves the RAM). The merged weights are computed by ComfyUI's own patch path (`p
 `patch_model` runs for each key) one key at a time and put back right away, so A is never held twice.
 
 Every key is checked: in full for a sample that holds every layer role (at ratio 0 and not), block and ratio
-pair (tests.calc_oracles.oracle_sample), on 4096 elements spread over the key for the others; the cost is the
+pair (tests.helpers.calc_oracles.oracle_sample), on 4096 elements spread over the key for the others; the cost is the
 float64 formula over 1.1 B values, which made the four modes 8 minutes on a 2-core CPU when every key was
 compared in full.
 
@@ -24,13 +24,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from devkit.arch_checks import dtype_ulp
-from tests.calc_oracles import assert_sample_covers, oracle_sample
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, UNDEFINED_IN_SD1,
+from tests.helpers.arch_checks import dtype_ulp
+from tests.helpers.calc_oracles import assert_sample_covers, oracle_sample
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import (ALPHA, BETA, BLOCK_WEIGHTS_ALPHA, BLOCK_WEIGHTS_BETA, UNDEFINED_IN_SD1,
                                          assert_sources_unchanged, file_key, load_models, merged_weight,
                                          reference_ratios)
-from tests.unit.helpers import expected_block
+from tests.helpers.expected_blocks import expected_block
 
 MODES = ["Weight sum", "Add difference", "Triple sum", "Sum twice"]
 
@@ -108,7 +108,7 @@ def _spread(t: torch.Tensor) -> torch.Tensor:
 
 
 def full_check_sample(patcher, prefix, ra, rb) -> set:
-    """The keys whose whole tensor is compared with the float64 formula (tests.calc_oracles.oracle_sample:
+    """The keys whose whole tensor is compared with the float64 formula (tests.helpers.calc_oracles.oracle_sample:
     every layer role at ratio 0 and not, every block, a 4-D key of every block, every (alpha, beta) pair,
     every key outside every block); every other key is compared on SPREAD elements spread over it."""
     shapes = {k: tuple(v.shape) for k, v in patcher.model_state_dict(filter_prefix=prefix).items()}

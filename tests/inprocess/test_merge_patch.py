@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 KEY = "lin.weight"
 

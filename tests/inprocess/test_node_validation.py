@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 
 @pytest.fixture(scope="module")
@@ -45,5 +45,5 @@ def test_text_written_for_other_architecture_fails_at_merge(nodes):
     import merge_core
 
     with pytest.raises(ValueError, match="written for SDXL but the models are SD1.x"):
-        pack_module("nodes.sockets.merge_inputs").check_written_for(
+        pack_module("merge_core.text.written").check_written_for(
             "elemental_alpha", nodes.TextInput("IN01::0", "sdxl"), merge_core.get_architecture("sd1"))

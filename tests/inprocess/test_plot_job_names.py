@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 
 def test_swapped_stock_model_is_named_by_its_file(checkpoint_paths):

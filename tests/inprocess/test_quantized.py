@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.inprocess.conftest import pack_module
-from tests.inprocess.sd1_sources import merged_weight
+from tests.helpers.pack import pack_module
+from tests.helpers.sd1_sources import merged_weight
 
 ALPHA = 0.25
 PREFIX = "diffusion_model."

@@ -8,7 +8,7 @@ import pytest
 
 from merge_core.recipes import recipe as R
 from merge_core.files.file_hash import file_sha256
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from merge_core.recipes import recipe as R
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 LORA = {"lora": "l.safetensors", "strength_model": 0.5, "strength_clip": None, "block_weights": "GRAD_V",
         "lbw_weights": None, "elemental": None}
@@ -39,14 +39,13 @@ def test_lora_then_adjust_on_a_source_then_a_merge():
 
     b = _Model()
     info.set_source_name(b, "b.safetensors")
-    merged = _clone(adjusted)  # ElementalMerge clones A, then attaches the v1 dict it builds
-    v1 = {"version": 1, "mode": "Weight sum", "calc_mode": "normal", "calc_option": None, "alpha": 0.5,
-          "beta": None, "architecture": "sd1", "block_weights_alpha": None, "block_weights_beta": None,
-          "elemental_alpha": "OUT05::0", "elemental_beta": None,
-          "models": {"A": info.model_name(adjusted), "B": "b.safetensors"}, "text_encoder_merged": True,
-          "model_a_recipe": info.recipe_of(adjusted), "model_b_recipe": info.recipe_of(b)}
-    info.attach_recipe(merged, v1)
+    merged = _clone(adjusted)  # ElementalMerge clones A, then attaches the merge node it builds
+    built = R.merge_node("Weight sum", 0.5, None, "sd1", {"A": info.recipe_of(adjusted), "B": info.recipe_of(b)},
+                         True, elemental_alpha="OUT05::0")
+    info.attach_recipe(merged, built)
+    built["alpha"] = 0.75  # the model holds its own copy
     node = info.recipe_of(merged)
+    assert node["alpha"] == 0.5 and node["elemental_alpha"] == "OUT05::0"
     assert node["sources"]["A"] == src and node["sources"]["B"] == R.checkpoint_node("b.safetensors")
     assert node["apply"] == []  # A's LoRA, inherited by the clone, belongs to source A only
     assert info.model_name(merged) == "merge of (missing_here.safetensors, b.safetensors)"
@@ -58,8 +57,7 @@ def test_unknown_origin():
     anon = _Model()
     assert info.recipe_of(anon) is None and info.model_name(anon) == "unnamed model"
     merged = _clone(anon)
-    info.attach_recipe(merged, {"version": 1, "mode": "Weight sum", "alpha": 0.5, "beta": None,
-                                "architecture": "sd1", "models": {"A": "unnamed model", "B": "unnamed model"},
-                                "text_encoder_merged": False})
+    info.attach_recipe(merged, R.merge_node("Weight sum", 0.5, None, "sd1", {"A": R.unknown_node("unnamed model"),
+                                                                          "B": R.unknown_node("unnamed model")}, False))
     assert info.recipe_of(merged)["sources"] == {"A": R.unknown_node("unnamed model"),
                                                  "B": R.unknown_node("unnamed model")}

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.inprocess.conftest import PACK, pack_module
+from tests.helpers.pack import PACK, pack_module
 
 OUT05 = "diffusion_model.output_blocks.5."
 IN07 = "diffusion_model.input_blocks.7."

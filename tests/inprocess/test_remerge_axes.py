@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 
 def test_metrics_and_colour_map():

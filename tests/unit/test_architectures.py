@@ -7,7 +7,7 @@ import pytest
 
 from merge_core import ARCHITECTURES, detect_architecture, get_architecture
 
-from tests.unit.helpers import U, expected_block
+from tests.helpers.expected_blocks import U, expected_block
 
 
 @pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl", "flux", "sd3"])

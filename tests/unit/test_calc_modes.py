@@ -14,7 +14,7 @@ import torch
 from merge_core.merge import calc_layout as cl
 from merge_core.merge import calc_modes as cm
 from merge_core.merge import calc_smooth as cs
-from tests.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
+from tests.helpers.calc_oracles import (oracle_cosine, oracle_extract, oracle_self, oracle_smooth_add, oracle_stat,
                                 oracle_tensor, oracle_train_difference)
 
 KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", "arch", "keylists")

@@ -9,7 +9,7 @@ from merge_core import canonical_key, parse_block_weights, parse_spec, resolve_r
 from merge_core import format_change_report
 
 from tests.unit.conftest import REFERENCE_TSV
-from tests.unit.helpers import expected_block
+from tests.helpers.expected_blocks import expected_block
 
 ALPHA = 0.3
 

@@ -99,7 +99,7 @@ def oracle_self(A, a, name):
 def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
     """The oracle's merged weight for checkpoint key ``fk`` (float32): A's own weight outside every block or
     for what is not a weight or bias (SuperMerger's rule), else the calc mode's formula."""
-    from tests.unit.helpers import expected_block
+    from tests.helpers.expected_blocks import expected_block
 
     if expected_block(arch, fk) is None or not ("weight" in fk or "bias" in fk):
         return A.float()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.inprocess.conftest import pack_module
+from tests.helpers.pack import pack_module
 
 # The settings both engine tests merge with: alpha and beta differ block by block (all dyadic, within [0, 1],
 # so every product is exact and the bounded calc modes accept them).
@@ -47,7 +47,7 @@ def load_models(checkpoint_paths, names, model_options):
 def run_calc_merge(merge_nodes, models, calc, spec_alpha, spec_beta, arch, **kw):
     """ElementalMerge with calc mode `calc` (and its merge mode) on `models` {"A"/"B"/"C": (model, clip)},
     the shared ratios and the given specs; `kw` overrides any input."""
-    from tests.calc_oracles import CALC_MODE_OF, GAMMA
+    from tests.helpers.calc_oracles import CALC_MODE_OF, GAMMA
 
     T = merge_nodes.TextInput
     (ma, ca), (mb, cb), (mc, cc) = models["A"], models["B"], models["C"]

@@ -1,0 +1,46 @@
+"""Every key's alpha and beta from one set of merge settings: the plain ratios, block weights and elemental
+specs, each text checked against the models' architecture first.
+
+The one resolver of ElementalMerge, the XY plot's cells and the diff checker's targets. Order: alpha (or
+beta), then block weights, then the spec (`resolve_ratios`); keys outside every block merge at the plain
+ratio (`Resolution.ratio`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..text.block_weights import parse_block_weights
+from ..text.spec import parse_spec
+from ..text.written import TextInput, check_written_for, parse_text
+from .resolve import Resolution, resolve_ratios
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """The per-key ratios of one set of merge settings."""
+    a: object                          # key -> alpha
+    b: object                          # key -> beta
+    resolution_a: Resolution
+    resolution_b: Resolution | None    # None when beta is not used
+
+
+def resolve_side(keys, arch, ratio: float, weights: TextInput | None, spec: TextInput | None,
+                 label: str) -> Resolution:
+    """The Resolution of one ratio (`label`: "alpha" or "beta"), after checking its texts against `arch`."""
+    check_written_for(f"block_weights_{label}", weights, arch)
+    check_written_for(f"elemental_{label}", spec, arch)
+    bw = None
+    if weights is not None:
+        bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
+    parsed = None
+    if spec is not None and spec.text.strip():
+        parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
+    return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
+
+
+def resolve(arch, keys, alpha: float, beta: float, with_beta: bool, block_weights_alpha=None,
+            block_weights_beta=None, elemental_alpha=None, elemental_beta=None) -> Ratios:
+    """Every key's alpha, and beta when `with_beta` (the method's or calc mode's use of it: `uses_beta`)."""
+    res_a = resolve_side(keys, arch, alpha, block_weights_alpha, elemental_alpha, "alpha")
+    res_b = resolve_side(keys, arch, beta, block_weights_beta, elemental_beta, "beta") if with_beta else None
+    return Ratios(res_a.ratio, res_b.ratio if res_b is not None else (lambda key: float(beta)), res_a, res_b)
