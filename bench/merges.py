@@ -87,7 +87,7 @@ def full_native(src: Sources, ratios: dict) -> tuple[float, float, float, int]:
     return t1 - t0, t2 - t0, c2 - c0, len(model.patches) + len(clip.patcher.patches)
 
 
-def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
+def xy_ours(src: Sources, ratios=workloads.XY_RATIOS) -> tuple[float, list[float], dict]:
     """Pinpoint-element plot with the incremental engine: (first cell s, later cells s, last apply stats).
 
     Per cell, what the Elemental XY Plot node does before sampling: the cell's settings resolved through
@@ -96,17 +96,17 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
     calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
     remerge = pack_module("nodes.engine.remerge")
     plot_job = pack_module("nodes.plot.plot_job")
-    plot_axes = pack_module("merge_core.plot.plot_axes")
+    plot_axes = pack_module("merge_core.plot.axes")
     method = pack_module("merge_core").get_merge_method(workloads.MODE)
     times = []
     inc = None
     stats = {}
-    for i, r in enumerate(workloads.XY_RATIOS):
+    for i, r in enumerate(ratios):
         t0 = time.perf_counter()
         if inc is None:
             inc = remerge.IncrementalMerge(src.model_a, src.model_b, None, method, src.clip_a, src.clip_b)
             arch = pack_module("nodes.engine.model_info").architecture_of(src.model_a)
-        settings = plot_axes.Settings(workloads.ALPHA, 0.0, elemental_alpha=workloads.xy_spec(r))
+        settings = axes.Settings(workloads.ALPHA, 0.0, elemental_alpha=workloads.xy_spec(r))
         ra, rb = plot_job.settings_ratios(method, arch, inc.keys, settings)
         inc.apply(ra, rb)
         inc.load()
@@ -118,7 +118,7 @@ def xy_ours(src: Sources) -> tuple[float, list[float], dict]:
     return times[0], times[1:], stats
 
 
-def xy_native(src: Sources, ratios: dict) -> tuple[float, list[float]]:
+def xy_native(src: Sources, ratios: dict, xy_ratios=workloads.XY_RATIOS) -> tuple[float, list[float]]:
     """The same plot by re-queueing ModelMergeBlocks with its `input` ratio changed per cell: a new clone,
     which ComfyUI's next load re-patches in full. The first cell also merges and loads the text encoder
     (CLIPMergeSimple), as ours does; later cells do not re-merge it (ComfyUI caches that node's output and
@@ -127,7 +127,7 @@ def xy_native(src: Sources, ratios: dict) -> tuple[float, list[float]]:
 
     times = []
     previous = clip = None
-    for r in workloads.XY_RATIOS:
+    for r in xy_ratios:
         t0 = time.perf_counter()
         model = ModelMergeBlocks().merge(src.model_a, src.model_b, input=1.0 - r, middle=ratios["middle"],
                                          out=ratios["out"])[0]

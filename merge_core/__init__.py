@@ -10,7 +10,7 @@ The core of the Elemental Merge node pack, usable without ComfyUI:
   CLI (``python -m merge_core``).
 * `validation`: is a spec / weight string valid, and which architecture did the user mean.
 * `methods`: the merge-method registry (formulas and equivalent ModelPatcher steps).
-* `plot_axes`: XY-plot axes and diff-checker targets, parsed into each cell's merge settings.
+* `plot.axes`: the XY/XYZ-plot axis table and diff-checker targets, parsed into each cell's settings.
 * `elements`: element names per block (editor completion).
 * `checkpoint_header`: a file's architecture from its safetensors header (not imported here: it needs torch
   through `safetensors_stream`, and ``import merge_core`` stays light for the CLI and the editor's routes).

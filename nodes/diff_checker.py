@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..merge_core.plot import plot_axes
+from ..merge_core.plot import axes
 from .plot import grid
 from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, io, png_metadata, write_new
-from ..merge_core.plot.plot_axes import AxisError
+from ..merge_core.plot.axes import AxisError
 from .sockets.merge_inputs import calc_queue_problem, calc_sockets
 from .engine.patching import key_effect
 from .plot.plot_job import MergeJob, plot_inputs
@@ -96,7 +96,7 @@ class ElementalDiffChecker(io.ComfyNode):
         if targets is None:
             return True
         try:
-            plot_axes.parse_targets(targets, None, "targets")
+            axes.parse_targets(targets, None, "targets")
         except AxisError as exc:
             return str(exc)
         return True
@@ -105,7 +105,7 @@ class ElementalDiffChecker(io.ComfyNode):
     def execute(cls, targets, ratio, threshold, amplify, model_a_name=None, model_b_name=None, **kw):
         job = MergeJob(kw)
         try:
-            items = plot_axes.parse_targets(targets, job.arch, "targets")
+            items = axes.parse_targets(targets, job.arch, "targets")
         except AxisError as exc:
             raise ValueError(str(exc)) from None
         progress = PlotProgress(len(items) + 1, job.steps)
@@ -117,7 +117,7 @@ class ElementalDiffChecker(io.ComfyNode):
         per_target = []
         for i, item in enumerate(items, start=1):
             progress.start_cell(i)
-            s = plot_axes.pinpoint(job.base, item.value, ratio, plot_axes.ALPHA)
+            s = axes.pinpoint(job.base, item.value, ratio, axes.ALPHA)
             ra, rb = job.ratios(s)
             calc = job.calc(s)
             n_keys = sum(1 for k in job.merge.keys if key_effect(job.method, calc, k, ra(k), rb(k))
@@ -133,8 +133,8 @@ class ElementalDiffChecker(io.ComfyNode):
             frames.append(u8[0])
         progress.bar.update_absolute(progress.bar.total)
 
-        names = (plot_axes.safe_name(model_a_name, "ModelA") if model_a_name else "ModelA",
-                 plot_axes.safe_name(model_b_name, "ModelB") if model_b_name else "ModelB")
+        names = (axes.safe_name(model_a_name, "ModelA") if model_a_name else "ModelA",
+                 axes.safe_name(model_b_name, "ModelB") if model_b_name else "ModelB")
         table = csv_text(rows)
         ranked = sorted(rows, key=lambda r: (-r[3], -r[5], r[0]))
         chart = grid.draw_bar_chart(
@@ -177,7 +177,7 @@ def save_run(names, base_u8, per_target, frames, table: str, chart, hidden, extr
     for b, img in enumerate(base_u8):
         png(f"{stem}_00_base_{b}.png", img)
     for i, (label, u8, diffs) in enumerate(per_target, start=1):
-        tag = plot_axes.safe_name(label.replace(":", "-"), "target")
+        tag = axes.safe_name(label.replace(":", "-"), "target")
         for b, (img, d) in enumerate(zip(u8, diffs)):
             png(f"{stem}_{i:02}_{tag}_{b}.png", img)
             png(f"{stem}_{i:02}_{tag}_{b}_diff.png", d)

@@ -1,6 +1,6 @@
 """Elemental XY Plot: a grid of images over merge settings, re-merging incrementally between cells.
 
-Each cell is a full set of ElementalMerge settings (`plot_axes.Settings`); its per-key ratios come from the
+Each cell is a full set of ElementalMerge settings (`axes.Settings`); its per-key ratios come from the
 ElementalMerge node's own resolver and its patches from the same engine (`remerge.IncrementalMerge`), so a
 cell is bit-identical to ElementalMerge + KSampler with those settings. Between cells only the keys whose
 patches change are recomputed, and the prompts are re-encoded only when text-encoder keys change.
@@ -18,9 +18,9 @@ import torch
 
 from PIL import Image
 
-from ..merge_core.plot import plot_axes, plot_labels, plot_xyz
+from ..merge_core.plot import axes, plot_labels
 from ..merge_core.merge.adjust import AdjustError
-from ..merge_core.plot.plot_axes import AxisError
+from ..merge_core.plot.axes import AxisError
 from ..merge_core.plot.random_merge import RandomSettingsError
 from .plot import grid, plot_order
 from .engine.cell_render import PlotProgress
@@ -41,7 +41,7 @@ def save_png(image, filename_prefix: str, meta) -> dict:
     return {"filename": os.path.basename(path), "subfolder": subfolder, "type": "output"}
 
 
-RANDOM_SETTINGS_HELP = ("random axis: each value is a seed. " + plot_xyz.random_help())
+RANDOM_SETTINGS_HELP = ("random axis: each value is a seed. " + axes.random_help())
 
 
 class ElementalXYPlot(io.ComfyNode):
@@ -49,7 +49,7 @@ class ElementalXYPlot(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        types = list(plot_xyz.axis_types())
+        types = list(axes.AXIS_TYPES)
         return io.Schema(
             node_id="ElementalXYPlot", display_name="Elemental XY Plot", category=CATEGORY,
             description="Grid of images over merge settings: x/y/z types " + ", ".join(types)
@@ -57,16 +57,16 @@ class ElementalXYPlot(io.ComfyNode):
                           "Z value. Cells are identical to (Load Checkpoint +) ElementalMerge (+ ElementalAdjust) "
                           "+ KSampler with the same settings; the table lists each cell's settings.",
             inputs=plot_inputs() + [
-                io.Combo.Input("x_type", options=types, default=plot_axes.ALPHA),
+                io.Combo.Input("x_type", options=types, default=axes.ALPHA),
                 io.String.Input("x_values", multiline=True, default="0, 0.5, 1"),
-                io.Combo.Input("y_type", options=types, default=plot_axes.NONE),
+                io.Combo.Input("y_type", options=types, default=axes.NONE),
                 io.String.Input("y_values", multiline=True, default=""),
                 io.String.Input("filename_prefix", default="ElementalXY/xy"),
                 # optional, so that prompts saved before these inputs existed still queue unchanged
-                io.Combo.Input("z_type", options=types, default=plot_axes.NONE, optional=True,
+                io.Combo.Input("z_type", options=types, default=axes.NONE, optional=True,
                                tooltip="one labelled grid per Z value, returned as a batch"),
                 io.String.Input("z_values", multiline=True, default="", optional=True),
-                io.String.Input("random_settings", default=plot_xyz.DEFAULT_RANDOM_SETTINGS, optional=True,
+                io.String.Input("random_settings", default=axes.DEFAULT_RANDOM_SETTINGS, optional=True,
                                 tooltip=RANDOM_SETTINGS_HELP),
             ] + calc_sockets(),
             outputs=[io.Image.Output(display_name="grid"), io.Image.Output(display_name="cells"),
@@ -76,8 +76,8 @@ class ElementalXYPlot(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, z_type=plot_axes.NONE,
-                        z_values="", random_settings=plot_xyz.DEFAULT_RANDOM_SETTINGS, mode=None, calc_mode=None,
+    def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, z_type=axes.NONE,
+                        z_values="", random_settings=axes.DEFAULT_RANDOM_SETTINGS, mode=None, calc_mode=None,
                         calc_option=None, alpha=None, beta=None):
         problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
         if problem:
@@ -88,31 +88,31 @@ class ElementalXYPlot(io.ComfyNode):
         if problem:
             return problem
         try:
-            plot_xyz.check_axes(x_type, y_type, z_type, random_settings if random_settings is not None else "R")
+            axes.check_axes(x_type, y_type, z_type, random_settings if random_settings is not None else "R")
             names = folder_paths.get_filename_list("checkpoints")
             for t, v, n in ((x_type, x_values, "x"), (y_type, y_values, "y"), (z_type, z_values, "z")):
                 if v is not None:
-                    plot_xyz.parse_axis(t, v, None, f"{n}_values", names)
+                    axes.parse_axis(t, v, None, f"{n}_values", names)
         except AxisError as exc:
             return str(exc)
         return True
 
     @classmethod
-    def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, z_type=plot_axes.NONE, z_values="",
-                random_settings=plot_xyz.DEFAULT_RANDOM_SETTINGS, **kw):
+    def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, z_type=axes.NONE, z_values="",
+                random_settings=axes.DEFAULT_RANDOM_SETTINGS, **kw):
         job = MergeJob(kw, plot_labels.loaded_checkpoints(cls.hidden.prompt, cls.hidden.unique_id))
         try:
-            axes = plot_xyz.parse_plot((x_type, y_type, z_type), (x_values, y_values, z_values), job.arch,
+            plot_axes = axes.parse_plot((x_type, y_type, z_type), (x_values, y_values, z_values), job.arch,
                                        random_settings, folder_paths.get_filename_list("checkpoints"))
-            cells = plot_xyz.build_cells(job.base, *axes)
-            cells = plot_xyz.resolve_random(cells, random_settings, job.arch, job.merge.keys)
+            cells = axes.build_cells(job.base, *plot_axes)
+            cells = axes.resolve_random(cells, random_settings, job.arch, job.merge.keys)
             order, estimate = plot_order.render_order(job, cells)
         except (AxisError, RandomSettingsError, AdjustError) as exc:
             raise ValueError(str(exc)) from None
         images, rows = render_cells(job, cells, order)
-        x, y, z = axes
+        x, y, z = plot_axes
         names = plot_labels.input_names(cls.hidden.prompt, cls.hidden.unique_id)
-        table = plot_table(job, axes, cells, order, rows, estimate)
+        table = plot_table(job, plot_axes, cells, order, rows, estimate)
         definition = {"x_type": x_type, "x_values": x_values, "y_type": y_type, "y_values": y_values,
                       "z_type": z_type, "z_values": z_values, "random_settings": random_settings,
                       "mode": job.method.name, "models": job.names, "base": job.base.describe(),
@@ -122,7 +122,7 @@ class ElementalXYPlot(io.ComfyNode):
         per_grid = len(x.items) * len(y.items)
         for zi in range(len(z.items)):
             part = cells[zi * per_grid:(zi + 1) * per_grid]
-            pil, title = draw_plot_grid(job, axes, part, images[zi * per_grid:(zi + 1) * per_grid], names)
+            pil, title = draw_plot_grid(job, plot_axes, part, images[zi * per_grid:(zi + 1) * per_grid], names)
             meta = {PLOT_METADATA_KEY: {**definition, "grid": zi, "title": title}}
             saved.append(save_png(pil, filename_prefix, png_metadata(cls.hidden, meta)))
             grids.append(pil)
@@ -149,10 +149,10 @@ def _label(axis, n: int, cells, which: str) -> str:
     """The label of value `n` of an axis; a random axis shows its draw (rounded as used), a model axis the
     checkpoint without folders and extension."""
     label = axis.items[n].label
-    if axis.type == plot_xyz.RANDOM:
+    if axis.type == axes.RANDOM:
         cell = next((c for c in cells if getattr(c, which) == n and c.draw_label), None)
         return cell.draw_label if cell is not None else label
-    if axis.type in plot_xyz.MODEL_AXES:
+    if axis.type in axes.MODEL_AXES:
         return plot_labels.display_name(label)
     return label
 
@@ -161,15 +161,15 @@ def _labels(axis, cells, which: str) -> list:
     return [_label(axis, n, cells, which) for n in range(len(axis.items))]
 
 
-def draw_plot_grid(job: MergeJob, axes, cells: list, images: list, graph_names: dict):
+def draw_plot_grid(job: MergeJob, plot_axes, cells: list, images: list, graph_names: dict):
     """(image, title) of one labelled grid (one Z value): the model names from the graph, axis titles, Z."""
-    x, y, z = axes
-    titles = [f"X: {plot_xyz.axis_title(x, y)}" if x.type != plot_axes.NONE else "",
-              f"Y: {plot_xyz.axis_title(y, x)}" if y.type != plot_axes.NONE else ""]
-    if z.type != plot_axes.NONE:
+    x, y, z = plot_axes
+    titles = [f"X: {axes.axis_title(x, y)}" if x.type != axes.NONE else "",
+              f"Y: {axes.axis_title(y, x)}" if y.type != axes.NONE else ""]
+    if z.type != axes.NONE:
         z_label = _label(z, cells[0].z, cells, "z")
         titles.append(f"Z: {z.type} = {z_label}")
-    names = " + ".join(graph_names.get(f"model_{k.lower()}") or plot_axes.safe_name(v, v)
+    names = " + ".join(graph_names.get(f"model_{k.lower()}") or axes.safe_name(v, v)
                        for k, v in job.names.items())
     title = " | ".join([f"{job.method.name}: {names}"] + [t for t in titles if t])
     firsts = [grid.to_uint8(im[0]) for im in images]
@@ -192,10 +192,10 @@ def grid_batch(grids: list) -> torch.Tensor:
     return torch.cat(out, dim=0)
 
 
-def plot_table(job: MergeJob, axes, cells: list, order: list, rows: dict, estimate: tuple) -> str:
+def plot_table(job: MergeJob, plot_axes, cells: list, order: list, rows: dict, estimate: tuple) -> str:
     """The plot as text: the render order chosen and one row per cell (in that order) with its equivalent
     plain-graph settings and what it cost."""
-    x, y, z = axes
+    x, y, z = plot_axes
     total_s = sum(r[4] for r in rows.values())
     grid_cost, chosen_cost = estimate
     head = [f"Elemental XY plot: {job.method.name} ({job.arch.label}) " +

@@ -164,22 +164,38 @@ class CalcMode:
         return GAMMA in self.params
 
 
+def _never(a: float, b: float) -> bool:
+    return False
+
+
+# One row per calc mode, in the order the UI lists them. A calc mode is a variant of the merge modes it
+# names: it replaces their formula (`compute`) and reads the parameters it declares.
 CALC_MODES: dict[str, CalcMode] = {m.name: m for m in (
-    CalcMode(NORMAL, ALL_MERGE_MODES, (), False, lambda a, b: False, False, None),
-    CalcMode("cosineA", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: False, True, cosine_a, uses_stat=True),
-    CalcMode("cosineB", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: False, True, cosine_b, uses_stat=True),
-    CalcMode("trainDifference", (ADD_DIFFERENCE,), (ALPHA,), True, lambda a, b: a == 0, False, train_difference),
-    CalcMode("smoothAdd", (ADD_DIFFERENCE,), (ALPHA,), True, lambda a, b: a == 0, True, smooth_add),
-    CalcMode("extract", (ADD_DIFFERENCE,), (ALPHA, BETA, GAMMA), True, lambda a, b: False, True, extract,
-             bounded=True),
-    CalcMode("tensor", (WEIGHT_SUM,), (ALPHA, BETA), False, lambda a, b: a == 0 and b <= 1, True, tensor_swap,
-             bounded=True),
-    CalcMode("tensor2", (WEIGHT_SUM,), (ALPHA, BETA), False, lambda a, b: a == 0 and b <= 1, True, tensor2_swap,
-             bounded=True),
-    CalcMode("self", (WEIGHT_SUM,), (ALPHA,), False, lambda a, b: a == 0 or a == 1, False, self_scale,
-             reads_b=False),
+    CalcMode(NORMAL, merge_modes=ALL_MERGE_MODES, params=(), needs_c=False, keeps_a=_never,
+             layout_dependent=False, compute=None),
+    CalcMode("cosineA", merge_modes=(WEIGHT_SUM,), params=(ALPHA,), needs_c=False, keeps_a=_never,
+             layout_dependent=True, compute=cosine_a, uses_stat=True),
+    CalcMode("cosineB", merge_modes=(WEIGHT_SUM,), params=(ALPHA,), needs_c=False, keeps_a=_never,
+             layout_dependent=True, compute=cosine_b, uses_stat=True),
+    CalcMode("trainDifference", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA,), needs_c=True,
+             keeps_a=lambda a, b: a == 0, layout_dependent=False, compute=train_difference),
+    CalcMode("smoothAdd", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA,), needs_c=True,
+             keeps_a=lambda a, b: a == 0, layout_dependent=True, compute=smooth_add),
+    CalcMode("extract", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA, BETA, GAMMA), needs_c=True, keeps_a=_never,
+             layout_dependent=True, compute=extract, bounded=True),
+    CalcMode("tensor", merge_modes=(WEIGHT_SUM,), params=(ALPHA, BETA), needs_c=False,
+             keeps_a=lambda a, b: a == 0 and b <= 1, layout_dependent=True, compute=tensor_swap, bounded=True),
+    CalcMode("tensor2", merge_modes=(WEIGHT_SUM,), params=(ALPHA, BETA), needs_c=False,
+             keeps_a=lambda a, b: a == 0 and b <= 1, layout_dependent=True, compute=tensor2_swap, bounded=True),
+    CalcMode("self", merge_modes=(WEIGHT_SUM,), params=(ALPHA,), needs_c=False,
+             keeps_a=lambda a, b: a == 0 or a == 1, layout_dependent=False, compute=self_scale, reads_b=False),
 )}
 CALC_MODE_NAMES = tuple(CALC_MODES)  # the combo's choices, in the order the UI lists them
+
+
+def variants_of(merge_mode: str) -> tuple[str, ...]:
+    """The calc modes that pair with `merge_mode` (normal first): its declared variants."""
+    return tuple(m.name for m in CALC_MODES.values() if merge_mode in m.merge_modes)
 
 
 def get_calc_mode(name: str) -> CalcMode:

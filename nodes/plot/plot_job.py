@@ -12,7 +12,7 @@ from ..sockets.merge_inputs import MergeInputs, merge_sockets
 from ...merge_core.merge.merge_ratios import resolve
 from ...merge_core.merge.calc_modes import NORMAL, uses_beta
 from ...merge_core.merge.params import GAMMA
-from ...merge_core.plot.plot_axes import Settings
+from ...merge_core.plot.axes import Settings
 from ..engine import comfy_internals, model_info
 from ..engine.adjust_patches import AdjustedMerge
 
@@ -58,7 +58,7 @@ class CheckpointCache:
 class MergeJob:
     """The merge and rendering state of one run: settings -> ratios -> incremental merge -> image.
 
-    A cell may also carry `Extras` (merge_core.plot_xyz): other checkpoints for some model inputs (the merge is
+    A cell may also carry `Extras` (merge_core.plot.axes): other checkpoints for some model inputs (the merge is
     rebuilt for each distinct set, and the models' CLIPs replace those inputs' CLIPs where they are
     connected), an Adjust after the merge, and its own seed and positive prompt (re-sampled, not re-merged)."""
 

@@ -106,7 +106,7 @@ def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
 
 def calc_axis_problem(mode, types, texts) -> str | None:
     """A `calc mode` axis value that does not go with the plot's mode (None when all do, or unknown yet)."""
-    from ...merge_core.plot.plot_axes import CALC, AxisError, parse_axis
+    from ...merge_core.plot.axes import CALC, AxisError, parse_axis
 
     if mode is None:
         return None

@@ -123,7 +123,7 @@ def assert_sources_untouched(objs, a_patches_before):
 
 def test_incremental_equals_full_remerge(objs, counter):
     remerge, merge_nodes = (pack_module(m) for m in ("nodes.engine.remerge", "nodes.merge_nodes"))
-    axes = importlib.import_module(f"{PACK}.merge_core.plot.plot_axes")
+    axes = importlib.import_module(f"{PACK}.merge_core.plot.axes")
     import comfy.utils
 
     (ma, ca), (mb, cb) = objs["A"], objs["B"]

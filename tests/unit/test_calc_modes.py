@@ -281,7 +281,7 @@ def test_tensor_on_checkpoint_layout_differs_from_split():
 # ------------------------------------------------------------------ the XY plot's calc mode axis
 
 def test_calc_mode_axis():
-    from merge_core.plot import plot_axes as pa
+    from merge_core.plot import axes as pa
 
     axis = pa.parse_axis(pa.CALC, "normal, cosineA\ntensor2", None, "x_values")
     assert [i.value for i in axis.items] == ["normal", "cosineA", "tensor2"]

@@ -60,3 +60,11 @@ def test_docs_table_matches_the_declarations():
         assert needs == " or ".join(mode.merge_modes), name
         named = {p for p in PARAMS if re.search(rf"\b{p}\b", uses)}
         assert named == {p.name for p in mode.params}, name
+
+
+def test_each_merge_mode_lists_its_calc_mode_variants():
+    from merge_core.merge.calc_modes import variants_of
+
+    assert variants_of("Weight sum") == ("normal", "cosineA", "cosineB", "tensor", "tensor2", "self")
+    assert variants_of("Add difference") == ("normal", "trainDifference", "smoothAdd", "extract")
+    assert variants_of("Triple sum") == variants_of("Sum twice") == ("normal",)

@@ -1,12 +1,12 @@
-"""merge_core.plot.plot_xyz (the new XY/XYZ axes), cell_order and plot_labels: hand-written expectations."""
+"""merge_core.plot.axes (the XY/XYZ axes beyond one ElementalMerge), cell_order and plot_labels: hand-written
+expectations."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from merge_core import get_architecture, parse_block_weights, parse_spec, resolve_ratios
-from merge_core.plot import plot_axes as pa
-from merge_core.plot import plot_xyz as px
+from merge_core.plot import axes as pa
 from merge_core.merge.adjust import AdjustValues
 from merge_core.plot.cell_order import order_cells, total_changed
 from merge_core.plot.plot_labels import fits_without_cuts, input_names, loaded_checkpoints, upstream_name, wrap_label
@@ -15,16 +15,19 @@ BASE = pa.Settings(0.5, 0.25, None, None, "OUT11::0.1", "")
 
 
 def _cells(x=("none", ""), y=("none", ""), z=("none", ""), rs=None, checkpoints=None):
-    axes = px.parse_plot((x[0], y[0], z[0]), (x[1], y[1], z[1]), "sd1", rs, checkpoints)
-    return px.build_cells(BASE, *axes), axes
+    axes = pa.parse_plot((x[0], y[0], z[0]), (x[1], y[1], z[1]), "sd1", rs, checkpoints)
+    return pa.build_cells(BASE, *axes), axes
 
 
-def test_menu_keeps_the_old_types_first_and_adds_every_new_one():
-    menu = list(px.axis_types())
-    assert menu[:len(pa.AXIS_TYPES)] == list(pa.AXIS_TYPES)
-    for t in ("alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed", "prompt",
-              "model A", "model B", "model C", "adjust", "pinpoint adjust", "random"):
-        assert t in menu
+def test_menu_is_the_axis_table_in_order():
+    """The x/y/z_type values saved workflows hold, in the menu's order (the first eight came first)."""
+    assert list(pa.AXIS_TYPES) == [
+        "none", "elemental", "pinpoint element", "pinpoint blocks", "alpha", "beta", "block weights preset",
+        "calc mode", "alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed",
+        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random"]
+    assert pa.PINPOINTS == ("pinpoint element", "pinpoint blocks", "pinpoint adjust")
+    assert all(row.apply is None for row in pa.AXIS_TYPES.values() if row.is_pinpoint)
+    assert all(row.apply is not None for row in pa.AXIS_TYPES.values() if not row.is_pinpoint)
 
 
 def test_alpha_and_beta_pairs():
@@ -87,17 +90,17 @@ def test_adjust_and_pinpoint_adjust():
 
 def test_z_rules():
     with pytest.raises(pa.AxisError, match="z_type 'pinpoint adjust' is a pinpoint axis"):
-        px.check_axes("alpha", "none", "pinpoint adjust")
+        pa.check_axes("alpha", "none", "pinpoint adjust")
     with pytest.raises(pa.AxisError, match="axis type 'seed' is used twice"):
-        px.check_axes("seed", "alpha", "seed")
+        pa.check_axes("seed", "alpha", "seed")
     with pytest.raises(pa.AxisError, match="unknown mode 'Q'"):
-        px.check_axes("random", "none", "none", random_settings="Q")
+        pa.check_axes("random", "none", "none", random_settings="Q")
 
 
 def test_random_cells_are_drawn_into_plain_settings(sd1_keys):
     arch = get_architecture("sd1")
     cells, _ = _cells(("random", "1, 2"), ("alpha", "0.5"))
-    resolved = px.resolve_random(cells, "U", arch, sd1_keys)
+    resolved = pa.resolve_random(cells, "U", arch, sd1_keys)
     for c in resolved:
         bw = parse_block_weights(c.settings.block_weights_alpha, arch)
         assert all(v == round(v, 3) and -0.5 <= v <= 1.5 for v in bw.values())
@@ -105,9 +108,9 @@ def test_random_cells_are_drawn_into_plain_settings(sd1_keys):
     assert resolved[0].settings.block_weights_alpha != resolved[1].settings.block_weights_alpha
     # element mode: the spec is appended to the base spec; the table's one-line form is a valid spec
     cells, _ = _cells(("random", "7"))
-    (c,) = px.resolve_random(cells, "ER blocks=OUT11", arch, sd1_keys)
+    (c,) = pa.resolve_random(cells, "ER blocks=OUT11", arch, sd1_keys)
     assert c.settings.elemental_alpha.startswith("OUT11::0.1\nOUT11:model.diffusion_model.")
-    one_line = pa._one_line(c.settings.elemental_alpha)
+    one_line = pa.one_line(c.settings.elemental_alpha)
     r1 = resolve_ratios(sd1_keys, arch, 0.5, spec=parse_spec(c.settings.elemental_alpha, arch, keys=sd1_keys))
     r2 = resolve_ratios(sd1_keys, arch, 0.5, spec=parse_spec(one_line, arch, keys=sd1_keys))
     assert r1.ratios == r2.ratios
