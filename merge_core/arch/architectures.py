@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..cache import cached
-from .keys import canonical_key
+from .keys import OPENCLIP, TextEncoder, canonical_key
 
 _KEYLIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keylists")
 _U = r"^model\.diffusion_model\."
@@ -55,6 +55,15 @@ class Architecture:
     # text encoder's keys alone. "input_blocks<=8" stands for "input_blocks indices stop at 8" (SDXL's UNet).
     markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
     text_markers: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    # Its text encoders: ComfyUI's key prefix and the checkpoint's (merge_core.arch.keys converts).
+    text_encoders: tuple[TextEncoder, ...] = field(default=(), repr=False)
+    # LoRA Block Weight's weight lists for it (value count -> the blocks its values go to, in order), and the
+    # canonical-name patterns of the keys LBW gives a block (every other key keeps strength 1 under LBW).
+    lbw_forms: dict = field(default_factory=dict, repr=False)
+    lbw_keys: tuple[str, ...] = field(default=(), repr=False)
+    # SuperMerger's Adjust colour matrix (rows BRI, COL1, COL2, COL3 over latent channels 1..3), where
+    # Adjust is defined for it.
+    adjust_colours: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_compiled", tuple((re.compile(p), t) for p, t in self.rules))
@@ -110,6 +119,23 @@ _SD_UNET_RULES = lambda last_out: (  # noqa: E731 - shared by SD1/SD2/SDXL, diff
     (_U + r"out\.", last_out),
 )
 
+def _picked(prefix: str, numbers) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i:02d}" for i in numbers)
+
+
+# LoRA Block Weight's lists: 17/26 values for SD1/SD2 (LoRA / LyCORIS), 12/20 for SDXL, 61 for Flux.
+_LBW_SD = {17: ("BASE",) + _picked("IN", (1, 2, 4, 5, 7, 8)) + ("M00",) + _picked("OUT", range(3, 12)),
+           26: ("BASE",) + _numbered("IN", 12) + ("M00",) + _numbered("OUT", 12)}
+_LBW_XL = {12: ("BASE",) + _picked("IN", (4, 5, 7, 8)) + ("M00",) + _numbered("OUT", 6),
+           20: ("BASE",) + _numbered("IN", 9) + ("M00",) + _numbered("OUT", 9)}
+_LBW_FLUX = {61: ("CLIP", "T5", "IN") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)}
+_LBW_UNET = _U + r"(?:input_blocks|middle_block|output_blocks)\."
+# Adjust's colour matrices (SuperMerger's), SD1/SD2 and SDXL latents.
+_COLOURS_SD = ((-1.0, 1.0 / 3.0, 2.0 / 3.0), (1.0, 1.0, 0.0), (0.0, -1.0, -1.0), (1.0, 0.0, 1.0))
+_COLOURS_XL = ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (-1.0, -1.0, 0.0), (-1.0, 1.0, 0.0))
+_CLIP_L = TextEncoder("clip_l.", "text_encoders.clip_l.")
+_T5 = TextEncoder("t5xxl.", "text_encoders.t5xxl.")
+
 _SD1_BLOCKS = ("BASE",) + _numbered("IN", 12) + ("M00",) + _numbered("OUT", 12)
 _SDXL_BLOCKS = ("BASE",) + _numbered("IN", 9) + ("M00",) + _numbered("OUT", 9)
 _FLUX_BLOCKS = ("CLIP", "T5", "IN") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
@@ -119,21 +145,35 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("sd1", "SD1.x", _SD1_BLOCKS, has_base=True,
                  rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
                  config_classes=("SD15", "SD15_instructpix2pix"),
-                 markers=(("input_blocks.",), ("cond_stage_model.transformer.",)), text_markers=(("clip_l.",),)),
+                 markers=(("input_blocks.",), ("cond_stage_model.transformer.",)), text_markers=(("clip_l.",),),
+                 text_encoders=(TextEncoder("clip_l.", "cond_stage_model."),),
+                 lbw_forms=_LBW_SD, adjust_colours=_COLOURS_SD,
+                 lbw_keys=(_LBW_UNET, r"^cond_stage_model\.transformer\.text_model\.encoder\.")),
     Architecture("sd2", "SD2.x", _SD1_BLOCKS, has_base=True,
                  rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
                  config_classes=("SD20", "SD21UnclipL", "SD21UnclipH"),
                  # a UNet-only SD2 key set has SD1's names (and blocks): SD2 is told by its OpenCLIP-H
                  markers=(("cond_stage_model.model.",), ("input_blocks.", "clip_h."),
                           ("cond_stage_model.transformer.", "clip_h.")),
-                 text_markers=(("clip_h.",),)),
+                 text_markers=(("clip_h.",),),
+                 text_encoders=(TextEncoder("clip_h.", "cond_stage_model.model.", OPENCLIP),),
+                 lbw_forms=_LBW_SD, adjust_colours=_COLOURS_SD,
+                 lbw_keys=(_LBW_UNET, r"^cond_stage_model\.model\.transformer\.resblocks\.")),
     Architecture("sdxl", "SDXL", _SDXL_BLOCKS, has_base=True,
                  rules=_SD_UNET_RULES("OUT08") + ((r"^conditioner\.embedders\.[01]\.", "BASE"),),
                  config_classes=("SDXL", "SDXL_instructpix2pix"),
                  markers=(("label_emb.",), ("conditioner.embedders.",), ("input_blocks<=8", "middle_block.")),
-                 text_markers=(("clip_g.",),)),
+                 text_markers=(("clip_g.",),),
+                 text_encoders=(TextEncoder("clip_l.", "conditioner.embedders.0."),
+                                TextEncoder("clip_g.", "conditioner.embedders.1.model.", OPENCLIP)),
+                 lbw_forms=_LBW_XL, adjust_colours=_COLOURS_XL,
+                 lbw_keys=(_LBW_UNET, r"^conditioner\.embedders\.0\.transformer\.text_model\.encoder\.",
+                           r"^conditioner\.embedders\.1\.model\.transformer\.resblocks\.")),
     Architecture("flux", "Flux", _FLUX_BLOCKS, config_classes=("Flux", "FluxInpaint", "FluxSchnell"),
-                 markers=(("double_blocks.",), ("single_blocks.",)), text_markers=(("t5xxl.",),), rules=(
+                 markers=(("double_blocks.",), ("single_blocks.",)), text_markers=(("t5xxl.",),),
+                 text_encoders=(_CLIP_L, _T5), lbw_forms=_LBW_FLUX,
+                 lbw_keys=(_U + r"(?:double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|guidance_in|"
+                           r"final_layer)\.", r"^text_encoders\.(?:clip_l|t5xxl)\."), rules=(
         (_U + r"double_blocks\.(\d+)\.", "D{:02d}"),
         (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
         (_U + r"(?:img_in|txt_in|time_in|vector_in|guidance_in)\.", "IN"),
@@ -142,7 +182,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
         (r"^text_encoders\.t5xxl\.", "T5"),
     )),
     Architecture("sd3", "SD3", _SD3_BLOCKS, config_classes=("SD3",), markers=(("joint_blocks.",),),
-                 text_markers=(("t5xxl.", "clip_g."),), rules=(
+                 text_markers=(("t5xxl.", "clip_g."),),
+                 text_encoders=(_CLIP_L, TextEncoder("clip_g.", "text_encoders.clip_g."), _T5), rules=(
         (_U + r"joint_blocks\.(\d+)\.", "J{:02d}"),
         (_U + r"(?:x_embedder|pos_embed|t_embedder|y_embedder|context_embedder)(?:\.|$)", "IN"),
         (_U + r"final_layer\.", "OUT"),

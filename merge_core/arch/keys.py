@@ -32,11 +32,28 @@ SDXL, ``clip_h`` -> SD2, ``t5xxl`` -> ``text_encoders.``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..cache import cached
 from .flux_names import file_name as _flux_file_name
 
 UNET_PREFIX = "model.diffusion_model."
+OPENCLIP = "openclip"  # a text encoder stored in OpenCLIP naming in checkpoint files
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One text encoder of an architecture (declared on its record): ComfyUI's key prefix (``clip_l.``) and
+    the checkpoint's; `naming` OPENCLIP when the checkpoint holds it in OpenCLIP naming."""
+    comfy_prefix: str
+    checkpoint_prefix: str
+    naming: str = "hf"
+
+    def convert(self, rest: str) -> str:
+        """The checkpoint name of ComfyUI's ``<comfy_prefix><rest>``."""
+        if self.naming == OPENCLIP:
+            return _openclip(self.checkpoint_prefix, rest)
+        return self.checkpoint_prefix + rest
 
 # Hugging Face CLIP text-model names (after ``text_model.``) -> OpenCLIP names (after ``model.``).
 _OPENCLIP_NAMES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (
@@ -66,20 +83,26 @@ def _openclip(prefix: str, rest: str) -> str:
     return prefix + rest  # logit_scale and the like
 
 
-# arch name -> ((internal prefix, converter(rest) -> canonical), ...), tried in order.
-_TEXT_ENCODER_FORMS = {
-    "sd1": (("clip_l.", lambda r: "cond_stage_model." + r),),
-    "sd2": (("clip_h.", lambda r: _openclip("cond_stage_model.model.", r)),),
-    "sdxl": (("clip_l.", lambda r: "conditioner.embedders.0." + r),
-             ("clip_g.", lambda r: _openclip("conditioner.embedders.1.model.", r))),
-    "flux": (("clip_l.", lambda r: "text_encoders.clip_l." + r),
-             ("t5xxl.", lambda r: "text_encoders.t5xxl." + r)),
-    "sd3": (("clip_l.", lambda r: "text_encoders.clip_l." + r),
-            ("clip_g.", lambda r: "text_encoders.clip_g." + r),
-            ("t5xxl.", lambda r: "text_encoders.t5xxl." + r)),
-}
-# Without an architecture: which one a bare text-encoder prefix most likely comes from.
-_GUESS = {"clip_l.": "sd1", "clip_h.": "sd2", "clip_g.": "sdxl", "t5xxl.": "flux"}
+@cached(maxsize=None)
+def _text_encoders(arch_name: str | None) -> tuple[TextEncoder, ...]:
+    """The architecture's text encoders; without one (or an unknown name), those of the first architecture
+    that has the key's prefix is used instead (`_guess`)."""
+    from .architectures import ARCHITECTURES  # the records import this module
+
+    a = ARCHITECTURES.get(arch_name or "")
+    return a.text_encoders if a is not None else ()
+
+
+@cached(maxsize=None)
+def _guess(prefix_of_key: str) -> tuple[TextEncoder, ...]:
+    """Without an architecture: the text encoders of the first record (in table order: SD1, SD2, SDXL,
+    Flux, SD3) with a text encoder under this ComfyUI prefix."""
+    from .architectures import ARCHITECTURES
+
+    for a in ARCHITECTURES.values():
+        if any(t.comfy_prefix == prefix_of_key for t in a.text_encoders):
+            return a.text_encoders
+    return ()
 
 
 @cached(maxsize=65536)
@@ -88,17 +111,13 @@ def _canonical(key: str, arch_name: str | None) -> str:
         return _flux_file_name(key)
     if key.startswith("diffusion_model."):
         return _flux_file_name("model." + key)
-    forms = _TEXT_ENCODER_FORMS.get(arch_name or "")
-    if forms is None:
-        for prefix, guessed in _GUESS.items():
-            if key.startswith(prefix):
-                forms = _TEXT_ENCODER_FORMS[guessed]
-                break
-        else:
-            return key
-    for prefix, convert in forms:
-        if key.startswith(prefix):
-            return convert(key[len(prefix):])
+    encoders = _text_encoders(arch_name)
+    if not encoders:
+        dot = key.find(".")
+        encoders = _guess(key[:dot + 1]) if dot > 0 else ()
+    for enc in encoders:
+        if key.startswith(enc.comfy_prefix):
+            return enc.convert(key[len(enc.comfy_prefix):])
     return key
 
 

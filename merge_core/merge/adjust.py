@@ -32,17 +32,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arch.architectures import ARCHITECTURES
 from ..numbers import finite_float
 
 NAMES = ("IN", "OUT", "OUT2", "CONT", "BRI", "COL1", "COL2", "COL3")
 UNET = "model.diffusion_model."
 
-# Latent channels 1..3 per colour slider (rows: BRI, COL1, COL2, COL3); channel 0 takes CONT.
-COLOUR_MATRICES = {
-    "sd1": ((-1.0, 1.0 / 3.0, 2.0 / 3.0), (1.0, 1.0, 0.0), (0.0, -1.0, -1.0), (1.0, 0.0, 1.0)),
-    "sdxl": ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (-1.0, -1.0, 0.0), (-1.0, 1.0, 0.0)),
-}
-COLOUR_MATRICES["sd2"] = COLOUR_MATRICES["sd1"]
+# Latent channels 1..3 per colour slider (rows: BRI, COL1, COL2, COL3), declared on the architecture records
+# where Adjust is defined; channel 0 takes CONT.
+COLOUR_MATRICES = {a.name: a.adjust_colours for a in ARCHITECTURES.values() if a.adjust_colours is not None}
 SUPPORTED = tuple(COLOUR_MATRICES)
 
 # (key suffix after the UNet prefix, slider index into NAMES, coefficient): factor = 1 + coefficient * value.

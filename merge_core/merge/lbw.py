@@ -24,29 +24,15 @@ import math
 import re
 from dataclasses import replace
 
-from ..arch.architectures import get_architecture
+from ..arch.architectures import ARCHITECTURES, get_architecture
 from ..diagnostics import ERROR, Diagnostic, MergeSpecError
 from ..arch.keys import canonical_key
 from .resolve import Resolution, resolve_ratios
 
 
-def _numbered(prefix: str, numbers) -> tuple[str, ...]:
-    return tuple(f"{prefix}{i:02d}" for i in numbers)
-
-
-# LBW's forms, per architecture: value count -> the blocks those values go to, in order.
-_SD_17 = ("BASE",) + _numbered("IN", (1, 2, 4, 5, 7, 8)) + ("M00",) + _numbered("OUT", range(3, 12))
-_SD_26 = ("BASE",) + _numbered("IN", range(12)) + ("M00",) + _numbered("OUT", range(12))
-_XL_12 = ("BASE",) + _numbered("IN", (4, 5, 7, 8)) + ("M00",) + _numbered("OUT", range(6))
-_XL_20 = ("BASE",) + _numbered("IN", range(9)) + ("M00",) + _numbered("OUT", range(9))
-_FLUX_61 = ("CLIP", "T5", "IN") + _numbered("D", range(19)) + _numbered("S", range(38)) + ("OUT",)
-
-LBW_FORMS: dict[str, dict[int, tuple[str, ...]]] = {
-    "sd1": {17: _SD_17, 26: _SD_26},
-    "sd2": {17: _SD_17, 26: _SD_26},
-    "sdxl": {12: _XL_12, 20: _XL_20},
-    "flux": {61: _FLUX_61},
-}
+# LBW's forms, per architecture (declared on the records): value count -> the blocks its values go to.
+LBW_FORMS: dict[str, dict[int, tuple[str, ...]]] = {a.name: dict(a.lbw_forms) for a in ARCHITECTURES.values()
+                                                    if a.lbw_forms}
 # What each form is called in LBW's README, for error messages.
 _FORM_NAMES = {17: "SD1/SD2 LoRA", 26: "SD1/SD2 LyCORIS", 12: "SDXL LoRA", 20: "SDXL LyCORIS", 61: "Flux"}
 
@@ -68,17 +54,9 @@ LBW_PRESETS: dict[str, tuple[float, ...]] = {
     "FLUXALL": (1.0,) * 61,
 }
 
-# Canonical-name patterns of the keys LBW gives a block; every other key keeps strength 1 under LBW.
-_UNET_BLOCKS = r"^model\.diffusion_model\.(?:input_blocks|middle_block|output_blocks)\."
-_LBW_ASSIGNED: dict[str, tuple[str, ...]] = {
-    "sd1": (_UNET_BLOCKS, r"^cond_stage_model\.transformer\.text_model\.encoder\."),
-    "sd2": (_UNET_BLOCKS, r"^cond_stage_model\.model\.transformer\.resblocks\."),
-    "sdxl": (_UNET_BLOCKS, r"^conditioner\.embedders\.0\.transformer\.text_model\.encoder\.",
-             r"^conditioner\.embedders\.1\.model\.transformer\.resblocks\."),
-    "flux": (r"^model\.diffusion_model\.(?:double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|"
-             r"guidance_in|final_layer)\.", r"^text_encoders\.(?:clip_l|t5xxl)\."),
-}
-_COMPILED = {name: tuple(re.compile(p) for p in pats) for name, pats in _LBW_ASSIGNED.items()}
+# Canonical-name patterns of the keys LBW gives a block (the records' `lbw_keys`); every other key keeps
+# strength 1 under LBW.
+_COMPILED = {a.name: tuple(re.compile(p) for p in a.lbw_keys) for a in ARCHITECTURES.values() if a.lbw_keys}
 _SPECIAL = {"R": "LoRA Block Weight's random value (0..1)", "U": "LoRA Block Weight's random value (-0.5..1.5)",
             "X": "LoRA Block Weight's inherited value (x=)"}
 
