@@ -43,6 +43,6 @@ def load_pack():
 
 
 def pack_module(name: str):
-    """Module `name` of the pack (``"nodes.engine.patching"``, ``"merge_core.merge.calc_modes"``)."""
+    """Module `name` of the pack (``"nodes.engine.merge_patches"``, ``"merge_core.merge.calc_modes"``)."""
     load_pack()
     return importlib.import_module(f"{PACK_NAME}.{name}")

@@ -42,7 +42,7 @@ from .arch.keys import canonical_key
 from .merge.methods import MERGE_METHODS, MergeMethod, PatchStep, apply_steps, get_merge_method
 from .merge.report import format_change_report
 from .merge.resolve import Change, Resolution, resolve_ratios
-from .text.spec import ElementalSpec, SpecEntry, describe_blocks, parse_spec, validate_spec
+from .text.spec import ParsedSpec, SpecEntry, describe_blocks, parse_spec, validate_spec
 from .text.validation import AUTO, ArchitectureFit, closest_architecture, text_problem, validate_block_weights
 
 __all__ = [
@@ -52,6 +52,6 @@ __all__ = [
     "Diagnostic", "MergeSpecError", "canonical_key", "element_of", "elements_by_block",
     "MERGE_METHODS", "MergeMethod", "PatchStep", "apply_steps", "get_merge_method",
     "Change", "Resolution", "format_change_report", "resolve_ratios",
-    "ElementalSpec", "SpecEntry", "describe_blocks", "parse_spec", "validate_spec",
+    "ParsedSpec", "SpecEntry", "describe_blocks", "parse_spec", "validate_spec",
     "AUTO", "ArchitectureFit", "closest_architecture", "text_problem", "validate_block_weights",
 ]

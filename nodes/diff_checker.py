@@ -27,7 +27,7 @@ from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, io, png_metadata, write_new
 from ..merge_core.plot.axes import AxisError
 from .sockets.merge_inputs import calc_queue_problem, calc_sockets
-from .engine.patching import key_effect
+from .engine.merge_patches import key_effect
 from .plot.plot_job import MergeJob, plot_inputs
 
 log = logging.getLogger("elemental_merge")

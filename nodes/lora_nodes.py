@@ -18,7 +18,7 @@ from ..merge_core import (ARCHITECTURES, format_change_report, get_architecture,
 from ..merge_core.merge.lbw import LBW_FORMS, lbw_errors, resolve_lbw
 from .engine import model_info
 from .sockets.common import CATEGORY, BlockWeightsType, ElementalSpecType, TextInput, io
-from .engine.lora_engine import add_scaled_patches, attach_metadata, parse_lora, read_lora
+from .engine.lora_patches import add_scaled_patches, attach_metadata, parse_lora, read_lora
 from ..merge_core.text.written import check_written_for, parse_text
 
 log = logging.getLogger("elemental_merge")

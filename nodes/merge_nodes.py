@@ -1,8 +1,8 @@
-"""The graph-facing merge nodes: thin V3 adapters over merge_core and nodes/patching.py.
+"""The graph-facing merge nodes: thin V3 adapters over merge_core and nodes/engine/merge_patches.py.
 
 What is decided where:
 - merge_core: what a spec / weight string means, every key's ratio, the change report, each mode's patch steps.
-- nodes/patching.py: how those steps become ModelPatcher patches (shapes, missing keys).
+- nodes/engine/merge_patches.py: how those steps become ModelPatcher patches (shapes, missing keys).
 - here: ComfyUI types and widgets, queue-time validation, loading and saving files, the recipe.
 
 Queue-time validation (`validate_inputs`) cannot see the models, so ElementalSpec and BlockWeights carry an
@@ -18,7 +18,7 @@ from .engine import model_info, runtime
 from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
 from .sockets.merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
-from .engine.patching import MergeNotes, apply_merge
+from .engine.merge_patches import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.plot.plot_labels import loaded_checkpoints
 from ..merge_core.recipes import recipe as recipes

@@ -1,5 +1,5 @@
 """A merge's plan per key, as data: which patch steps a key gets, on which narrow of A's weight, or why A's
-weight is kept. The engine (nodes/engine/patching.py) turns plans into ComfyUI patches.
+weight is kept. The engine (nodes/engine/merge_patches.py) turns plans into ComfyUI patches.
 
 Which keys change: normal drops steps that change nothing (`effective_steps`); a key whose steps are all
 no-ops gets no patch and is counted "unchanged".

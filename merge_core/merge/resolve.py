@@ -13,7 +13,7 @@ from typing import Iterable
 from ..arch.architectures import get_architecture
 from ..diagnostics import WARNING, Diagnostic
 from ..arch.key_index import key_index
-from ..text.spec import ElementalSpec, SpecEntry
+from ..text.spec import ParsedSpec, SpecEntry
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Resolution:
 
 
 def resolve_ratios(keys: Iterable[str], arch, alpha: float, block_weights: dict[str, float] | None = None,
-                   spec: ElementalSpec | None = None) -> Resolution:
+                   spec: ParsedSpec | None = None) -> Resolution:
     """The ratio of every key of ``keys`` that belongs to a block (keys kept in the form given).
 
     A key starts at its block's weight when ``block_weights`` is given (alpha for a block missing from it),

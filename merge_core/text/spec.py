@@ -63,7 +63,7 @@ class SpecEntry:
 
 
 @dataclass(frozen=True)
-class ElementalSpec:
+class ParsedSpec:
     text: str
     arch_name: str
     entries: tuple[SpecEntry, ...]
@@ -239,17 +239,17 @@ def _parse_entry(e: _Entry, body: str, keys: tuple[str, ...] | None) -> SpecEntr
 
 
 @cached(maxsize=256)
-def _parse(text: str, arch: Architecture, keys: tuple[str, ...] | None) -> ElementalSpec:
+def _parse(text: str, arch: Architecture, keys: tuple[str, ...] | None) -> ParsedSpec:
     diags: list[Diagnostic] = []
     entries = []
     for line_no, start, body in _segments(text):
         entry = _parse_entry(_Entry(arch, diags, line_no, start, body.strip()), body, keys)
         if entry is not None:
             entries.append(entry)
-    return ElementalSpec(text, arch.name, tuple(entries), tuple(diags))
+    return ParsedSpec(text, arch.name, tuple(entries), tuple(diags))
 
 
-def _spec(text, arch, keys) -> ElementalSpec:
+def _spec(text, arch, keys) -> ParsedSpec:
     if text is None:
         text = ""
     if not isinstance(text, str):
@@ -261,7 +261,7 @@ def _spec(text, arch, keys) -> ElementalSpec:
     return _parse(text, a, None if keys is None else tuple(keys))
 
 
-def parse_spec(text: str, arch: Architecture | str, keys: Iterable[str] | None = None) -> ElementalSpec:
+def parse_spec(text: str, arch: Architecture | str, keys: Iterable[str] | None = None) -> ParsedSpec:
     """Parses ``text`` for ``arch``; raises MergeSpecError when there is any error.
 
     Warnings (elements matching none of ``keys``, or of the built-in key list when ``keys`` is None) are

@@ -1,6 +1,6 @@
 """The behaviour of ComfyUI's patch paths that the merge engine relies on, checked on a 4x6 weight.
 
-A merged key is a `merge_patch.MergePatch` in A's patch list. ComfyUI computes it on one of three paths:
+A merged key is a `merge_adapter.MergePatch` in A's patch list. ComfyUI computes it on one of three paths:
 the classic `patch_weight_to_device` (float32 compute), the same with its compute dtype at float16 (0.33 on
 most GPUs), and the dynamic-VRAM loader (0.33 on NVIDIA), which first rebuilds every adapter through
 `comfy.lora.prefetch_prepared_value`. A ComfyUI release that changes any of them could make a merge silently
@@ -19,7 +19,7 @@ import comfy.model_patcher
 
 from ...merge_core.merge.methods import get_merge_method
 from .comfy_internals import COMFYUI_VERSION_READ, dynamic_prepared_patches
-from .merge_patch import make_patch
+from .merge_adapter import make_patch
 
 _KEY = "probe.weight"
 _ALPHA = 0.375

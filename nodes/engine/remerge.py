@@ -12,7 +12,7 @@ its patch list and recomputes it with ComfyUI's own code, so the bits are those 
 only the patch lists change and ComfyUI's next load patches everything: slower, never wrong. Every access to
 ModelPatcher internals is in `comfy_internals`.
 
-The patch lists come from `patching.plan_merge` (the ElementalMerge engine's plan), so a cell's patches are
+The patch lists come from `merge_patches.plan_merge` (the ElementalMerge engine's plan), so a cell's patches are
 exactly those an ElementalMerge with the same ratios adds.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import comfy.utils
 
 from . import comfy_internals
 from ..sockets.merge_inputs import MergeInputs, MergeTarget
-from .patching import CalcSettings, plan_merge
+from .merge_patches import CalcSettings, plan_merge
 from ...merge_core.merge.calc_modes import NORMAL
 from ...merge_core.merge.params import GAMMA
 

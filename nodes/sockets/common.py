@@ -1,7 +1,7 @@
 """What every node module of the pack shares: the node API import, the category, the socket types and what
 they carry, choices, and the few output helpers (PNG metadata, image tensors, never-overwrite paths).
 
-Node modules import this module and the engine (`merge_inputs`, `patching`, `remerge`, `comfy_internals`,
+Node modules import this module and the engine (`merge_inputs`, `merge_patches`, `remerge`, `comfy_internals`,
 `model_info`), never each other, so that a node can be added or removed without touching the others.
 
 The node API comes from a versioned module (`comfy_api.v0_0_2`), not `comfy_api.latest`: ComfyUI's

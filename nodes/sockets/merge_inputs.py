@@ -22,8 +22,8 @@ from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, check_gamma
 from ...merge_core.merge.params import ALPHA, BETA, GAMMA, Param
 from ..engine import model_info
 from ..engine.comfy_internals import key_patches
-from ..engine.merge_patch import cosine_stat, pair_token
-from ..engine.patching import CalcSettings
+from ..engine.merge_adapter import cosine_stat, pair_token
+from ..engine.merge_patches import CalcSettings
 from .common import MODES, BlockWeightsType, ElementalSpecType, io
 
 

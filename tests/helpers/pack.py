@@ -16,6 +16,6 @@ CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR,
 
 
 def pack_module(name: str):
-    """Module `name` of this pack (``"nodes.engine.patching"``), ComfyUI imported first."""
+    """Module `name` of this pack (``"nodes.engine.merge_patches"``), ComfyUI imported first."""
     import_comfy()
     return _pack_module(name)

@@ -1,4 +1,4 @@
-"""nodes/engine/patching.py's per-key decisions for calc modes, on recorded patch calls (SD2 key names, tiny tensors:
+"""nodes/engine/merge_patches.py's per-key decisions for calc modes, on recorded patch calls (SD2 key names, tiny tensors:
 no checkpoint, fast): which keys are patched, which keep A and why, bounds, fused q/k/v units, the diff
 checker's per-calc-mode change test, and the queue-time checks of the merge widgets."""
 from __future__ import annotations
@@ -33,7 +33,7 @@ def entries(shapes, seed):
 def mods():
     import merge_core as mc
 
-    return pack_module("nodes.engine.patching"), mc
+    return pack_module("nodes.engine.merge_patches"), mc
 
 
 def run(mods, calc, a=0.5, b=0.25, shapes_b=None, method="Weight sum"):

@@ -28,7 +28,7 @@ A_, B_ = 0.375, 0.25
 
 
 def _skip_unavailable(path):
-    pack_module("nodes.engine.merge_patch")  # imports ComfyUI
+    pack_module("nodes.engine.merge_adapter")  # imports ComfyUI
     if path in (DYNAMIC, DYNAMIC_FP16) and not has_dynamic_path():
         pytest.skip("this ComfyUI has no dynamic-VRAM loader (comfy.lora.prefetch_prepared_value)")
     if path == FP16_COMPUTE:
@@ -97,7 +97,7 @@ def test_merge_modes(mode, dtype, path):
     import merge_core as mc
 
     _skip_unavailable(path)
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, pc = _patchers(1, dtype)
     target = pa.clone()
     sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
@@ -116,7 +116,7 @@ def test_calc_modes(calc, path):
     from merge_core.merge import calc_modes as cm
 
     _skip_unavailable(path)
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, pc = _patchers(2, torch.float16)
     sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
     args = cm.CalcArgs(key="x.lin.weight", gamma=0.5)
@@ -135,7 +135,7 @@ def test_fused_qkv_calc_mode(path):
     from merge_core.merge import calc_layout as cl
 
     _skip_unavailable(path)
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, _ = _patchers(3, torch.float32)
     keys = ("q_proj.weight", "k_proj.weight", "v_proj.weight")
     unit = cl.LayoutUnit("m.attn.in_proj_weight", keys, cl.FUSED)
@@ -158,7 +158,7 @@ def test_narrowed_key_and_patched_source(path):
     import merge_core as mc
 
     _skip_unavailable(path)
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, _ = _patchers(4, torch.float32)
     small = pb.model.conv.weight.detach()[:, :4].clone()
     comfy.utils.set_attr_param(pb.model, "conv.weight", small)
@@ -183,7 +183,7 @@ def test_lora_patch(dtype, path):
     from comfy.weight_adapter.lora import LoRAAdapter
 
     _skip_unavailable(path)
-    engine = pack_module("nodes.engine.lora_engine")
+    engine = pack_module("nodes.engine.lora_patches")
     (pa, *_) = _patchers(5, dtype)
     g = torch.Generator().manual_seed(50)
     up, down = torch.randn(40, 4, generator=g), torch.randn(4, 48, generator=g)
@@ -223,7 +223,7 @@ def test_adapter_survives_reconstruction():
     still holds the same parameters (the very objects), so it computes the same merge."""
     import merge_core as mc
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     if not has_dynamic_path():
         pytest.skip("this ComfyUI has no comfy.lora.prefetch_prepared_value")
     import comfy.lora

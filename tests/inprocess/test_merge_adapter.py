@@ -1,4 +1,4 @@
-"""The fused merge patch (nodes/engine/merge_patch.py) inside ComfyUI's own patch path, on small real ModelPatchers:
+"""The fused merge patch (nodes/engine/merge_adapter.py) inside ComfyUI's own patch path, on small real ModelPatchers:
 linear steps and calc modes against formulas written here, sources that carry patches, offsets, fused q/k/v,
 interning. The full-size SD1.5 checks are in test_calc_modes_engine.py."""
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _w(patcher, key):
 def test_linear_steps(mode):
     import merge_core as mc
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, pc = _patchers()
     a, b = 0.375, 0.25
     method = mc.get_merge_method(mode)
@@ -68,7 +68,7 @@ def test_linear_steps(mode):
 
 def test_source_with_its_own_patches():
     """B carries a diff patch (as a LoRA or a merge would): the merge uses B's patched weight."""
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     import merge_core as mc
 
     pa, pb, _ = _patchers(1)
@@ -86,7 +86,7 @@ def test_offset_merges_common_channels_in_place():
     """A 9-channel conv against a 4-channel source: the patch gets a narrowed view and writes through."""
     import merge_core as mc
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, _ = _patchers(2)
     small = pb.model.conv.weight.detach()[:, :4].clone()
     pb.model.conv.weight = torch.nn.Parameter(small)
@@ -104,7 +104,7 @@ def test_offset_merges_common_channels_in_place():
 def test_calc_mode_on_plain_key(calc):
     from merge_core.merge import calc_modes as cm
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, pc = _patchers(3, torch.float16)
     sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
     args = cm.CalcArgs(key="x.lin.weight", gamma=0.5)
@@ -118,7 +118,7 @@ def test_calc_mode_on_plain_key(calc):
 def test_fused_qkv_computes_on_checkpoint_layout():
     from merge_core.merge import calc_layout as cl
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, _ = _patchers(4)
     keys = ("q_proj.weight", "k_proj.weight", "v_proj.weight")
     unit = cl.LayoutUnit("m.attn.in_proj_weight", keys, cl.FUSED)
@@ -137,7 +137,7 @@ def test_fused_qkv_computes_on_checkpoint_layout():
 def test_interning():
     import merge_core as mc
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     pa, pb, _ = _patchers(5)
     sources = {"b": (pb.get_key_patches()[KEY],)}
     steps = mc.get_merge_method("Weight sum").steps(0.5, 0)

@@ -5,7 +5,7 @@ sampler (or a save) loads the model, so a merge costs no extra RAM up front, the
 written, and lowvram/offloading keep working. This is how ComfyUI's own merge nodes work; the difference here
 is that every key gets its own ratios and that a merge mode may take several patch steps.
 
-One fused patch per key: every merged key gets a single `merge_patch.MergePatch`, a ComfyUI weight adapter
+One fused patch per key: every merged key gets a single `merge_adapter.MergePatch`, a ComfyUI weight adapter
 that `comfy.lora.calculate_weight` calls with A's weight. For the linear modes it runs merge_core's
 `MergeMethod.steps(a, b)` (each `w = w * strength_model + strength * source`) as fused in-place ops; for a
 calc mode (merge_core.calc_modes) it computes the key's calc-mode formula, in checkpoint layout where the
@@ -30,7 +30,7 @@ from ...merge_core.merge.plan import (REASON_MISSING, REASON_SHAPE, KeyPlan, Mer
                                        plan_key)
 from .comfy_internals import Patch
 from .load_contract import require_load_paths
-from .merge_patch import make_patch
+from .merge_adapter import make_patch
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""nodes/engine/patching.py's merge plans: the MergePatch of each key, as data (no checkpoints: fast)."""
+"""nodes/engine/merge_patches.py's merge plans: the MergePatch of each key, as data (no checkpoints: fast)."""
 from __future__ import annotations
 
 import pytest
@@ -16,7 +16,7 @@ def key_patches(shapes: dict) -> dict:
 def mods():
     import merge_core
 
-    return pack_module("nodes.engine.patching"), merge_core
+    return pack_module("nodes.engine.merge_patches"), merge_core
 
 
 @pytest.mark.parametrize("mode,a,b,expected", [
