@@ -26,7 +26,8 @@ from .plot import grid
 from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, io, png_metadata, write_new
 from ..merge_core.plot.axes import AxisError
-from .sockets.merge_inputs import calc_queue_problem, calc_sockets
+from .sockets.merge_inputs import calc_sockets
+from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import key_effect
 from .plot.plot_job import MergeJob, plot_inputs
 

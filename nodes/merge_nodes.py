@@ -17,7 +17,8 @@ import folder_paths
 from .engine import model_info, runtime
 from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
-from .sockets.merge_inputs import MergeInputs, calc_queue_problem, calc_sockets, merge_sockets
+from .sockets.merge_inputs import MergeInputs, calc_sockets, merge_sockets
+from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.plot.plot_labels import loaded_checkpoints

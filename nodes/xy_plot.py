@@ -25,7 +25,9 @@ from ..merge_core.plot.random_merge import RandomSettingsError
 from .plot import grid, plot_order
 from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
-from .sockets.merge_inputs import calc_axis_problem, calc_queue_problem, calc_sockets
+from .sockets.merge_inputs import calc_sockets
+from ..merge_core.merge.merge_checks import calc_queue_problem
+from ..merge_core.plot.axes import calc_axis_problem
 from .plot.plot_job import MergeJob, plot_inputs
 
 PLOT_METADATA_KEY = "elemental_xy_plot"

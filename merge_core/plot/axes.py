@@ -569,3 +569,20 @@ def safe_name(text: str, default: str) -> str:
     base = re.sub(r"\.(safetensors|ckpt|pt|pth|bin|sft)$", "", str(text or "").split("/")[-1].split("\\")[-1])
     base = _SAFE.sub("_", base).strip("._")
     return base[:64] or default
+
+
+def calc_axis_problem(mode, types, texts) -> str | None:
+    """A `calc mode` axis value that does not go with the plot's mode (None when all do, or unknown yet)."""
+    from ..merge.calc_modes import check_pair
+
+    if mode is None:
+        return None
+    for axis_type, text, name in zip(types, texts, "xyz"):
+        if axis_type != CALC or text is None:
+            continue
+        try:
+            for item in parse_axis(CALC, text, None, f"{name}_values").items:
+                check_pair(mode, item.value)
+        except (AxisError, ValueError) as exc:
+            return f"{name}_values: {exc}" if not str(exc).startswith(f"{name}_values") else str(exc)
+    return None

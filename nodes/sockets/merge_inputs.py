@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ...merge_core import get_merge_method
 from ...merge_core.recipes import recipe as recipes
 from ...merge_core.merge.merge_ratios import Ratios, resolve
-from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, check_gamma, check_pair, check_ratios, get_calc_mode,
+from ...merge_core.merge.merge_checks import check_calc
+from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, get_calc_mode,
                                      uses_beta)
 from ...merge_core.merge.params import ALPHA, BETA, GAMMA, Param
 from ..engine import model_info
@@ -66,59 +67,6 @@ def calc_sockets() -> list:
                                "difference"),
         param_socket(GAMMA, optional=True),
     ]
-
-
-def check_calc(mode: str, calc_mode: str, calc_option: float) -> None:
-    """ValueError when the calc mode does not exist, does not go with `mode`, or gets a bad gamma."""
-    check_pair(mode, calc_mode)
-    check_gamma(calc_mode, float(calc_option))
-
-
-# The widgets `calc_queue_problem` reads: declaring an input in a node's validate_inputs makes ComfyUI skip its
-# own min/max and choice checks for it, so their declared ranges are checked here.
-CHECKED_PARAMS = (ALPHA, BETA, GAMMA)
-
-
-def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
-    """What /prompt must refuse about the merge widgets (None when fine): ranges and choices (see
-    WIDGET_RANGES), the (mode, calc mode) pair, gamma, and the plain alpha/beta of the bounded calc modes
-    (tensor, tensor2, extract); ratios from linked block weights and specs are checked when the merge runs.
-    Values still linked (None) are not checked here."""
-    given = {"alpha": alpha, "beta": beta, "calc_option": calc_option}
-    for param in CHECKED_PARAMS:
-        value = given[param.name]
-        problem = None if value is None else param.problem(value)
-        if problem:
-            return problem
-    if mode is not None and mode not in MODES:
-        return f"unknown mode {mode!r}; valid: {', '.join(MODES)}"
-    if mode is None or calc_mode is None:
-        return None
-    try:
-        check_calc(mode, calc_mode, GAMMA.default if calc_option is None else calc_option)
-        with_beta = uses_beta(get_merge_method(mode), calc_mode)
-        check_ratios(calc_mode, 0.0 if alpha is None else alpha,
-                     beta if with_beta and beta is not None else 0.0, "the plain alpha/beta")
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def calc_axis_problem(mode, types, texts) -> str | None:
-    """A `calc mode` axis value that does not go with the plot's mode (None when all do, or unknown yet)."""
-    from ...merge_core.plot.axes import CALC, AxisError, parse_axis
-
-    if mode is None:
-        return None
-    for axis_type, text, name in zip(types, texts, "xyz"):
-        if axis_type != CALC or text is None:
-            continue
-        try:
-            for item in parse_axis(CALC, text, None, f"{name}_values").items:
-                check_pair(mode, item.value)
-        except (AxisError, ValueError) as exc:
-            return f"{name}_values: {exc}" if not str(exc).startswith(f"{name}_values") else str(exc)
-    return None
 
 
 @dataclass

@@ -101,31 +101,3 @@ def test_key_effect_per_calc_mode(mods):
     assert p.key_effect(ws, tensor, key, 0.0, 0.3) is None          # a = 0 with a + b <= 1 keeps A
     assert p.key_effect(ws, tensor, key, 0.0, 0.3) != p.key_effect(ws, tensor, key, 0.5, 0.3)
     assert p.key_effect(ws, cosine, key, 0.0, 0.3) is not None      # cosine changes keys at a = 0
-
-
-@pytest.mark.parametrize("mode,calc,alpha,beta,calc_option,fragment", [
-    ("Weight sum", "cosineA", 0.5, 0.25, 0.3, None),
-    ("Add difference", "cosineA", 0.5, 0.25, 0.3, "calc mode 'cosineA' does not work with mode 'Add difference'"),
-    ("Triple sum", "extract", 0.5, 0.25, 0.3, "Add difference: trainDifference, smoothAdd, extract"),
-    ("Weight sum", "tensor", 1.5, 0.25, 0.3, "needs alpha and beta within [0, 1]"),
-    ("Weight sum", "tensor", 0.5, -0.25, 0.3, "beta -0.25"),
-    ("Weight sum", "cosineB", 0.5, -0.25, 0.3, None),              # cosine does not use beta
-    ("Add difference", "extract", 0.5, 0.25, 25.0, "calc_option 25.0 is outside [0, 20]"),
-    ("Weight sum", "normal", 2.5, 0.25, 0.3, "alpha 2.5 is outside [-1, 2]"),
-    ("Nope", "normal", 0.5, 0.25, 0.3, "unknown mode 'Nope'"),
-    ("Weight sum", "bogus", 0.5, 0.25, 0.3, "unknown calc mode 'bogus'"),
-])
-def test_queue_time_checks(mode, calc, alpha, beta, calc_option, fragment):
-    mi = pack_module("nodes.sockets.merge_inputs")
-    problem = mi.calc_queue_problem(mode, calc, calc_option, alpha, beta)
-    if fragment is None:
-        assert problem is None
-    else:
-        assert problem is not None and fragment in problem, problem
-
-
-def test_calc_axis_values_checked_against_mode():
-    mi = pack_module("nodes.sockets.merge_inputs")
-    assert mi.calc_axis_problem("Weight sum", ("calc mode", "alpha", "none"), ("normal, cosineA", "0, 1", "")) is None
-    problem = mi.calc_axis_problem("Weight sum", ("alpha", "calc mode", "none"), ("0, 1", "normal\nextract", ""))
-    assert problem.startswith("y_values") and "'extract'" in problem and "'Weight sum'" in problem
