@@ -29,7 +29,7 @@ from typing import Callable
 
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.adjust import AdjustError, AdjustValues, parse_adjust
-from ..merge.params import GAMMA, NORMAL
+from ..merge.params import GAMMA, NORMAL, PARAMS
 from ..numbers import finite_float
 from ..text.spec import validate_spec
 from ..text.validation import closest_architecture, validate_block_weights
@@ -458,6 +458,26 @@ AXIS_TYPES = {
     RANDOM: AxisType("newline or comma", "a seed for random ratios drawn as random_settings says", _seeds,
                      lambda s, e, v: (s, replace(e, random_seed=v))),
 }
+
+
+def _param_values(param):
+    """The parser of a declared parameter's axis: numbers within the declared range."""
+    def parse(text, arch, where, checkpoints):
+        items = _numbers(text, arch, where, checkpoints)
+        for item in items:
+            problem = param.problem(item.value)
+            if problem:
+                raise AxisError(f"{where} line {item.line}: {problem}")
+        return items
+    return parse
+
+
+# Every other declared parameter of the methods and calc modes is an axis too (after the fixed menu, so
+# saved workflows keep their choices): its values set the Settings field of the same name.
+for _param in PARAMS.values():
+    if _param.name not in AXIS_TYPES:
+        AXIS_TYPES[_param.name] = AxisType("newline or comma", _param.meaning, _param_values(_param),
+                                           _set(**{_param.name: _same}))
 PINPOINTS = tuple(t for t, row in AXIS_TYPES.items() if row.is_pinpoint)
 
 

@@ -45,7 +45,7 @@ def _plot_graph(x, y, z, random_settings, mode) -> dict:
 
 def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None, seed=11, positive=POSITIVE,
                  model_a="test_A.safetensors", model_b="test_B.safetensors", model_c="test_C.safetensors",
-                 mode="Weight sum", calc_mode=None) -> dict:
+                 mode="Weight sum", calc_mode=None, calc_option=None) -> dict:
     """One cell the stock way; every setting written out by the test, not read from the plot. The VAE is
     test_A's, as the plot's is, whichever model A the cell merges."""
     g = {
@@ -71,6 +71,8 @@ def single_graph(alpha=0.5, beta=0.25, bwa=None, bwb=None, spec="", adjust=None,
         g["4"]["inputs"].update(model_c=["3", 0], clip_c=["3", 1])
     if calc_mode is not None:
         g["4"]["inputs"]["calc_mode"] = calc_mode
+    if calc_option is not None:
+        g["4"]["inputs"]["calc_option"] = calc_option
     for node, name, text in (("11", "block_weights_alpha", bwa), ("12", "block_weights_beta", bwb)):
         if text is not None:
             g[node] = {"class_type": "BlockWeights", "inputs": {"weights": text, "architecture": "auto"}}
@@ -226,6 +228,20 @@ def test_calc_mode_axis(comfy_server):
     assert len(cells) == 3 and len({c.tobytes() for c in cells}) == 3
     for i, calc in enumerate(("normal", "cosineA", "tensor")):
         assert_same(comfy_server, cells, i, calc_mode=calc)
+
+
+def test_calc_option_axis_is_derived_from_the_declared_parameter(comfy_server):
+    """extract's gamma (calc_option) as an axis: each cell is ElementalMerge with that gamma; out of range is
+    refused at queue time, naming the line and the declared range."""
+    graph = plot_graph(x=("calc_option", "0.3\n4"), mode="Add difference")
+    graph["3"]["inputs"]["calc_mode"] = "extract"
+    _, cells = run_plot(comfy_server, graph)
+    assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
+    for i, gamma in enumerate((0.3, 4.0)):
+        assert_same(comfy_server, cells, i, mode="Add difference", calc_mode="extract", calc_option=gamma)
+    graph["3"]["inputs"]["x_values"] = "0.3\n25"
+    status, body = comfy_server.post_prompt(graph)
+    assert status == 400 and "x_values line 2: calc_option 25.0 is outside [0, 20]" in json.dumps(body), body
 
 
 def test_block_weights_beta(comfy_server):

@@ -24,7 +24,7 @@ def test_menu_is_the_axis_table_in_order():
     assert list(pa.AXIS_TYPES) == [
         "none", "elemental", "pinpoint element", "pinpoint blocks", "alpha", "beta", "block weights preset",
         "calc mode", "alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed",
-        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random"]
+        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random", "calc_option"]
     assert pa.PINPOINTS == ("pinpoint element", "pinpoint blocks", "pinpoint adjust")
     assert all(row.apply is None for row in pa.AXIS_TYPES.values() if row.is_pinpoint)
     assert all(row.apply is not None for row in pa.AXIS_TYPES.values() if not row.is_pinpoint)
@@ -165,3 +165,30 @@ def test_wrap_breaks_at_spaces_colons_and_commas_only():
     assert wrap_label("model.diffusion_model.out", measure, 12) == ["model.", "diffusion_", "model.out"]
     assert fits_without_cuts("OUT05:attn2.to_k", measure, 10)
     assert not fits_without_cuts("OUT05:attn2.to_k", measure, 9)
+
+
+def test_every_declared_parameter_without_its_own_axis_gets_one():
+    """calc_option (extract's gamma) is an axis derived from its declaration: range-checked, naming the line."""
+    from merge_core.merge.params import PARAMS
+
+    assert set(PARAMS) <= set(pa.AXIS_TYPES) and list(pa.AXIS_TYPES)[-1] == "calc_option"
+    cells, _ = _cells(("calc_option", "0.3, 2"), ("calc mode", "extract"))
+    assert [(c.settings.calc_mode, c.settings.calc_option) for c in cells] == [("extract", 0.3), ("extract", 2.0)]
+    with pytest.raises(pa.AxisError, match=r"^x_values line 2: calc_option 25.0 is outside \[0, 20\]$"):
+        _cells(("calc_option", "1\n25"))
+
+
+def test_docs_axis_table_lists_every_axis_type_with_its_separator():
+    import os
+    import re
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "xyz-adjust-random.md")
+    text = open(path, encoding="utf-8").read().split("## XY plot axes", 1)[1].split("\n\n- ", 1)[0]
+    documented = {}
+    for line in text.splitlines():
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) == 3 and cols[0].startswith("`"):
+            for name in re.findall(r"`([^`]+)`", cols[0]):
+                documented[name] = cols[2]
+    assert set(documented) == set(pa.AXIS_TYPES) - {"none"}
+    assert {t: pa.AXIS_TYPES[t].separator for t in documented} == documented
