@@ -2,6 +2,9 @@
 
     "$PYTHON" -m bench.bench_calc_modes [--reps N]            # per key, synthetic SD1.5 shapes: no lock needed
     flock /tmp/elemental-heavy.lock "$PYTHON" -m bench.bench_calc_modes --full [--reps N] [--smooth-seconds S]
+    ... --smoke        CI's bench smoke, either part: one repetition, no warm-up, smoothAdd's budget 1 s, the
+                       per-key shapes cut to 64 per dimension; --full: two calc modes' full merges and the
+                       cosine statistic of the text encoder only; nothing written to bench/results/
 
 Per key (default; bench/results/calc_modes_keys.txt): for representative SD1.5 keys (the largest convolutions
 and linears, a text-encoder MLP, the token embedding, a bias), random A/B/C in float32 (ComfyUI's CPU dtype):
@@ -42,6 +45,9 @@ from bench.machine import describe as describe_machine  # noqa: E402
 from bench.env import pack_module  # noqa: E402
 
 FULL_CALCS = ("cosineA", "cosineB", "trainDifference", "extract", "tensor", "tensor2", "self")
+# A smoke run's full merges: one two-model and one three-model mode (every calc mode runs in the per-key
+# smoke, and the cosine statistic in [cosine]); the other full merges cost minutes on a 2-core CPU.
+SMOKE_FULL_CALCS = ("tensor", "trainDifference")
 THREE = {"trainDifference", "smoothAdd", "extract"}
 OUT = os.path.join(REPO, "bench", "results", "calc_modes.txt")
 
@@ -78,14 +84,17 @@ def full(src, calc: str, c=None) -> float:
     return seconds
 
 
-def cosine_figures(src) -> dict:
+def cosine_figures(src, smoke: bool = False) -> dict:
+    """Cold and cached cosine statistic of A and B: over UNet and text encoder, or (smoke) the text encoder."""
     cm = pack_module("merge_core.merge.calc_modes")  # the pack's own module: its STAT_CACHE is the one merges use
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     info = pack_module("nodes.engine.model_info")
     arch = info.architecture_of(src.model_a)
     parts = [(arch, src.model_a.get_key_patches("diffusion_model."), src.model_b.get_key_patches("diffusion_model.")),
              (arch, src.clip_a.get_key_patches(), src.clip_b.get_key_patches())]
     token = mp.pair_token(src.model_a, src.model_b, src.clip_a.patcher, src.clip_b.patcher)
+    if smoke:
+        parts = parts[1:]
     out = {}
     for mode in ("cosineA", "cosineB"):
         cm.STAT_CACHE.clear()
@@ -103,7 +112,7 @@ def smooth_figure(src, c, budget: float) -> dict:
     """smoothAdd over every key (or extrapolated past ``budget`` seconds), with the tensors as loaded."""
     from merge_core.merge import calc_modes as cm
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     import torch
 
     cpu = torch.device("cpu")
@@ -145,6 +154,16 @@ def main_full(a) -> int:
         return run(a)
 
 
+def write(path: str, lines: list, smoke: bool) -> None:
+    """The results file, except after a smoke run (whose figures must not replace the committed ones)."""
+    if smoke:
+        print(f"# smoke run: {os.path.relpath(path, REPO)} not written", flush=True)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def run(a) -> int:
     lines = [f"# calc modes benchmark, {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC",
              f"# machine: {machine()}"]
@@ -157,7 +176,8 @@ def run(a) -> int:
     src, load_s = merges.load_sources()
     say(f"# checkpoints A, B loaded in {load_s:.1f} s (untimed); weights {src.model_a.model_dtype()}")
     ratios = workloads.native_ratios(src.unet_keys, src.clip_keys)
-    full(src, "normal")  # warm-up
+    if not a.smoke:
+        full(src, "normal")  # warm-up
     normal = [full(src, "normal") for _ in range(a.reps)]
     native = []
     for _ in range(a.reps):
@@ -169,18 +189,16 @@ def run(a) -> int:
         f"{fl['alloc_s']:.2f} s (preallocated {fl['strict_s']:.2f} s) | native {nat_med:.2f} s | "
         f"ours/floor {n_med / fl['alloc_s']:.2f} (target <= 2.0) | ours/native {n_med / nat_med:.3f} (target <= 0.35)")
     c = model_c(src)
-    for calc in FULL_CALCS:
+    for calc in SMOKE_FULL_CALCS if a.smoke else FULL_CALCS:
         s = full(src, calc, c)
         say(f"[calc] {calc:<16} {s:7.2f} s  = {s / n_med:5.2f}x normal")
-    for mode, (cold, cached, count) in cosine_figures(src).items():
+    for mode, (cold, cached, count) in cosine_figures(src, a.smoke).items():
         say(f"[cosine] {mode} statistic: cold {cold:.2f} s, cached {cached * 1e6:.1f} us ({count} values kept)")
     sm = smooth_figure(src, c, a.smooth_seconds)
     say(f"[smooth] smoothAdd filter over one SD1.5 merge ({sm['keys']} keys, {sm['elements'] / 1e6:.0f} M values): "
         f"{sm['seconds']:.0f} s" + (f" ({sm['extrapolated_keys']} largest keys extrapolated per element)"
                                     if sm["extrapolated_keys"] else ""))
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write(OUT, lines, a.smoke)
     return 0
 
 
@@ -214,12 +232,16 @@ def best(fn, reps):
     return min(times)
 
 
-def _synthetic_sources(torch) -> dict:
+def smoke_shape(shape: tuple) -> tuple:
+    return tuple(min(d, 64) for d in shape)
+
+
+def _synthetic_sources(torch, shapes: dict) -> dict:
     """key -> {"a"/"b"/"c": get_key_patches()-style entry}: B and C are A plus 10 % noise, seeded."""
     g = torch.Generator().manual_seed(0)
     ident = lambda t, **kw: t  # noqa: E731
     tensors = {}
-    for k, s in SHAPES.items():
+    for k, s in shapes.items():
         A = torch.randn(s, generator=g)
         tensors[k] = {n: [(t, ident)] for n, t in (("a", A), ("b", A + 0.1 * torch.randn(s, generator=g)),
                                                       ("c", A + 0.1 * torch.randn(s, generator=g)))}
@@ -248,7 +270,7 @@ def _time_modes(a, torch, mp, core, cm, arch, tensors, say) -> None:
             reps = 1 if c == "smoothAdd" else a.reps
             per_calc[c] += best(lambda: q.calculate_weight(A.to(torch.float32, copy=True), k, 1.0, 1.0, None,
                                                            None), reps)
-    say(f"[floor]  lerp into fresh tensors, {len(SHAPES)} keys: {floor * 1e3:.0f} ms")
+    say(f"[floor]  lerp into fresh tensors, {len(tensors)} keys: {floor * 1e3:.0f} ms")
     say(f"[normal] A's float32 copy + fused patch (lerp_): {normal * 1e3:.0f} ms = {normal / floor:.2f}x "
         f"the fresh-tensor floor (target <= 2.0)")
     for c in CALCS:
@@ -295,11 +317,11 @@ def main_keys(a) -> int:
 
     from bench.env import CHECKPOINT_DIR
 
-    mp = pack_module("nodes.engine.merge_patch")
+    mp = pack_module("nodes.engine.merge_adapter")
     core = pack_module("merge_core")
     cm = pack_module("merge_core.merge.calc_modes")
     arch = core.get_architecture("sd1")
-    tensors = _synthetic_sources(torch)
+    tensors = _synthetic_sources(torch, {k: smoke_shape(s) for k, s in SHAPES.items()} if a.smoke else SHAPES)
     out = []
     say = lambda line: (print(line, flush=True), out.append(line))  # noqa: E731
     say(f"# calc modes per key (synthetic SD1.5 shapes, float32, CPU, torch {torch.__version__}, "
@@ -308,9 +330,7 @@ def main_keys(a) -> int:
         _time_modes(a, torch, mp, core, cm, arch, tensors, say)
         _time_cosine_statistic(mp, cm, arch, tensors, say)
         _time_smooth_add(torch, cm, tensors, CHECKPOINT_DIR, say)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(os.path.join(os.path.dirname(OUT), "calc_modes_keys.txt"), "w") as f:
-        f.write("\n".join(out) + "\n")
+    write(os.path.join(os.path.dirname(OUT), "calc_modes_keys.txt"), out, a.smoke)
     return 0
 
 
@@ -319,7 +339,10 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="the full-merge figures on the test checkpoints")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--smooth-seconds", type=float, default=240.0)
+    p.add_argument("--smoke", action="store_true", help="one repetition of everything, small: checks that it runs")
     a = p.parse_args(argv)
+    if a.smoke:
+        a.reps, a.smooth_seconds = 1, min(a.smooth_seconds, 1.0)
     return main_full(a) if a.full else main_keys(a)
 
 

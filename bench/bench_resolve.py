@@ -1,8 +1,9 @@
 """Times resolve_ratios on the built-in SD1 and SDXL key lists, cold (every cache emptied) and cached.
 
-    python bench/bench_resolve.py [--repeat N]
+    python bench/bench_resolve.py [--repeat N] [--smoke]
 
-Prints one line per figure: arch, case, keys, milliseconds (best and median of N for cached).
+Prints one line per figure: arch, case, keys, milliseconds (best and median of N for cached). `--smoke`
+(CI's bench smoke): one repetition of each.
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def once(arch: str, keys: list[str]) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=50)
+    p.add_argument("--smoke", action="store_true", help="one repetition (checks that it runs)")
     a = p.parse_args(argv)
+    if a.smoke:
+        a.repeat = 1
     for arch in ("sd1", "sdxl"):
         keys = ARCHITECTURES[arch].default_keys()
         clear_caches()

@@ -4,6 +4,7 @@ against its peak RSS while it merges again and saves with SaveMergedCheckpoint (
 Run (needs the provisioned ComfyUI and the seeded checkpoints; SD1.5: about 2 minutes per precision):
     source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save [--stock] [--unet fp16]
     source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save --sdxl
+    source scripts/env.sh && $PYTHON -m bench.bench_save --smoke      # CI's bench smoke: SD1.5, fp16 only
 
 How: a fresh server (`main.py --cpu`) loads the two sources through MergeCheckpointLoader and merges them with
 an elemental spec (prompt 1, the report previewed so that everything runs). Its RSS then is the baseline:
@@ -21,7 +22,8 @@ with `--fp16-unet --fp16-text-enc`, so the sources stay fp16 on the CPU. `--sdxl
 refuses `--stock` (known to be OOM-killed at 23.8 GB on a 24 GiB machine), needs --min-free-gb on the disk of
 the server's output folder, and first waits (up to --wait-min minutes) until MemAvailable is at least
 --min-available-gib. Results go to stdout and bench/results/save.json (save_fp16_unet.json with
-`--unet fp16`, save_sdxl.json with `--sdxl`).
+`--unet fp16`, save_sdxl.json with `--sdxl`); a `--smoke` run (one save, fp16) writes its JSON under $TMPDIR
+instead, so that it never replaces the committed figures.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bench.env import SMOKE_DIR
 from bench.machine import describe as describe_machine
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
@@ -245,16 +248,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--min-free-gb", type=float, default=15.0, help="--sdxl: free disk needed for the saves")
     ap.add_argument("--guard-gib", type=float, default=0.75,
                     help="kill the bench's server if the machine's MemAvailable falls below this (0: never)")
+    ap.add_argument("--smoke", action="store_true", help="SD1.5, one save (fp16), results under $TMPDIR")
     args = ap.parse_args()
+    if args.smoke and (args.sdxl or args.stock):
+        ap.error("--smoke is SD1.5 and SaveMergedCheckpoint only")
     if args.sdxl and args.stock:
         ap.error("--stock with --sdxl: ComfyUI's CheckpointSave of an SDXL merge was OOM-killed at 23.8 GB")
     if args.sdxl and args.unet != "default":
         ap.error("--unet applies to SD1.5; --sdxl always loads fp16 sources")
-    args.precisions = args.precisions or ("fp16" if args.sdxl else "fp16,fp32,fp8_e4m3fn")
+    args.precisions = args.precisions or ("fp16" if args.sdxl or args.smoke else "fp16,fp32,fp8_e4m3fn")
     return args
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
     if args.sdxl:
         check_disk(args.min_free_gb)
@@ -267,11 +273,14 @@ def main() -> None:
               "unet_dtype": setup.unet_dtype, "server_args": ["--cpu", *setup.server_args],
               "sources_loaded_gib": round(baseline / GIB, 3) if baseline else None,
               "completed": all("failed" not in r for r in rows), "saves": rows}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", setup.result_name), "w") as f:
+    out_dir = SMOKE_DIR if args.smoke else os.path.join(HERE, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, setup.result_name)
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"written: bench/results/{setup.result_name}", flush=True)
+    print(f"written: {path}", flush=True)
+    return 0 if result["completed"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,7 @@
 
 Run (needs the provisioned ComfyUI and the seeded SD1.5 checkpoints; ~6 minutes on a 2-core CPU for N=24):
     source scripts/env.sh && flock /tmp/elemental-heavy.lock "$PYTHON" -m bench.bench_session_growth [--n 24]
-    ... --smoke          N=3, for CI's bench smoke (checks it runs and reports, no verdict)
+    ... --smoke          N=3, for CI's bench smoke (checks it runs and reports, no verdict; results under $TMPDIR)
     ... --probe          also ask the server what it holds after each prompt (bench/session_probe.py: live
                          MergePatch/ModelPatcher counts, the pack's caches, ComfyUI's
                          output cache entries, glibc heap figures)
@@ -26,6 +26,7 @@ import os
 import shutil
 import time
 
+from bench.env import SMOKE_DIR
 from bench.machine import describe as describe_machine
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
@@ -178,12 +179,12 @@ def main() -> None:
               f"{a['last_gib']:.3f} GiB ({a['growth_pct']:+.2f} %) | {loop['cache_line'] or 'cache: ?'}")
     if args.smoke:
         print("(smoke run: 3 prompts, the figures above are not a growth measurement)")
-    path = args.out or os.path.join(HERE, "results", f"session_growth_{version}_{time.strftime('%Y-%m-%d', time.gmtime())}"
-                                    f"{'_smoke' if args.smoke else ''}.json")
+    path = args.out or os.path.join(SMOKE_DIR if args.smoke else os.path.join(HERE, "results"),
+                                    f"session_growth_{version}_{time.strftime('%Y-%m-%d', time.gmtime())}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"written {os.path.relpath(path, os.path.dirname(HERE))}")
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

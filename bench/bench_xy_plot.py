@@ -18,6 +18,9 @@ test_B untimed (a loader-only prompt, so no phase pays the disk read and all pay
           their images are compared with the plot's cells (they must be identical).
 Per-cell times: the plot's own table ("cell s"); for re-queued prompts execution_start -> execution_success
 in each prompt's history. Results: stdout and bench/results/xy_plot_<date>.json.
+
+`--smoke` (CI's bench smoke): a 2x1 plot (IN04:attn1, attn2 at alpha 0.2) through all three phases, results
+under $TMPDIR (never bench/results/); the figures mean little.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ import json
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
+from bench.env import SMOKE_DIR
 from bench.machine import describe as describe_machine
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
@@ -42,6 +47,20 @@ SAMPLING = {"seed": 11, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "schedu
 POSITIVE, NEGATIVE = "a red cube", "blurry"
 SIZE = 64
 GIB = 2 ** 30
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The plot's axes: x the pinpointed elements, y the alphas."""
+    elements: tuple
+    alphas: tuple
+
+    def cells(self) -> list[tuple[float, int, str]]:
+        """(alpha, column, element) in the plot's cell order: row-major, y (alpha) outer."""
+        return [(a, j, e) for a in self.alphas for j, e in enumerate(self.elements)]
+
+
+FULL, SMOKE = Grid(ELEMENTS, ALPHAS), Grid(ELEMENTS[:2], ALPHAS[:1])
 
 
 # ---- the graphs -------------------------------------------------------------------------------------------
@@ -64,14 +83,14 @@ def sampling_tail(model: list, clip: list, prefix: str) -> dict:
     }
 
 
-def plot_prompt() -> dict:
+def plot_prompt(grid: Grid) -> dict:
     return {**loaders(),
             "X": {"class_type": "ElementalXYPlot", "inputs": {
                 "model_a": ["LA", 0], "model_b": ["LB", 0], "clip_a": ["LA", 1], "clip_b": ["LB", 1],
                 "vae": ["LA", 2], "mode": "Weight sum", "alpha": BASE_ALPHA, "beta": 0.25,
                 "positive": POSITIVE, "negative": NEGATIVE, "width": SIZE, "height": SIZE, "batch_size": 1,
-                **SAMPLING, "x_type": "pinpoint element", "x_values": ", ".join(ELEMENTS),
-                "y_type": "alpha", "y_values": ", ".join(map(str, ALPHAS)), "filename_prefix": "benchxy/grid"}},
+                **SAMPLING, "x_type": "pinpoint element", "x_values": ", ".join(grid.elements),
+                "y_type": "alpha", "y_values": ", ".join(map(str, grid.alphas)), "filename_prefix": "benchxy/grid"}},
             "S": {"class_type": "SaveImage", "inputs": {"images": ["X", 1], "filename_prefix": "benchxy/cell"}}}
 
 
@@ -102,11 +121,6 @@ def ours_prompt(alpha: float, element: str) -> dict:
                 "mode": "Weight sum", "alpha": BASE_ALPHA, "beta": 0.25, "elemental_alpha": ["T", 0],
                 "print_change": False}},
             **sampling_tail(["M", 0], ["M", 1], "benchxy/ours")}
-
-
-def cells() -> list[tuple[float, int, str]]:
-    """(alpha, column, element) in the plot's cell order: row-major, y (alpha) outer."""
-    return [(a, j, e) for a in ALPHAS for j, e in enumerate(ELEMENTS)]
 
 
 # ---- running and timing -----------------------------------------------------------------------------------
@@ -148,8 +162,8 @@ def plot_cell_seconds(table: str) -> list[float]:
     return [float(line.split("\t")[8]) for line in lines[start:] if line.count("\t") >= 9]
 
 
-def run_plot(server: ComfyServer) -> dict:
-    phase = timed_phase(server, [plot_prompt()])
+def run_plot(server: ComfyServer, grid: Grid) -> dict:
+    phase = timed_phase(server, [plot_prompt(grid)])
     table = phase["outputs"][0]["X"]["text"][0]
     phase["cell_s"] = plot_cell_seconds(table)
     phase["table"] = table
@@ -181,11 +195,11 @@ def summary(phase: dict) -> dict:
 
 def print_table(result: dict) -> None:
     rows = result["phases"]
-    plot = rows["plot"]["total_s"]
+    plot, n = rows["plot"]["total_s"], result["plot"]["cells"]
     print(f"\n{'phase':<44} {'total s':>9} {'median cell s':>14} {'peak RSS GiB':>13} {'x plot time':>11}")
-    for name, label in (("plot", "ElementalXYPlot, one prompt (16 cells)"),
-                        ("native", "native ModelMergeSD1, 16 prompts"),
-                        ("ours", "ElementalMerge re-queued, 16 prompts")):
+    for name, label in (("plot", f"ElementalXYPlot, one prompt ({n} cells)"),
+                        ("native", f"native ModelMergeSD1, {n} prompts"),
+                        ("ours", f"ElementalMerge re-queued, {n} prompts")):
         if name in rows:
             r = rows[name]
             print(f"{label:<44} {r['total_s']:>9.1f} {r['cell_median_s']:>14.2f} {r['peak_rss_gib']:>13.2f} "
@@ -194,44 +208,50 @@ def print_table(result: dict) -> None:
           f"{result['native_over_plot_cell_median']:.2f}x")
 
 
-def result_of(phases: dict, same: int | None) -> dict:
+def result_of(phases: dict, same: int | None, grid: Grid) -> dict:
     s = {k: summary(v) for k, v in phases.items()}
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": describe_machine(),
            "load_average_at_end": os.getloadavg(), "models": "seeded SD1.5 test_A/test_B, fp32 (ComfyUI on CPU)",
-           "plot": {"x": ELEMENTS, "y_alpha": ALPHAS, "base_alpha": BASE_ALPHA, "size": SIZE, **SAMPLING},
+           "plot": {"x": grid.elements, "y_alpha": grid.alphas, "cells": len(grid.cells()),
+                    "base_alpha": BASE_ALPHA, "size": SIZE, **SAMPLING},
            "native_graph": "ModelMergeSD1 (IN04 = alpha + 0.01 x column, rest 0.5) + CLIPMergeSimple 0.5",
            "phases": s, "plot_table": phases["plot"]["table"],
            "native_over_plot": round(s["native"]["total_s"] / s["plot"]["total_s"], 2),
            "native_over_plot_cell_median": round(s["native"]["cell_median_s"] / s["plot"]["cell_median_s"], 2)}
     if "ours" in s:
         out["ours_requeue_over_plot"] = round(s["ours"]["total_s"] / s["plot"]["total_s"], 2)
-        out["ours_requeue_cells_identical_to_plot"] = f"{same}/16"
+        out["ours_requeue_cells_identical_to_plot"] = f"{same}/{len(grid.cells())}"
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-ours", action="store_true", help="skip the 16 re-queued ElementalMerge prompts")
+    ap.add_argument("--smoke", action="store_true", help="a 2x1 plot, results under $TMPDIR: checks that it runs")
     args = ap.parse_args()
+    grid = SMOKE if args.smoke else FULL
     checkpoints = ensure_checkpoints(os.environ.get(
         "ELEMENTAL_CHECKPOINTS", os.path.expanduser("~/.cache/comfyui-elemental-merge/checkpoints")), ("A", "B"))
     with ComfyServer(comfyui_dir(), os.environ.get("COMFYUI_PYTHON", "python"), checkpoints=checkpoints) as server:
-        phases = {"plot": run_plot(server)}
+        phases = {"plot": run_plot(server, grid)}
         print(f"plot: {phases['plot']['total_s']} s", flush=True)
-        phases["native"] = timed_phase(server, [native_prompt(a, j) for a, j, _ in cells()])
+        phases["native"] = timed_phase(server, [native_prompt(a, j) for a, j, _ in grid.cells()])
         print(f"native: {phases['native']['total_s']} s", flush=True)
         same = None
         if not args.no_ours:
-            phases["ours"] = timed_phase(server, [ours_prompt(a, e) for a, _, e in cells()])
+            phases["ours"] = timed_phase(server, [ours_prompt(a, e) for a, _, e in grid.cells()])
             same = same_as_plot(server, phases["plot"], phases["ours"])
-            print(f"ours re-queued: {phases['ours']['total_s']} s; cells identical to the plot's: {same}/16")
+            print(f"ours re-queued: {phases['ours']['total_s']} s; cells identical to the plot's: "
+                  f"{same}/{len(grid.cells())}")
         server.free_memory()
-    result = result_of(phases, same)
+    result = result_of(phases, same, grid)
     print_table(result)
-    path = os.path.join(HERE, "results", f"xy_plot_{time.strftime('%Y-%m-%d', time.gmtime())}.json")
+    path = os.path.join(SMOKE_DIR if args.smoke else os.path.join(HERE, "results"),
+                        f"xy_plot_{time.strftime('%Y-%m-%d', time.gmtime())}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"written {os.path.relpath(path, os.path.dirname(HERE))}")
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

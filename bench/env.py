@@ -8,10 +8,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE_DIR = os.environ.get("ELEMENTAL_CACHE", os.path.expanduser("~/.cache/comfyui-elemental-merge"))
 CHECKPOINT_DIR = os.environ.get("ELEMENTAL_CHECKPOINTS", os.path.join(CACHE_DIR, "checkpoints"))
+# Where a smoke run (`--smoke`: CI's check that a bench still runs) writes its results, never bench/results/.
+SMOKE_DIR = os.path.join(tempfile.gettempdir(), "elemental-bench-smoke")
 
 
 def checkpoint_path(name: str) -> str:

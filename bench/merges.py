@@ -87,7 +87,7 @@ def full_native(src: Sources, ratios: dict) -> tuple[float, float, float, int]:
     return t1 - t0, t2 - t0, c2 - c0, len(model.patches) + len(clip.patcher.patches)
 
 
-def xy_ours(src: Sources, ratios=workloads.XY_RATIOS) -> tuple[float, list[float], dict]:
+def xy_ours(src: Sources, xy_ratios=workloads.XY_RATIOS) -> tuple[float, list[float], dict]:
     """Pinpoint-element plot with the incremental engine: (first cell s, later cells s, last apply stats).
 
     Per cell, what the Elemental XY Plot node does before sampling: the cell's settings resolved through
@@ -96,12 +96,12 @@ def xy_ours(src: Sources, ratios=workloads.XY_RATIOS) -> tuple[float, list[float
     calls (`IncrementalMerge.load`). The first cell is a full merge; the others are the per-cell figure."""
     remerge = pack_module("nodes.engine.remerge")
     plot_job = pack_module("nodes.plot.plot_job")
-    plot_axes = pack_module("merge_core.plot.axes")
+    axes = pack_module("merge_core.plot.axes")
     method = pack_module("merge_core").get_merge_method(workloads.MODE)
     times = []
     inc = None
     stats = {}
-    for i, r in enumerate(ratios):
+    for i, r in enumerate(xy_ratios):
         t0 = time.perf_counter()
         if inc is None:
             inc = remerge.IncrementalMerge(src.model_a, src.model_b, None, method, src.clip_a, src.clip_b)

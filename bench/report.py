@@ -88,7 +88,8 @@ def _xy(out: list, ow: dict, nw: dict) -> tuple[float, bool]:
     r_xy = n_cell / o_cell
     ok_xy = r_xy >= T_XY
     st = ow.get("xy_stats", {})
-    out.append(f"[2] XY re-merge per cell (pinpoint element IN04 attn2, 8 ratios; median of the {len(ow['xy']['cells'])} "
+    n = len(ow["xy"]["cells"])
+    out.append(f"[2] XY re-merge per cell (pinpoint element IN04 attn2, {n + 1} ratios; median of the {n} "
                f"cells after the first; resolve + re-merge + load): ours incremental {_s(o_cell)} "
                f"({st.get('changed', '?')} keys recomputed) | native re-queued ModelMergeBlocks {_s(n_cell)} "
                f"(full re-patch) | native/ours {r_xy:.0f}x [target >= {T_XY:.0f}x: {_verdict(ok_xy)}]")
@@ -147,7 +148,7 @@ def render(stamp: str, info: dict, workers: dict, resolve_lines: list, resolve: 
     r_xy, ok_xy = _xy(out, ow, nw)
     sdxl, ok_res = _resolution(out, resolve_lines, resolve)
     r_pf = _peak_line(out, ow, nw, "full", "the full merge")
-    r_px = _peak_line(out, ow, nw, "xy", "the XY plot (8 cells)")
+    r_px = _peak_line(out, ow, nw, "xy", f"the XY plot ({len(ow['xy']['cells']) + 1} cells)")
     r_floor, ok_floor, on_gpu = _floor(out, tw, o_tot, n_tot)
     out.append(f"# run took {wall:.0f} s")
 

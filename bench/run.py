@@ -1,6 +1,7 @@
 """The benchmark: one run, one line per figure, a summary line of the ratios against the targets.
 
     python -m bench.run [--reps N] [--out bench/results/latest.txt]      (COMFYUI_DIR set; see bench/run.sh)
+    python -m bench.run --smoke      CI's bench smoke: one pair, two XY cells, output under $TMPDIR; no verdict
 
 Three worker subprocesses load the SD1.5-layout test checkpoints (`bench.worker`): `timing` (full merges,
 ours and native interleaved, and the floor), then `ours` and `native` (peak RSS of the full merge and of an
@@ -21,7 +22,7 @@ import tempfile
 import time
 
 from . import report
-from .env import REPO_ROOT
+from .env import REPO_ROOT, SMOKE_DIR
 from .machine import cpu_model
 
 HEAVY_LOCK = "/tmp/elemental-heavy.lock"
@@ -65,8 +66,8 @@ class HeavyLock:
         return False
 
 
-def run_worker(role: str, reps: int, log_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "bench.worker", role, "--reps", str(reps)]
+def run_worker(role: str, reps: int, log_dir: str, smoke: bool) -> dict:
+    cmd = [sys.executable, "-m", "bench.worker", role, "--reps", str(reps)] + (["--smoke"] if smoke else [])
     log_path = os.path.join(log_dir, f"worker-{role}.log")
     t = time.perf_counter()
     with open(log_path, "w") as log:
@@ -82,12 +83,13 @@ def run_worker(role: str, reps: int, log_dir: str) -> dict:
     raise RuntimeError(f"worker {role} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
 
 
-def run_resolve() -> tuple[list[str], dict]:
+def run_resolve(smoke: bool) -> tuple[list[str], dict]:
     """bench/bench_resolve.py's own lines, and {(arch, case): ms} parsed from them for the summary."""
     script = os.path.join(REPO_ROOT, "bench", "bench_resolve.py")
     if not os.path.isfile(script):
         return ["bench/bench_resolve.py not present"], {}
-    proc = subprocess.run([sys.executable, script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, script] + (["--smoke"] if smoke else []), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
     lines = [l for l in proc.stdout.splitlines() if l.strip()]
     if proc.returncode != 0:
         lines.append(f"bench_resolve.py exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -125,8 +127,15 @@ def machine() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description="Elemental Merge benchmark")
     p.add_argument("--reps", type=int, default=6, help="timed full-merge pairs after the warm-up (default 6)")
-    p.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "latest.txt"))
+    p.add_argument("--out", default=None, help="default bench/results/latest.txt ($TMPDIR/elemental-bench-smoke/ "
+                                               "with --smoke: a smoke run never replaces the committed figures)")
+    p.add_argument("--smoke", action="store_true",
+                   help="one pair, two XY cells, one repetition of everything: checks that the bench runs")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.reps = 1
+    if args.out is None:
+        args.out = os.path.join(SMOKE_DIR if args.smoke else os.path.join(REPO_ROOT, "bench", "results"), "latest.txt")
 
     if not os.path.isfile(os.path.join(os.environ.get("COMFYUI_DIR", ""), "main.py")):
         print("COMFYUI_DIR must point at a ComfyUI tree: run bench/run.sh, or `source scripts/env.sh` first",
@@ -138,10 +147,10 @@ def main(argv=None) -> int:
     log_dir = os.path.join(tempfile.gettempdir(), "elemental-bench-logs")  # ComfyUI's logs, one per worker
     os.makedirs(log_dir, exist_ok=True)
     info = machine()
-    resolve_lines, resolve = run_resolve()
+    resolve_lines, resolve = run_resolve(args.smoke)
     with HeavyLock():
         info["load_at_start"] = os.getloadavg()
-        workers = {role: run_worker(role, args.reps, log_dir) for role in ("timing", "ours", "native")}
+        workers = {role: run_worker(role, args.reps, log_dir, args.smoke) for role in ("timing", "ours", "native")}
     info["load_after"] = os.getloadavg()
     wall = time.perf_counter() - started
 
@@ -153,6 +162,7 @@ def main(argv=None) -> int:
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump({"stamp": stamp, "machine": info, "workers": workers, "resolve": resolve_lines,
                    "wall_s": wall}, f, indent=1)
+    print(f"[bench] written {args.out} and its .json", file=sys.stderr, flush=True)
     return 0
 
 

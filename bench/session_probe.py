@@ -59,13 +59,13 @@ def _module(suffix):
 
 def _pack_caches():
     out = {}
-    mp = _module("nodes.engine.merge_patch")
+    mp = _module("nodes.engine.merge_adapter")
     if mp is not None and hasattr(mp, "_INTERNED"):
         out["interned_patches"] = len(mp._INTERNED)
     cm = _module("merge_core.merge.calc_modes")
     if cm is not None and hasattr(cm, "STAT_CACHE"):
         out["cosine_stats"] = len(cm.STAT_CACHE._items)
-    le = _module("nodes.engine.lora_engine")
+    le = _module("nodes.engine.lora_patches")
     if le is not None and hasattr(le, "_FILE_CACHE"):
         out["lora_files"] = len(le._FILE_CACHE)
     mc = _module("merge_core.cache")

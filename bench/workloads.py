@@ -32,6 +32,7 @@ IN01 OUT10:proj_in proj_out:0.2
 
 XY_BLOCK, XY_ELEMENT = "IN04", "attn2"
 XY_RATIOS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
+SMOKE_XY_RATIOS = XY_RATIOS[:2]  # the first cell (a full merge) and one re-merge: CI's bench smoke
 
 
 def xy_spec(r: float) -> str:
