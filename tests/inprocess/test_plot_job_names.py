@@ -27,4 +27,4 @@ def test_swapped_stock_model_is_named_by_its_file(checkpoint_paths):
     swapped = job._inputs((("A", "test_B.safetensors"),))
     assert swapped.models["model_a"] is models["B"][0]  # reused, not loaded again
     assert swapped.names == {"A": "test_B.safetensors", "B": "test_B.safetensors"}
-    assert swapped.recipe_models()["model_a_recipe"]["name"] == "test_B.safetensors"
+    assert swapped.recipe_sources()["A"]["name"] == "test_B.safetensors"
