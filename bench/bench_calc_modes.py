@@ -18,8 +18,8 @@ and linears, a text-encoder MLP, the token embedding, a bias), random A/B/C in f
 
 Full (--full; bench/results/calc_modes.txt), the SD1.5-layout test checkpoints loaded in-process:
   [normal]  ElementalMerge "Weight sum" (bench/workloads.py's 10-entry spec) execute + load of UNet and text
-            encoder, median of N, against bench/floor.py's fresh-tensor floor and native ModelMergeBlocks +
-            CLIPMergeSimple (median of N).
+            encoder, median of N, against bench/floor.py's floor (floor.versus: the same words as bench.run)
+            and native ModelMergeBlocks + CLIPMergeSimple (median of N).
   [calc]    each calc mode's full merge (execute + load), one run each, against normal's median. Three-model
             modes use C = A merged with B half and half as a ComfyUI patch (no third checkpoint in RAM).
   [cosine]  the model-wide cosine statistic (cosineA and cosineB): cold (cache emptied) and cached.
@@ -185,9 +185,8 @@ def run(a) -> int:
         merges.reset()
     fl = floor.measure(src, reps=a.reps)
     n_med, nat_med = statistics.median(normal), statistics.median(native)
-    say(f"[normal] full merge {n_med:.2f} s (runs {', '.join(f'{x:.2f}' for x in normal)}) | fresh-tensor floor "
-        f"{fl['alloc_s']:.2f} s (preallocated {fl['strict_s']:.2f} s) | native {nat_med:.2f} s | "
-        f"ours/floor {n_med / fl['alloc_s']:.2f} (target <= 2.0) | ours/native {n_med / nat_med:.3f} (target <= 0.35)")
+    say(f"[normal] full merge {n_med:.2f} s (runs {', '.join(f'{x:.2f}' for x in normal)}) | "
+        f"{floor.versus(n_med, fl)} | native {nat_med:.2f} s | ours/native {n_med / nat_med:.3f} (target <= 0.35)")
     c = model_c(src)
     for calc in SMOKE_FULL_CALCS if a.smoke else FULL_CALCS:
         s = full(src, calc, c)

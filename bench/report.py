@@ -9,14 +9,15 @@ import json
 import statistics
 import sys
 
+from . import floor
+
 GIB = 2 ** 30
 
 # The targets the figures are judged against.
 T_FULL = 1.05      # ours / native, full merge
 T_XY = 20.0        # native / ours, per XY cell
 T_RESOLVE = 5.0    # ms, SDXL
-T_PEAK = 1.05      # ours / native, peak RSS
-T_FLOOR = 3.0      # full merge / floor, on a GPU
+T_PEAK = 1.05      # ours / native, peak RSS (the floor's target is floor.TARGET)
 
 
 def _verdict(ok: bool | None) -> str:
@@ -127,15 +128,12 @@ def _floor(out: list, tw: dict, o_tot: float, n_tot: float) -> tuple:
     f_t = fl["strict_s"]
     r_floor = o_tot / f_t
     on_gpu = fl["device"].startswith("cuda")
-    ok_floor = (r_floor <= T_FLOOR) if on_gpu else None
+    ok_floor = (r_floor <= floor.TARGET) if on_gpu else None
     gbps = 3 * fl["model_bytes"] / f_t / 1e9
     out.append(f"[5] floor: torch.lerp(a, b, r) over the {fl['tensors']} merged tensors already in memory "
                f"({fl['model_bytes'] / 1e9:.2f} GB per model, {fl['dtype']} on {fl['device']}; median of "
-               f"{len(fl['strict'])}): {_s(f_t)} into preallocated outputs ({gbps:.1f} GB/s), "
-               f"{_s(fl['alloc_s'])} into fresh tensors | ours full / floor {r_floor:.1f}x "
-               f"(/ fresh-tensor floor {o_tot / fl['alloc_s']:.1f}x) | native full / floor {n_tot / f_t:.1f}x "
-               f"[target <= {T_FLOOR:.0f}x on a GPU: "
-               f"{_verdict(ok_floor) if on_gpu else 'not measurable here (no GPU), CPU figure shown'}]")
+               f"{len(fl['strict'])}; {gbps:.1f} GB/s into preallocated outputs) | ours full merge "
+               f"{floor.versus(o_tot, fl)} | native {n_tot / f_t:.1f}x the floor")
     out.append("[SDXL] full merge at SDXL size: skipped (GPU only; this machine has none)" if not on_gpu else
                "[SDXL] full merge at SDXL size: no SDXL-layout checkpoints provisioned; skipped")
     return r_floor, ok_floor, on_gpu

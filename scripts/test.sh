@@ -24,7 +24,7 @@ run_on() {  # $1: ComfyUI version ("" keeps COMFYUI_DIR / COMFYUI_VERSION as set
     if [[ -x scripts/browser.sh ]]; then bash scripts/browser.sh; fi
     echo "[test] provisioned in $(( $(date +%s) - start )) s" >&2
     set +e
-    "$PYTHON" -m pytest -ra "$@"  # no path given: pytest.ini testpaths (tests/)
+    "$PYTHON" -m pytest -ra --durations=40 "$@"  # no path given: pytest.ini testpaths (tests/)
     rc=$?
     if [[ $rc -eq 5 ]]; then
       echo "[test] pytest collected no tests on ComfyUI $COMFYUI_VERSION: that is a failure" >&2

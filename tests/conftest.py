@@ -81,9 +81,10 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(("ComfyUI server log (tail)", server.log_tail(12000)))
 
 
-# Suites in the order they run: cheap ones first, and the in-process suites (which load checkpoints into this
-# process) before the server starts, so the two never hold models in memory at the same time.
-SUITE_ORDER = ("unit", "inprocess", "e2e", "browser")
+# Suites in the order they run: cheap ones first; the benchmarks' smoke runs (subprocesses, each holding its own
+# models) while this process holds none; then the in-process suites (which load checkpoints into this process)
+# before the server starts, so no two of them hold models in memory at the same time.
+SUITE_ORDER = ("unit", "bench_smoke", "inprocess", "e2e", "browser")
 
 
 def pytest_addoption(parser):
