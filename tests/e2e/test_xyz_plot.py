@@ -223,12 +223,10 @@ def test_model_a_and_model_c_axes(comfy_server):
 
 
 def test_calc_mode_axis(comfy_server):
-    """Each cell is ElementalMerge with that calc mode; the modes give different images. The modes here have
-    no model-wide statistic, which costs a minute per plot on a CPU: the cosine modes run end to end in the
-    calc_cosine example (tests/e2e/test_calc_modes.py)."""
-    _, cells = run_plot(comfy_server, plot_graph(x=("calc mode", "normal\nself\ntensor")))
+    """Each cell is ElementalMerge with that calc mode; the modes give different images."""
+    _, cells = run_plot(comfy_server, plot_graph(x=("calc mode", "normal\ncosineA\ntensor")))
     assert len(cells) == 3 and len({c.tobytes() for c in cells}) == 3
-    for i, calc in enumerate(("normal", "self", "tensor")):
+    for i, calc in enumerate(("normal", "cosineA", "tensor")):
         assert_same(comfy_server, cells, i, calc_mode=calc)
 
 
