@@ -126,9 +126,8 @@ def _peak_line(out: list, ow: dict, nw: dict, phase: str, label: str) -> float:
 def _floor(out: list, tw: dict, o_tot: float, n_tot: float) -> tuple:
     fl = tw["floor"]
     f_t = fl["strict_s"]
-    r_floor = o_tot / f_t
-    on_gpu = fl["device"].startswith("cuda")
-    ok_floor = (r_floor <= floor.TARGET) if on_gpu else None
+    r_floor, ok_floor = floor.judge(o_tot, fl)
+    on_gpu = ok_floor is not None
     gbps = 3 * fl["model_bytes"] / f_t / 1e9
     out.append(f"[5] floor: torch.lerp(a, b, r) over the {fl['tensors']} merged tensors already in memory "
                f"({fl['model_bytes'] / 1e9:.2f} GB per model, {fl['dtype']} on {fl['device']}; median of "
