@@ -27,7 +27,7 @@ from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, io, png_metadata, write_new
 from ..merge_core.plot.axes import AxisError
 from .sockets.merge_inputs import calc_sockets
-from ..merge_core.merge.merge_checks import calc_queue_problem
+from ..merge_core.merge.merge_checks import calc_queue_problem, task_mode_problem
 from .engine.merge_patches import key_effect
 from .plot.plot_job import MergeJob, plot_inputs
 
@@ -91,7 +91,7 @@ class ElementalDiffChecker(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, targets=None, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
-        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
+        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or task_mode_problem(mode, "the diff checker")
         if problem:
             return problem
         if targets is None:

@@ -17,13 +17,18 @@ import folder_paths
 from .engine import model_info, runtime
 from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
-from .sockets.merge_inputs import MergeInputs, calc_sockets, merge_sockets
+from .sockets.merge_inputs import MergeInputs, calc_sockets, merge_sockets, task_sockets
+from ..merge_core.merge.methods import MODEL_INPUTS, TASK_METHODS
+from ..merge_core.merge.task_params import text_socket_names
 from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.plot.plot_labels import loaded_checkpoints
 from ..merge_core.recipes import recipe as recipes
 from ..merge_core.merge.params import GAMMA, NORMAL
+
+
+MODEL_INPUT_NAMES = ("model_a",) + MODEL_INPUTS  # the inputs the graph may wire straight to a checkpoint loader
 
 
 # ---- queue-time validation --------------------------------------------------------------------------------
@@ -123,11 +128,14 @@ class ElementalMerge(io.ComfyNode):
             node_id="ElementalMerge", display_name="Elemental Merge", category=CATEGORY,
             description="SuperMerger-style merge: Weight sum A(1-a)+Ba, Add difference A+(B-C)a, Triple sum "
                         "A(1-a-b)+Ba+Cb, Sum twice (A(1-a)+Ba)(1-b)+Cb; a and b per key from alpha/beta, "
-                        "block weights and elemental specs. Text encoders merge at the BASE ratio.",
+                        "block weights and elemental specs. Text encoders merge at the BASE ratio. "
+                        "Task-vector methods (" + ", ".join(TASK_METHODS) + ") take model_a as the base and "
+                        "model_b..model_e as the fine-tunes; their parameters are set per key the same way "
+                        "(docs/merge-methods.md).",
             inputs=merge_sockets() + [
                 io.Boolean.Input("print_change", default=False,
                                  tooltip="log the change report and show it on the node"),
-            ] + calc_sockets(),
+            ] + calc_sockets() + task_sockets(),
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
                      io.String.Output(display_name="report")],
             # The graph names the checkpoints the stock loader leaves unnamed: the recipe records them.
@@ -143,17 +151,22 @@ class ElementalMerge(io.ComfyNode):
     @classmethod
     def execute(cls, model_a, model_b, mode, alpha, beta, print_change, model_c=None, clip_a=None,
                 clip_b=None, clip_c=None, block_weights_alpha=None, block_weights_beta=None,
-                elemental_alpha=None, elemental_beta=None, calc_mode=NORMAL, calc_option=GAMMA.default):
+                elemental_alpha=None, elemental_beta=None, calc_mode=NORMAL, calc_option=GAMMA.default,
+                model_d=None, model_e=None, clip_d=None, clip_e=None, **task_inputs):
         hidden = getattr(cls, "hidden", None)
-        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None))
+        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None),
+                                   MODEL_INPUT_NAMES)
         inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option,
-                             graph_names=graph)
+                             graph_names=graph, model_d=model_d, model_e=model_e, clip_d=clip_d, clip_e=clip_e)
         method = inputs.method
         ratios = inputs.ratios(alpha, beta, block_weights_alpha, block_weights_beta, elemental_alpha,
                                elemental_beta)
+        texts = {k: v for k, v in task_inputs.items() if k in text_socket_names()}
+        values = {k: v for k, v in task_inputs.items() if k not in texts}
+        task = inputs.task(values, texts)
         merged, clip_out, targets = inputs.targets()
         calc = inputs.calc(targets)
-        notes = {t.name: apply_merge(t.patcher, t.shapes, t.sources, method, ratios.a, ratios.b, calc)
+        notes = {t.name: apply_merge(t.patcher, t.shapes, t.sources, method, ratios.a, ratios.b, calc, task)
                  for t in targets}
         clip_text = notes["clip"].summary("text encoder") if "clip" in notes else "text encoder: " + inputs.clip_reason
 
@@ -163,21 +176,29 @@ class ElementalMerge(io.ComfyNode):
             inputs.clip_merged, calc_mode=calc.mode, calc_option=calc.gamma,
             block_weights_alpha=text_of(block_weights_alpha),
             block_weights_beta=text_of(block_weights_beta) if with_beta else None,
-            elemental_alpha=text_of(elemental_alpha), elemental_beta=text_of(elemental_beta) if with_beta else None)
+            elemental_alpha=text_of(elemental_alpha), elemental_beta=text_of(elemental_beta) if with_beta else None,
+            task=recipes.task_settings(method.name, values, {k: text_of(v) for k, v in texts.items()})
+            if method.task else None)
         model_info.attach_recipe(merged, recipe)
 
-        report = build_report(recipe, inputs.names, inputs.arch, ratios, notes["unet"], clip_text)
+        report = build_report(recipe, inputs.names, inputs.arch, ratios, notes["unet"], clip_text, task)
         if not print_change:
             return io.NodeOutput(merged, clip_out, report)
         log.info("[Elemental Merge]\n%s", report)
         return io.NodeOutput(merged, clip_out, report, ui={"text": [report]})
 
 
-def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes, clip_text: str | None) -> str:
+def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes, clip_text: str | None,
+                 task=None) -> str:
     models = ", ".join(f"{k}={v}" for k, v in names.items())
     head = f"{recipe['mode']} ({arch.label}) alpha={recipe['alpha']}"
     if recipe["beta"] is not None:
         head += f" beta={recipe['beta']}"
+    settings = recipe.get("task") or {}
+    plain = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()
+             if not k.startswith(("block_weights_", "elemental_")) and v not in (None, "")]
+    if plain:
+        head += " " + " ".join(plain)
     calc = recipe.get("calc_mode", NORMAL)
     if recipe.get("calc_option") is not None:
         calc += f" (calc_option {recipe['calc_option']:g})"
@@ -185,6 +206,9 @@ def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes
     parts = [head + f": {models}", format_change_report(ratios.resolution_a, title="alpha")]
     if ratios.resolution_b is not None:
         parts.append(format_change_report(ratios.resolution_b, title="beta"))
+    for name, resolution in (task.values.resolutions.items() if task is not None else ()):
+        if settings.get(f"block_weights_{name}") or settings.get(f"elemental_{name}"):
+            parts.append(format_change_report(resolution, title=name))
     parts.append(unet_notes.summary("UNet"))
     if clip_text:
         parts.append(clip_text)

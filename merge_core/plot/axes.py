@@ -29,7 +29,7 @@ from typing import Callable
 
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.adjust import AdjustError, AdjustValues, parse_adjust
-from ..merge.params import GAMMA, NORMAL, PARAMS
+from ..merge.params import GAMMA, NORMAL, PARAMS, TASK_ONLY_PARAMS
 from ..numbers import finite_float
 from ..text.spec import validate_spec
 from ..text.validation import closest_architecture, validate_block_weights
@@ -473,9 +473,10 @@ def _param_values(param):
 
 
 # Every other declared parameter of the methods and calc modes is an axis too (after the fixed menu, so
-# saved workflows keep their choices): its values set the Settings field of the same name.
+# saved workflows keep their choices): its values set the Settings field of the same name. The task-vector
+# methods' own parameters are not: the plot does not take those methods.
 for _param in PARAMS.values():
-    if _param.name not in AXIS_TYPES:
+    if _param.name not in AXIS_TYPES and _param not in TASK_ONLY_PARAMS:
         AXIS_TYPES[_param.name] = AxisType("newline or comma", _param.meaning, _param_values(_param),
                                            _set(**{_param.name: _same}))
 PINPOINTS = tuple(t for t, row in AXIS_TYPES.items() if row.is_pinpoint)

@@ -26,12 +26,14 @@ from ..arch.architectures import ARCHITECTURES
 from ..merge.calc_modes import CALC_MODES, merge_params, uses_beta
 from ..files.file_hash import is_sha256, short_hash
 from ..merge.methods import MERGE_METHODS
-from ..merge.params import NORMAL
+from ..merge.params import MERGE_SEED, NORMAL, PARAMS
+from ..merge.task_params import MODEL_WEIGHTS, task_params
 
 FORMAT = "elemental-merge-recipe"
 VERSION = 2
 METADATA_KEY = "elemental_merge_recipe"   # the safetensors metadata entry that holds the document
 SOURCE_LETTERS = ("A", "B", "C")
+TASK_SOURCE_LETTERS = ("A", "B", "C", "D", "E")  # a task-vector method's base A and up to four further models
 
 
 
@@ -63,13 +65,35 @@ def unknown_node(label: str) -> dict:
 def merge_node(mode: str, alpha: float, beta: float | None, architecture: str, sources: dict,
                text_encoder_merged: bool, calc_mode: str = NORMAL, calc_option: float | None = None,
                block_weights_alpha: str | None = None, block_weights_beta: str | None = None,
-               elemental_alpha: str | None = None, elemental_beta: str | None = None) -> dict:
-    """A merge of `sources` ({"A": node, "B": node[, "C": node]}) with every setting that changes weights."""
-    return {"kind": "merge", "mode": mode, "calc_mode": calc_mode, "calc_option": calc_option,
+               elemental_alpha: str | None = None, elemental_beta: str | None = None,
+               task: dict | None = None) -> dict:
+    """A merge of `sources` ({"A": node, "B": node[, "C": node]}) with every setting that changes weights.
+    `task`: a task-vector method's settings besides alpha (`task_settings`); absent for the other modes."""
+    node = {"kind": "merge", "mode": mode, "calc_mode": calc_mode, "calc_option": calc_option,
             "alpha": alpha, "beta": beta, "architecture": architecture,
             "block_weights_alpha": block_weights_alpha, "block_weights_beta": block_weights_beta,
             "elemental_alpha": elemental_alpha, "elemental_beta": elemental_beta,
             "text_encoder_merged": bool(text_encoder_merged), "sources": dict(sources), "apply": []}
+    if task is not None:
+        node["task"] = dict(task)
+    return node
+
+
+def task_settings(method_name: str, values: dict, texts: dict) -> dict:
+    """The `task` field of a task-vector merge: each parameter the method declares besides alpha (its plain
+    value, and its block weights and elemental spec texts or null), merge_seed for the random methods and
+    model_weights for the weighted ones."""
+    method = MERGE_METHODS[method_name]
+    out = {}
+    for param in task_params(method):
+        out[param.name] = float(values.get(param.name, param.default))
+        out[f"block_weights_{param.name}"] = texts.get(f"block_weights_{param.name}")
+        out[f"elemental_{param.name}"] = texts.get(f"elemental_{param.name}")
+    if method.random:
+        out[MERGE_SEED.name] = int(values.get(MERGE_SEED.name, MERGE_SEED.default))
+    if method.weighted:
+        out[MODEL_WEIGHTS] = str(values.get(MODEL_WEIGHTS) or "")
+    return out
 
 
 def lora_op(name: str, strength_model: float, strength_clip: float | None, sha256: str | None = None,
@@ -144,7 +168,7 @@ FIELDS = {
     "merge": {"kind": "str", "mode": "str", "calc_mode": "str", "calc_option": "num?", "alpha": "num",
               "beta": "num?", "architecture": "str", "block_weights_alpha": "str?", "block_weights_beta": "str?",
               "elemental_alpha": "str?", "elemental_beta": "str?", "text_encoder_merged": "bool",
-              "sources": "dict", "apply": "list"},
+              "sources": "dict", "apply": "list", "task": "dict"},
     "lora": {"op": "str", "name": "str", "sha256": "sha?", "strength_model": "num", "strength_clip": "num?",
              "block_weights": "str?", "lbw_weights": "str?", "elemental": "str?"},
     "adjust": {"op": "str", "values": "dict"},
@@ -172,7 +196,7 @@ def _fields(obj: dict, what: str, path: str, problems: list) -> dict:
     out = {}
     for k, kind in spec.items():
         if k not in obj:
-            if k not in REQUIRED[what] and k != "recipe" and not (what == "document" and k == "save"):
+            if k not in REQUIRED[what] and k not in ("recipe", "task") and not (what == "document" and k == "save"):
                 out[k] = copy.deepcopy(DEFAULTS.get(k))
             continue
         desc, ok = _CHECKS[kind]
@@ -212,6 +236,11 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
         problem = param.problem(value) if _is_num(value) else None
         if problem:
             problems.append((_join(path, param.name), problem))
+    if method.task:
+        _check_task(node, method, path, problems)
+        return
+    if node.get("task") is not None:
+        problems.append((_join(path, "task"), f"mode '{mode}' takes no task-vector settings"))
     if isinstance(node.get("sources"), dict):
         need = SOURCE_LETTERS if method.needs_c else SOURCE_LETTERS[:2]
         missing = [s for s in need if s not in node["sources"]]
@@ -222,6 +251,39 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
         if extra:
             problems.append((_join(path, "sources"), f"mode '{mode}' uses sources {', '.join(need)} only; "
                              f"not {', '.join(map(str, extra))}"))
+
+
+def _check_task(node: dict, method, path: str, problems: list) -> None:
+    """A task-vector merge: its sources (A, B, then any of C, D, E, as many as the method takes) and the
+    `task` settings (each declared parameter in its range)."""
+    sources = node.get("sources")
+    if isinstance(sources, dict):
+        letters = list(sources)
+        bad = [s for s in letters if s not in TASK_SOURCE_LETTERS]
+        if bad or "A" not in letters or "B" not in letters:
+            problems.append((_join(path, "sources"), f"mode '{method.name}' needs sources A and B, and takes "
+                             f"C, D, E; got {', '.join(map(str, letters))}"))
+        else:
+            problem = method.count_problem(len(letters) - 1)
+            if problem is None and method.max_models is not None and len(letters) - 1 > method.max_models:
+                problem = f"mode '{method.name}' takes {method.max_models + 1} sources, not {len(letters)}"
+            if problem:
+                problems.append((_join(path, "sources"), problem))
+    task = node.get("task") or {}
+    tpath = _join(path, "task")
+    expected = set(task_settings(method.name, {}, {}))
+    for k in task:
+        if k not in expected:
+            problems.append((tpath, f"unknown field '{k}' for mode '{method.name}' (valid: {', '.join(sorted(expected))})"))
+    for name in expected:
+        value = task.get(name)
+        if name in PARAMS:
+            if not _is_num(value):
+                problems.append((_join(tpath, name), f"expected a finite number, got {json.dumps(value)[:80]}"))
+            elif PARAMS[name].problem(value):
+                problems.append((_join(tpath, name), PARAMS[name].problem(value)))
+        elif value is not None and not isinstance(value, str):
+            problems.append((_join(tpath, name), f"expected a string or null, got {json.dumps(value)[:80]}"))
 
 
 def _check_op(op, path: str, problems: list):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.params import GAMMA, NORMAL
 
+TEXT_NODES = (("block_weights", "BlockWeights", "weights"), ("elemental", "ElementalSpec", "spec"))
 DEFAULT_BETA = 0.25        # ElementalMerge's widget default, for modes that do not use beta
 SAVE_PREFIX = "checkpoints/ElementalMerge"
 
@@ -76,6 +77,15 @@ class GraphBuilder:
                 link = self.text(cls, fld, node.get(f"{kind}_{side}"), arch)
                 if link is not None:
                     inputs[f"{kind}_{side}"] = link
+        for name, value in (node.get("task") or {}).items():  # a task-vector method's settings
+            kind = next((k for k, _, _ in TEXT_NODES if name.startswith(k + "_")), None)
+            if kind is None:
+                inputs[name] = value
+                continue
+            cls, fld = next((c, f) for k, c, f in TEXT_NODES if k == kind)
+            link = self.text(cls, fld, value, arch)
+            if link is not None:
+                inputs[name] = link
         i = self.add("ElementalMerge", inputs)
         return Built((i, 0), (i, 1) if "clip_a" in inputs else None, built["A"].vae)
 

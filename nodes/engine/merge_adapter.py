@@ -30,6 +30,8 @@ from .comfy_internals import weights_token
 from ...merge_core.merge.calc_layout import PLAIN, LayoutUnit, layout_units, part_of, to_checkpoint
 from ...merge_core.merge.calc_modes import (NORMAL, STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic,
                                      get_calc_mode)
+from ...merge_core.merge.task_params import TaskArgs
+from ...merge_core.merge.task_vectors import task_merge
 
 
 def entry_dtype(entry) -> torch.dtype:
@@ -76,6 +78,7 @@ class MergeParams:
     sources: dict = field(default_factory=dict)
     unit: LayoutUnit | None = None
     args: CalcArgs = CalcArgs()
+    task: TaskArgs | None = None  # a task-vector method (merge_core.merge.task_vectors): sources b..e
 
 
 def _float32_work(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -104,6 +107,8 @@ class MergePatch(WeightAdapterBase):
 
     def __repr__(self):
         p = self.params
+        if p.task is not None:
+            return f"MergePatch({p.key!r}, {p.task.method}, {dict(p.task.values)}, sources={p.task.sources})"
         return f"MergePatch({p.key!r}, calc={p.calc}, a={p.a}, b={p.b}, steps={p.steps})"
 
     def _evaluate(self, name: str, index: int, device) -> torch.Tensor:
@@ -135,7 +140,12 @@ class MergePatch(WeightAdapterBase):
         """Writes the merged weight into ``weight`` (in place: with an offset ComfyUI keeps the full tensor
         and ignores what is returned) and returns it, in ``weight``'s dtype, computed in float32."""
         work, copied = _float32_work(weight)
-        if self.params.calc == NORMAL:
+        task = self.params.task
+        if task is not None:
+            loaders = [lambda n=n: self._evaluate(n, 0, weight.device) for n in task.sources]
+            result = work.copy_(task_merge(task.method, work, loaders, dict(task.values), task.seed, task.key,
+                                           task.weights))
+        elif self.params.calc == NORMAL:
             names = {s.source for s in self.params.steps}
             sources = {n: self._evaluate(n, 0, weight.device) for n in names}
             result = run_steps(work, self.params.steps, sources)
@@ -159,12 +169,13 @@ def _token(value):
 
 
 def make_patch(key: str, steps=(), calc: str = NORMAL, a: float = 0.0, b: float = 0.0, sources=None,
-               unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs()) -> MergePatch:
+               unit: LayoutUnit | None = None, args: CalcArgs = CalcArgs(), task: TaskArgs | None = None) -> MergePatch:
     """The MergePatch with these parameters: the same object as long as an equal one is alive."""
-    ident = (key, tuple(steps), calc, a, b, _token(sources or {}), unit, args)
+    ident = (key, tuple(steps), calc, a, b, _token(sources or {}), unit, args, task)
     patch = _INTERNED.get(ident)
     if patch is None:
-        patch = MergePatch(set(), [MergeParams(key, tuple(steps), calc, a, b, dict(sources or {}), unit, args)])
+        patch = MergePatch(set(), [MergeParams(key, tuple(steps), calc, a, b, dict(sources or {}), unit, args,
+                                               task)])
         _INTERNED[ident] = patch
     return patch
 

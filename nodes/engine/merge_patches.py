@@ -26,6 +26,7 @@ from ...merge_core.merge.calc_modes import (NORMAL, CalcArgs, CosineStat, calc_a
                                      get_calc_mode, keeps_a)
 from ...merge_core.arch.keys import canonical_key
 from ...merge_core.merge.params import GAMMA
+from ...merge_core.merge.task_params import TaskValues, key_args, keeps_a as task_keeps_a
 from ...merge_core.merge.plan import (REASON_MISSING, REASON_SHAPE, KeyPlan, MergeNotes, ShapeStep, effective_steps,
                                        plan_key)
 from .comfy_internals import Patch
@@ -49,6 +50,31 @@ class CalcSettings:
 
 
 NORMAL_CALC = CalcSettings()
+
+
+@dataclass(frozen=True, eq=False)
+class TaskSettings:
+    """A task-vector merge's settings besides alpha: every key's parameters (`TaskValues`), the sources read
+    in order ("b", "c", "d", "e": the connected ones), and the architecture (checkpoint names for the seeds)."""
+    values: TaskValues
+    sources: tuple
+    arch: object
+
+
+def _task_plan(key, shape_a, sources, method, task: TaskSettings, a):
+    """(KeyPlan, MergePatch or None) of a key under a task-vector method: every source must hold the key in
+    one shape (A's, or a leading slice of it: then A's extra channels are kept)."""
+    if task_keeps_a(method, a):
+        return KeyPlan(key, None, ()), None
+    problem = task.values.problem_at(key, task.arch.block_of(key))
+    if problem:
+        raise ValueError(problem)
+    plan = plan_key(key, shape_a, _shapes_of(sources, key, task.sources), tuple(ShapeStep(n) for n in task.sources))
+    if plan.kept is not None:
+        return plan, None
+    args = key_args(method, task.values, key, canonical_key(key, task.arch), a, task.sources)
+    srcs = {n: (sources[n][key],) for n in task.sources}
+    return KeyPlan(key, plan.offset, ("task",)), make_patch(key, sources=srcs, task=args)
 
 
 def _shapes_of(sources: dict, key: str, names) -> dict:
@@ -142,7 +168,8 @@ class MergePlan:
         return self.notes
 
 
-def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: CalcSettings = NORMAL_CALC) -> MergePlan:
+def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: CalcSettings = NORMAL_CALC,
+               task: TaskSettings | None = None) -> MergePlan:
     """The MergePlan of one target: one patch per merged key.
 
     shapes_a: key -> shape of A's weight, for every key to merge.
@@ -150,8 +177,12 @@ def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: Ca
               modes for the other parts of a fused q/k/v).
     ratio_a, ratio_b: key -> a / b (callables: merge_core's `Resolution.ratio`).
     calc:     the calc mode (normal: the method's own formula).
+    task:     a task-vector method's settings (`method.task`); sources then holds "b".."e" as connected.
     """
     require_load_paths()
+    if getattr(method, "task", False) and task is None:
+        raise ValueError(f"mode '{method.name}' is a task-vector method: this node does not take it; merge with "
+                         "Elemental Merge, which has its parameters and model_d/model_e")
     plan = MergePlan()
     notes = plan.notes
     units = {}
@@ -159,7 +190,9 @@ def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: Ca
         units = {k: u for u in layout_units(shapes_a, calc.arch) for k in u.keys}
     for key, shape_a in shapes_a.items():
         a, b = ratio_a(key), ratio_b(key)
-        if calc.mode == NORMAL:
+        if task is not None:
+            key_plan, patch = _task_plan(key, shape_a, sources, method, task, a)
+        elif calc.mode == NORMAL:
             key_plan, patch = _linear_plan(key, shape_a, sources, method, a, b)
         else:
             key_plan, patch = _calc_plan(key, shapes_a, sources, calc, a, b, units.get(key))
@@ -178,6 +211,6 @@ def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: Ca
 
 
 def apply_merge(target, shapes_a: dict, sources: dict, method, ratio_a, ratio_b,
-                calc: CalcSettings = NORMAL_CALC) -> MergeNotes:
+                calc: CalcSettings = NORMAL_CALC, task: TaskSettings | None = None) -> MergeNotes:
     """`plan_merge(...)` applied to `target` (a clone of A); the notes for the change report."""
-    return plan_merge(shapes_a, sources, method, ratio_a, ratio_b, calc).apply_to(target)
+    return plan_merge(shapes_a, sources, method, ratio_a, ratio_b, calc, task).apply_to(target)

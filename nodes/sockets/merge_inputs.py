@@ -15,16 +15,19 @@ import copy
 from dataclasses import dataclass
 
 from ...merge_core import get_merge_method
+from ...merge_core.merge.methods import TASK_METHODS
 from ...merge_core.recipes import recipe as recipes
 from ...merge_core.merge.merge_ratios import Ratios, resolve
 from ...merge_core.merge.merge_checks import check_calc
 from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, get_calc_mode,
                                      uses_beta)
-from ...merge_core.merge.params import ALPHA, BETA, GAMMA, Param
+from ...merge_core.merge.params import ALPHA, BETA, GAMMA, PARAMS, Param
+from ...merge_core.merge.task_params import (MODEL_WEIGHTS, MODEL_WEIGHTS_MEANING, resolve_task_values,
+                                             text_of_input, text_socket_names)
 from ..engine import model_info
 from ..engine.comfy_internals import key_patches
 from ..engine.merge_adapter import cosine_stat, pair_token
-from ..engine.merge_patches import CalcSettings
+from ..engine.merge_patches import CalcSettings, TaskSettings
 from .common import MODES, BlockWeightsType, ElementalSpecType, io
 
 
@@ -69,6 +72,29 @@ def calc_sockets() -> list:
     ]
 
 
+def task_sockets() -> list:
+    """The task-vector methods' inputs, appended after calc_mode/calc_option (saved workflows store widget
+    values by position): further models and their text encoders, each declared parameter's widget (optional,
+    its default), merge_seed, model_weights, and each per-key parameter's block weights and elemental spec.
+    None of them changes what the SuperMerger modes compute."""
+    out = [io.Model.Input(f"model_{s}", optional=True, tooltip="a further model for the task-vector methods")
+           for s in ("d", "e")]
+    out += [io.Clip.Input(f"clip_{s}", optional=True) for s in ("d", "e")]
+    for p in PARAMS.values():
+        if p.name in ("alpha", "beta", GAMMA.name):
+            continue
+        if p.integer:
+            out.append(io.Int.Input(p.name, default=int(p.default), min=int(p.lo), max=int(p.hi), optional=True,
+                                    tooltip=p.meaning))
+        else:
+            out.append(param_socket(p, optional=True))
+    out.append(io.String.Input(MODEL_WEIGHTS, default="", optional=True, tooltip=MODEL_WEIGHTS_MEANING))
+    for name in text_socket_names():
+        kind = BlockWeightsType if name.startswith("block_weights_") else ElementalSpecType
+        out.append(kind.Input(name, optional=True))
+    return out
+
+
 @dataclass
 class MergeTarget:
     """One patcher the merge writes to (the UNet's or the text encoder's) and what it merges from."""
@@ -82,22 +108,40 @@ class MergeInputs:
     """The models, text encoders and method of one merge, checked; builds targets and resolves ratios."""
 
     def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
-                 calc_mode: str = NORMAL, calc_option: float = GAMMA.default, graph_names: dict | None = None):
+                 calc_mode: str = NORMAL, calc_option: float = GAMMA.default, graph_names: dict | None = None,
+                 model_d=None, model_e=None, clip_d=None, clip_e=None):
         """`graph_names`: input name -> checkpoint file wired straight into it (merge_core.plot_labels.
-        loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader)."""
+        loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader).
+        model_d/model_e (and their CLIPs): further models, read by the task-vector methods only."""
         self.graph_names = graph_names or {}
         self.method = get_merge_method(mode) if isinstance(mode, str) else mode
         check_calc(self.method.name, calc_mode, calc_option)
         self.calc_mode, self.calc_option = calc_mode, float(calc_option)
-        if self.method.needs_c and model_c is None:
-            raise ValueError(f"mode '{self.method.name}' needs model_c")
+        further = {"model_c": model_c, "model_d": model_d, "model_e": model_e}
         self.models = {"model_a": model_a, "model_b": model_b}
-        if self.method.needs_c:
-            self.models["model_c"] = model_c
+        if self.method.task:
+            self.models.update({k: m for k, m in further.items() if m is not None})
+            self._check_count()
+        else:
+            unused = [k for k in ("model_d", "model_e") if further[k] is not None]
+            if unused:
+                raise ValueError(f"mode '{self.method.name}' reads model_a, model_b"
+                                 f"{' and model_c' if self.method.needs_c else ''} only; disconnect "
+                                 f"{' and '.join(unused)} or pick a task-vector method ({', '.join(TASK_METHODS)})")
+            if self.method.needs_c and model_c is None:
+                raise ValueError(f"mode '{self.method.name}' needs model_c")
+            if self.method.needs_c:
+                self.models["model_c"] = model_c
         self.arch = model_info.check_same_architecture(self.models, {k: self._label(k) for k in self.models})
         self.clip_a = clip_a
-        self.clip_sources = {"b": clip_b, "c": clip_c if self.method.needs_c else None}
-        needed = [f"clip_{s}" for s, c in self.clip_sources.items() if c is None and (s == "b" or self.method.needs_c)]
+        clips = {"b": clip_b, "c": clip_c, "d": clip_d, "e": clip_e}
+        if self.method.task:
+            self.clip_sources = {k[-1]: clips[k[-1]] for k in self.models if k != "model_a"}
+            needed = [f"clip_{s}" for s, c in self.clip_sources.items() if c is None]
+        else:
+            self.clip_sources = {"b": clip_b, "c": clip_c if self.method.needs_c else None}
+            needed = [f"clip_{s}" for s, c in self.clip_sources.items()
+                      if c is None and (s == "b" or self.method.needs_c)]
         if clip_a is None:
             self.clip_reason = "clip_a not connected: no CLIP output"
         elif needed:
@@ -107,6 +151,21 @@ class MergeInputs:
         self.unet_shapes = model_info.unet_shapes(model_a)
         self.clip_shapes = model_info.clip_shapes(clip_a) if self.clip_merged else {}
         self.keys = list(self.unet_shapes) + list(self.clip_shapes)
+
+    def _check_count(self) -> None:
+        """A task-vector method's model count: at least its minimum, at most its maximum."""
+        method, n = self.method, len(self.models) - 1
+        problem = method.count_problem(n)
+        if problem:
+            raise ValueError(problem)
+        if method.max_models is not None and n > method.max_models:
+            extra = [k for k in self.models if k != "model_a"][method.max_models:]
+            raise ValueError(f"mode '{method.name}' reads model_a and model_b only; disconnect {', '.join(extra)}")
+
+    @property
+    def task_sources(self) -> tuple:
+        """The sources a task-vector method reads, in order: "b", then the connected "c", "d", "e"."""
+        return tuple(k[-1] for k in self.models if k != "model_a")
 
     @property
     def clip_merged(self) -> bool:
@@ -158,6 +217,15 @@ class MergeInputs:
             sources["a"] = key_patches(self.clip_a.patcher)
             targets.append(MergeTarget("clip", clip.patcher, self.clip_shapes, sources))
         return model, clip, targets
+
+    def task(self, values: dict, texts: dict) -> TaskSettings | None:
+        """A task-vector method's per-key parameters (`values`: name -> the socket's value; `texts`:
+        block_weights_<p> / elemental_<p> -> the linked text or None), or None for the other modes."""
+        if not self.method.task:
+            return None
+        resolved = resolve_task_values(self.arch, self.keys, self.method, values,
+                                       {k: text_of_input(v) for k, v in texts.items()}, len(self.models))
+        return TaskSettings(resolved, self.task_sources, self.arch)
 
     def ratios(self, alpha: float, beta: float, block_weights_alpha=None, block_weights_beta=None,
                elemental_alpha=None, elemental_beta=None) -> Ratios:

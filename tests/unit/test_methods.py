@@ -21,13 +21,16 @@ EXPECTED = {
 
 
 def test_registry_names():
-    assert list(MERGE_METHODS) == ["Weight sum", "Add difference", "Triple sum", "Sum twice"]
-    assert [(m.needs_c, m.uses_beta) for m in MERGE_METHODS.values()] == [
+    assert list(MERGE_METHODS) == ["Weight sum", "Add difference", "Triple sum", "Sum twice", "TIES", "DARE",
+                                   "DARE-TIES", "DELLA", "Breadcrumbs", "Model Stock", "Geometric median", "SLERP",
+                                   "Average"]
+    assert [(m.needs_c, m.uses_beta) for m in MERGE_METHODS.values() if not m.task] == [
         (False, False), (True, False), (True, True), (True, True)]
+    assert not any(m.needs_c or m.uses_beta or m.formula or m.steps for m in MERGE_METHODS.values() if m.task)
     assert get_merge_method("Add difference") is MERGE_METHODS["Add difference"]
     assert get_merge_method("add_difference") is MERGE_METHODS["Add difference"]
     with pytest.raises(ValueError, match="Weight sum"):
-        get_merge_method("Slerp")
+        get_merge_method("Slurp")
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

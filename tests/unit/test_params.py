@@ -18,7 +18,9 @@ DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "calc-modes.m
 def test_every_method_and_calc_mode_reads_declared_parameters():
     for thing in (*MERGE_METHODS.values(), *CALC_MODES.values()):
         assert all(PARAMS[p.name] is p for p in thing.params), thing.name
-    assert all(ALPHA in m.params for m in MERGE_METHODS.values())
+    assert all(ALPHA in m.params for m in MERGE_METHODS.values() if not m.task or m.scaled_by_alpha)
+    assert [m.name for m in MERGE_METHODS.values() if ALPHA not in m.params] == [
+        "Model Stock", "Geometric median", "Average"]
     assert [m.name for m in MERGE_METHODS.values() if m.uses_beta] == ["Triple sum", "Sum twice"]
 
 

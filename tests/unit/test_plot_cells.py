@@ -169,9 +169,11 @@ def test_wrap_breaks_at_spaces_colons_and_commas_only():
 
 def test_every_declared_parameter_without_its_own_axis_gets_one():
     """calc_option (extract's gamma) is an axis derived from its declaration: range-checked, naming the line."""
-    from merge_core.merge.params import PARAMS
+    from merge_core.merge.params import PARAMS, TASK_ONLY_PARAMS
 
-    assert set(PARAMS) <= set(pa.AXIS_TYPES) and list(pa.AXIS_TYPES)[-1] == "calc_option"
+    assert set(PARAMS) - {p.name for p in TASK_ONLY_PARAMS} <= set(pa.AXIS_TYPES)
+    assert not {p.name for p in TASK_ONLY_PARAMS} & set(pa.AXIS_TYPES)
+    assert list(pa.AXIS_TYPES)[-1] == "calc_option"
     cells, _ = _cells(("calc_option", "0.3, 2"), ("calc mode", "extract"))
     assert [(c.settings.calc_mode, c.settings.calc_option) for c in cells] == [("extract", 0.3), ("extract", 2.0)]
     with pytest.raises(pa.AxisError, match=r"^x_values line 2: calc_option 25.0 is outside \[0, 20\]$"):

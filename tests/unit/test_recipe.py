@@ -78,8 +78,10 @@ def test_every_problem_listed_with_its_path():
     assert _problems(doc) == [
         ("model", "unknown field 'alhpa' for a merge (valid: kind, mode, calc_mode, calc_option, alpha, beta, "
                   "architecture, block_weights_alpha, block_weights_beta, elemental_alpha, elemental_beta, "
-                  "text_encoder_merged, sources, apply)"),
-        ("model.sources.A.mode", "unknown mode 'Slerp' (valid: Weight sum, Add difference, Triple sum, Sum twice)"),
+                  "text_encoder_merged, sources, apply, task)"),
+        ("model.sources.A.mode", "unknown mode 'Slerp' (valid: Weight sum, Add difference, Triple sum, Sum twice, "
+                                 "TIES, DARE, DARE-TIES, DELLA, Breadcrumbs, Model Stock, Geometric median, SLERP, "
+                                 "Average)"),
         ("model.sources.C.sha256", 'expected 64 lowercase hex digits (sha256) or null, got "ABC"'),
         ("model.apply[0].values.GAMMA", "unknown adjust value (valid: IN, OUT, OUT2, CONT, BRI, COL1, COL2, COL3)"),
         ("model.apply[1].name", 'expected a non-empty string, got ""'),

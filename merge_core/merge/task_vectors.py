@@ -1,0 +1,223 @@
+"""The task-vector methods, one key at a time: TIES, DARE, DARE-TIES, DELLA, Breadcrumbs, Model Stock, the
+geometric median, SLERP and the weighted average (docs/merge-methods.md holds each formula, its source and
+the choices the papers leave open).
+
+Every function takes A's weight (`base`, float32, the base model W0 of the task vectors) and one loader per
+further model (B, C, D, E in that order) that returns that model's weight as float32 on base's device. A
+loader is called once; the task vector `W_i - W0` replaces the weight right away, so a method holds at most
+one float32 copy of the key per model. Results are new tensors; `base` is never written.
+
+Random methods draw their masks on the CPU from a generator derived from the seed and the key's checkpoint
+name (`key_generator`), one `torch.rand` of the key's shape per model, so every device, a save, a reload by
+recipe and an XY cell draw the same masks, and keys of one shape get independent ones.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+Loader = Callable[[], torch.Tensor]
+
+# SLERP falls back to linear interpolation above this |cos| of the angle between A and B (and for a zero
+# tensor): sin(omega) is then too small to divide by in float32.
+SLERP_PARALLEL = 0.9995
+# The geometric median's Weiszfeld iteration: at most this many steps, stopping when the estimate moves by
+# less than this fraction of its norm; distances below the floor count as the floor (no division by zero).
+MEDIAN_STEPS = 100
+MEDIAN_TOLERANCE = 1e-6
+MEDIAN_DISTANCE_FLOOR = 1e-8
+
+
+def key_seed(seed: int, key: str) -> int:
+    """The seed of one key's generator: the first 8 bytes of sha256("<seed>:<key>") big-endian, 63 bits."""
+    digest = hashlib.sha256(f"{int(seed)}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & (2 ** 63 - 1)
+
+
+def key_generator(seed: int, key: str) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(key_seed(seed, key))
+
+
+def _draw(generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """One uniform float32 draw per element of `like`, on the CPU, moved to like's device."""
+    return torch.rand(like.shape, generator=generator, dtype=torch.float32).to(like.device)
+
+
+def _deltas(base: torch.Tensor, loaders: Sequence[Loader]):
+    """Each model's task vector W_i - W0, computed as the model is loaded (the weight itself is dropped)."""
+    for load in loaders:
+        yield load() - base
+
+
+def _kept_count(fraction: float, n: int) -> int:
+    return max(0, min(n, round(fraction * n)))
+
+
+def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES's trim: the elements whose magnitude is at least the k-th largest (k = round(density * n)), the
+    rest zero; ties at the threshold are all kept."""
+    n = delta.numel()
+    k = _kept_count(density, n)
+    if k >= n:
+        return delta
+    if k == 0:
+        return torch.zeros_like(delta)
+    magnitude = delta.abs()
+    threshold = torch.kthvalue(magnitude.flatten().cpu() if magnitude.device.type == "mps" else magnitude.flatten(),
+                               n - k + 1).values.to(delta.device)
+    return delta * (magnitude >= threshold)
+
+
+def disjoint_mean(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
+    """TIES's sign election by mass (the sign of the sum) and the mean of the entries that agree with it
+    (nonzero ones only); 0 where none agrees."""
+    total = torch.zeros_like(deltas[0])
+    for d in deltas:
+        total += d
+    sign = torch.sign(total)
+    agreeing_sum = torch.zeros_like(total)
+    agreeing_count = torch.zeros_like(total)
+    for d in deltas:
+        agrees = (torch.sign(d) == sign) & (d != 0)
+        agreeing_sum += torch.where(agrees, d, 0.0)
+        agreeing_count += agrees
+    return agreeing_sum / agreeing_count.clamp_min(1.0)
+
+
+def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p)."""
+    keep = torch.tensor(1.0 - drop_rate, dtype=torch.float32).item()  # the float32 threshold of the draw
+    draw = _draw(generator, delta)
+    if keep <= 0.0:
+        return torch.zeros_like(delta)
+    return torch.where(draw < keep, delta / keep, 0.0)
+
+
+def magnitude_ranks(delta: torch.Tensor) -> torch.Tensor:
+    """Each element's rank by magnitude over the whole tensor, 0 = smallest, ties by position."""
+    order = torch.argsort(delta.abs().flatten(), stable=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(order.numel(), device=order.device)
+    return ranks.view(delta.shape)
+
+
+def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """DELLA's keep probabilities, float32: density - eps/2 + eps * rank/(n-1), clamped to [0, 1]."""
+    n = delta.numel()
+    low = torch.tensor(density - epsilon / 2.0, dtype=torch.float32, device=delta.device)
+    if n == 1:
+        return torch.full_like(delta, float(torch.tensor(density, dtype=torch.float32)))
+    fraction = magnitude_ranks(delta).to(torch.float32) / torch.tensor(float(n - 1), dtype=torch.float32)
+    return (low + torch.tensor(epsilon, dtype=torch.float32, device=delta.device) * fraction).clamp_(0.0, 1.0)
+
+
+def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+    keep = della_keep_probability(delta, density, epsilon)
+    draw = _draw(generator, delta)
+    return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+
+
+def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -> torch.Tensor:
+    """Breadcrumbs: drop the round(outlier_rate*n) largest changes and the smallest ones, keeping
+    round(density*n) (at most what the outliers leave); ranks by magnitude, ties by position."""
+    n = delta.numel()
+    large = _kept_count(outlier_rate, n)
+    keep = min(_kept_count(density, n), n - large)
+    ranks = magnitude_ranks(delta)
+    small = n - large - keep
+    return delta * ((ranks >= small) & (ranks < n - large))
+
+
+def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    nx, ny = torch.linalg.vector_norm(x), torch.linalg.vector_norm(y)
+    if nx == 0 or ny == 0:
+        return 0.0
+    return float((x.flatten() @ y.flatten()) / (nx * ny))
+
+
+def model_stock_ratio(deltas: Sequence[torch.Tensor]) -> float:
+    """Model Stock's t = N cos / (1 + (N-1) cos), cos the mean pairwise cosine of the task vectors."""
+    n = len(deltas)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    cos = sum(_cosine(deltas[i], deltas[j]) for i, j in pairs) / len(pairs)
+    return n * cos / (1.0 + (n - 1) * cos)
+
+
+def geometric_median(points: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Weiszfeld's iteration from the weighted mean (each tensor one point)."""
+    total = float(sum(weights))
+    estimate = sum(p * (w / total) for p, w in zip(points, weights))
+    for _ in range(MEDIAN_STEPS):
+        inverse = [w / max(float(torch.linalg.vector_norm(p - estimate)), MEDIAN_DISTANCE_FLOOR)
+                   for p, w in zip(points, weights)]
+        scale = sum(inverse)
+        update = sum(p * (c / scale) for p, c in zip(points, inverse))
+        moved = float(torch.linalg.vector_norm(update - estimate))
+        size = float(torch.linalg.vector_norm(update))
+        estimate = update
+        if moved <= MEDIAN_TOLERANCE * max(size, MEDIAN_DISTANCE_FLOOR):
+            break
+    return estimate
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+    cos = 1.0 if na == 0 or nb == 0 else float(a.flatten() @ b.flatten()) / (na * nb)
+    if abs(cos) > SLERP_PARALLEL:
+        return torch.lerp(a, b, t)
+    omega = torch.arccos(torch.tensor(max(-1.0, min(1.0, cos)), dtype=torch.float64))
+    sin = torch.sin(omega)
+    wa, wb = float(torch.sin((1.0 - t) * omega) / sin), float(torch.sin(t * omega) / sin)
+    return a * wa + b * wb
+
+
+def _scaled(base: torch.Tensor, merged: torch.Tensor, alpha: float) -> torch.Tensor:
+    return base + merged * alpha
+
+
+def task_merge(method: str, base: torch.Tensor, loaders: Sequence[Loader], values: Mapping[str, float],
+               seed: int = 0, key: str = "", weights: Sequence[float] = ()) -> torch.Tensor:
+    """One key's merged weight (float32, a new tensor) under a task-vector method.
+
+    values: the key's resolved parameters (alpha, density, drop_rate, epsilon, outlier_rate as the method
+    declares them); seed and key: the random methods' generator; weights: Average's and the geometric
+    median's per-model weights, A first (empty: equal)."""
+    alpha = float(values.get("alpha", 1.0))
+    if method == "TIES":
+        density = float(values["density"])
+        return _scaled(base, disjoint_mean([trim_top(d, density) for d in _deltas(base, loaders)]), alpha)
+    if method in ("DARE", "DARE-TIES"):
+        rate, generator = float(values["drop_rate"]), key_generator(seed, key)
+        dropped = [dare_drop(d, rate, generator) for d in _deltas(base, loaders)]
+        if method == "DARE":
+            return _scaled(base, sum(dropped[1:], dropped[0]), alpha)
+        return _scaled(base, disjoint_mean(dropped), alpha)
+    if method == "DELLA":
+        generator = key_generator(seed, key)
+        density, epsilon = float(values["density"]), float(values["epsilon"])
+        return _scaled(base, disjoint_mean([della_drop(d, density, epsilon, generator)
+                                            for d in _deltas(base, loaders)]), alpha)
+    if method == "Breadcrumbs":
+        density, outliers = float(values["density"]), float(values["outlier_rate"])
+        masked = [breadcrumbs_mask(d, density, outliers) for d in _deltas(base, loaders)]
+        return _scaled(base, sum(masked[1:], masked[0]), alpha)
+    if method == "Model Stock":
+        deltas = list(_deltas(base, loaders))
+        t = model_stock_ratio(deltas)
+        mean = sum(deltas[1:], deltas[0]) / len(deltas)  # mean(W_i) - W0
+        return base + mean * t
+    if method == "Geometric median":
+        points = [base] + [load() for load in loaders]
+        return geometric_median(points, list(weights) or [1.0] * len(points))
+    if method == "SLERP":
+        return slerp(base, loaders[0](), alpha)
+    if method == "Average":
+        w = list(weights) or [1.0] * (len(loaders) + 1)
+        total = float(sum(w))
+        out = base * (w[0] / total)
+        for load, wi in zip(loaders, w[1:]):
+            out += load() * (wi / total)
+        return out
+    raise ValueError(f"unknown task-vector method '{method}'")
