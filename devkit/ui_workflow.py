@@ -94,7 +94,8 @@ def api_to_ui(api: dict, object_info: dict, positions: dict | None = None, title
 def ui_to_api(ui: dict, object_info: dict) -> dict:
     """The API prompt a UI-format workflow queues, read back the way the front end does: links become
     [node, slot]; widget values are taken in schema order (a seed's "control after generate" choice skipped;
-    a widget turned into a linked input keeps its slot). Refuses a link whose target is not the socket it is
+    a widget turned into a linked input keeps its slot; widgets past the saved values, added to the node after
+    the workflow was saved, are left out, so the node's defaults apply). Refuses a link whose target is not the socket it is
     listed on and widget values left over, so a template that drifted from its schema fails by name."""
     links = {lk[0]: lk for lk in ui["links"]}
     prompt = {}
@@ -107,6 +108,8 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 assert lk[3] == node["id"] and lk[4] == slot, f"node {node['id']}: link {lk[0]} is not slot {slot}"
                 linked[socket["name"]] = [str(lk[1]), lk[2]]
         for name, kind, opts in _inputs(object_info[node["type"]]):
+            if _is_widget(kind, opts) and name not in linked and not values:
+                continue  # a widget added after the workflow was saved: the node's default applies
             if _is_widget(kind, opts) and (name not in linked or values):
                 value = values.pop(0)
                 if opts.get("control_after_generate"):

@@ -119,22 +119,63 @@ def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: t
     return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
 
 
+def _kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest (1-based) of a flat tensor: a selection, not a sort."""
+    return torch.kthvalue(values, k).values
+
+
+def _first_of_equal(flat: torch.Tensor, value: torch.Tensor, count: int, from_end: bool = False) -> torch.Tensor:
+    """Bool mask of the first `count` elements equal to `value` by position (the last ones with from_end):
+    the elements of a tie that a stable ascending sort ranks lowest (highest)."""
+    equal = flat == value
+    order = torch.cumsum(equal.flip(0) if from_end else equal, 0, dtype=torch.int64)
+    if from_end:
+        order = order.flip(0)
+    return equal & (order <= count)
+
+
 def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -> torch.Tensor:
     """Breadcrumbs: drop the round(outlier_rate*n) largest changes and the smallest ones, keeping
-    round(density*n) (at most what the outliers leave); ranks by magnitude, ties by position."""
+    round(density*n) (at most what the outliers leave). Ranked by magnitude, ties by position (as a stable
+    ascending sort would rank them), found by selection rather than a full sort."""
     n = delta.numel()
     large = _kept_count(outlier_rate, n)
     keep = min(_kept_count(density, n), n - large)
-    ranks = magnitude_ranks(delta)
     small = n - large - keep
-    return delta * ((ranks >= small) & (ranks < n - large))
+    if keep == 0:
+        return torch.zeros_like(delta)
+    flat = delta.abs().flatten()
+    kept = torch.ones_like(flat, dtype=torch.bool)
+    if small > 0:  # drop the `small` lowest ranks: everything below the lowest kept value, then the earliest ties
+        lowest_kept = _kth_smallest(flat, small + 1)
+        below = flat < lowest_kept
+        kept &= ~below & ~_first_of_equal(flat, lowest_kept, small - int(below.sum()))
+    if large > 0:  # drop the `large` highest ranks: everything above the highest kept value, then the latest ties
+        highest_kept = _kth_smallest(flat, n - large)
+        above = flat > highest_kept
+        kept &= ~above & ~_first_of_equal(flat, highest_kept, large - int(above.sum()), from_end=True)
+    return delta * kept.view(delta.shape)
+
+
+DOT_CHUNK = 1 << 20  # elements per float64 block of a dot product: a bounded temporary, whatever the key's size
+
+
+def _dot64(x: torch.Tensor, y: torch.Tensor) -> float:
+    """x . y accumulated in float64, block by block (a float32 dot over millions of elements loses the small
+    cosines Model Stock and SLERP divide by)."""
+    fx, fy = x.flatten(), y.flatten()
+    total = 0.0
+    for start in range(0, fx.numel(), DOT_CHUNK):
+        total += float(torch.dot(fx[start:start + DOT_CHUNK].double(), fy[start:start + DOT_CHUNK].double()))
+    return total
 
 
 def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
-    nx, ny = torch.linalg.vector_norm(x), torch.linalg.vector_norm(y)
-    if nx == 0 or ny == 0:
+    """cos(x, y) from float64 dot products; 0 when either is zero."""
+    xx, yy = _dot64(x, x), _dot64(y, y)
+    if xx == 0 or yy == 0:
         return 0.0
-    return float((x.flatten() @ y.flatten()) / (nx * ny))
+    return _dot64(x, y) / (xx * yy) ** 0.5
 
 
 def model_stock_ratio(deltas: Sequence[torch.Tensor]) -> float:
@@ -163,8 +204,8 @@ def geometric_median(points: Sequence[torch.Tensor], weights: Sequence[float]) -
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    na, nb = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
-    cos = 1.0 if na == 0 or nb == 0 else float(a.flatten() @ b.flatten()) / (na * nb)
+    zero = _dot64(a, a) == 0 or _dot64(b, b) == 0
+    cos = 1.0 if zero else _cosine(a, b)
     if abs(cos) > SLERP_PARALLEL:
         return torch.lerp(a, b, t)
     omega = torch.arccos(torch.tensor(max(-1.0, min(1.0, cos)), dtype=torch.float64))

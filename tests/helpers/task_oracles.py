@@ -47,10 +47,15 @@ def ranks(delta32: np.ndarray) -> np.ndarray:
     return r.reshape(delta32.shape)
 
 
-def ties_combine(vectors) -> np.ndarray:
-    """Sign of the sum, then the mean of the nonzero entries with that sign."""
+def ties_combine(vectors, vectors32) -> np.ndarray:
+    """Sign of the sum, then the mean of the nonzero entries with that sign. The sign is elected on the float32
+    values summed in model order (as the merge computes them): where the sum is near zero, float64 could elect
+    the other sign."""
     stack = np.stack(vectors)
-    elected = np.sign(stack.sum(axis=0))
+    total32 = np.zeros(vectors32[0].shape, np.float32)
+    for v in vectors32:
+        total32 += v
+    elected = np.sign(total32).astype(np.float64)
     agree = (np.sign(stack) == elected) & (stack != 0)
     count = agree.sum(axis=0)
     total = np.where(agree, stack, 0.0).sum(axis=0)
@@ -64,20 +69,23 @@ def merge(method: str, base, models, values: dict, seed: int = 0, key: str = "",
     d32 = deltas32(base, models)
     d64 = [d.astype(np.float64) for d in d32]
     if method == "TIES":
-        return W0 + alpha * ties_combine([d * top_k(d32[i], values["density"]) for i, d in enumerate(d64)])
+        masks = [top_k(d, values["density"]) for d in d32]
+        return W0 + alpha * ties_combine([d * m for d, m in zip(d64, masks)], [d * m for d, m in zip(d32, masks)])
     if method in ("DARE", "DARE-TIES"):
         keep = float(np.float32(1.0 - values["drop_rate"]))
         gen = generator(seed, key)
-        out = []
-        for d in d64:
+        out, out32 = [], []
+        for d, f in zip(d64, d32):
             u = draws(gen, d.shape)
-            out.append(np.where(u < keep, d / keep, 0.0) if keep > 0 else np.zeros_like(d))
-        combined = np.sum(out, axis=0) if method == "DARE" else ties_combine(out)
+            kept = (u < keep) if keep > 0 else np.zeros(d.shape, bool)
+            out.append(np.where(kept, d / max(keep, 1e-30), 0.0))
+            out32.append(np.where(kept, f / np.float32(max(keep, 1e-30)), np.float32(0)).astype(np.float32))
+        combined = np.sum(out, axis=0) if method == "DARE" else ties_combine(out, out32)
         return W0 + alpha * combined
     if method == "DELLA":
         gen = generator(seed, key)
         dens, eps = values["density"], values["epsilon"]
-        out = []
+        out, out32 = [], []
         for i, d in enumerate(d64):
             n = d.size
             if n == 1:
@@ -88,7 +96,8 @@ def merge(method: str, base, models, values: dict, seed: int = 0, key: str = "",
             u = draws(gen, d.shape)
             kept = u < k
             out.append(np.where(kept, d / np.where(kept, k.astype(np.float64), 1.0), 0.0))
-        return W0 + alpha * ties_combine(out)
+            out32.append(np.where(kept, d32[i] / np.where(kept, k, np.float32(1)), np.float32(0)).astype(np.float32))
+        return W0 + alpha * ties_combine(out, out32)
     if method == "Breadcrumbs":
         total = np.zeros_like(W0)
         for i, d in enumerate(d64):

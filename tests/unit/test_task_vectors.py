@@ -171,3 +171,18 @@ def test_each_model_loaded_once():
         loaders = [lambda i=i, t=t: calls.append(i) or t.clone() for i, t in enumerate(models[:n])]
         tv.task_merge(name, base.clone(), loaders, dict(VALUES), 0, KEY)
         assert sorted(calls) == list(range(n)), name
+
+
+@pytest.mark.parametrize("density,outliers", [(0.5, 1 / 6), (0.2, 0.0), (1.0, 0.0), (0.0, 0.1), (0.3, 0.3), (0.9, 0.2)])
+def test_breadcrumbs_selection_equals_the_stable_sort_ranks(density, outliers):
+    """Many ties (zeros and repeated magnitudes, both signs): the selection drops exactly the ranks a stable
+    ascending sort gives."""
+    g = torch.Generator().manual_seed(3)
+    delta = torch.randint(-3, 4, (60, 7), generator=g).float() * 0.5
+    got = tv.breadcrumbs_mask(delta, density, outliers)
+    r = oracle.ranks(delta.numpy())
+    n = delta.numel()
+    large = round(outliers * n)
+    keep = min(round(density * n), n - large)
+    want = np.where((r >= n - large - keep) & (r < n - large), delta.numpy(), 0.0)
+    assert np.array_equal(got.numpy(), want)

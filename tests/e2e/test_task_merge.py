@@ -1,0 +1,166 @@
+"""Task-vector merges end to end through a real ComfyUI server: the two example workflows run as saved, their
+saved files equal the float64 formulas on a covering sample of keys (with each block's density from the
+Block Weights and the spec), and a DARE merge rebuilt from its recipe is the same file, tensor for tensor.
+A bad density or a method with too few models is refused, naming the input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from devkit.ui_workflow import ui_to_api
+from devkit.workflows import load_api_workflow, load_ui_workflow, only_image, with_inputs
+from tests.e2e.test_save_recipe import saved_file
+from tests.helpers import task_oracles as oracle
+
+SAMPLE_PREFIXES = (
+    "model.diffusion_model.input_blocks.0.0.weight",
+    "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight",
+    "model.diffusion_model.input_blocks.7.0.in_layers.2.weight",
+    "model.diffusion_model.middle_block.1.proj_in.weight",
+    "model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn2.to_q.weight",
+    "model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn1.to_q.weight",
+    "model.diffusion_model.output_blocks.4.1.norm.bias",
+    "model.diffusion_model.output_blocks.11.0.emb_layers.1.weight",
+    "model.diffusion_model.out.2.weight",
+    "cond_stage_model.transformer.text_model.encoder.layers.3.mlp.fc1.weight",
+)
+
+
+def _node(prompt: dict, class_type: str) -> str:
+    (node_id,) = [k for k, v in prompt.items() if v["class_type"] == class_type]
+    return node_id
+
+
+def _tensors(path: str, keys) -> dict:
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k).to(torch.float32).numpy() for k in keys}
+
+
+def _values(prompt: dict, merge_id: str, keys: list) -> dict:
+    """key -> the merge's parameters, resolved by merge_core from the prompt's texts (tested on its own)."""
+    import merge_core as mc
+
+    arch = mc.get_architecture("sd1")
+    inputs = prompt[merge_id]["inputs"]
+    out = {k: {n: inputs[n] for n in ("alpha", "density", "drop_rate", "epsilon", "outlier_rate")} for k in keys}
+    for name in ("alpha", "density", "drop_rate"):
+        weights = spec = None
+        if isinstance(inputs.get(f"block_weights_{name}"), list):
+            text = prompt[inputs[f"block_weights_{name}"][0]]["inputs"]["weights"]
+            weights = mc.parse_block_weights(text, arch, alpha=inputs[name])
+        if isinstance(inputs.get(f"elemental_{name}"), list):
+            spec = mc.parse_spec(prompt[inputs[f"elemental_{name}"][0]]["inputs"]["spec"], arch, keys=keys)
+        if weights is None and spec is None:
+            continue
+        res = mc.resolve_ratios(keys, arch, inputs[name], block_weights=weights, spec=spec)
+        for k in keys:
+            out[k][name] = res.ratios.get(k, inputs[name])
+    return out
+
+
+def _check_saved(server, checkpoints, prompt, merge_id, path, method, seed=0):
+    inputs = prompt[merge_id]["inputs"]
+    with safe_open(path, "pt") as f:
+        saved_keys = list(f.keys())
+        recipe = json.loads(f.metadata()["elemental_merge_recipe"])
+    keys = [k for k in saved_keys if k.startswith(("model.diffusion_model.", "cond_stage_model."))]
+    values = _values(prompt, merge_id, keys)
+    sample = [k for k in SAMPLE_PREFIXES]
+    got = _tensors(path, sample)
+    src = {n: _tensors(checkpoints[n], sample) for n in "ABC"}
+    for key in sample:
+        want = oracle.merge(method, src["A"][key], [src["B"][key], src["C"][key]], values[key], seed, key)
+        np.testing.assert_allclose(got[key].astype(np.float64), want, rtol=2 ** -10, atol=1e-6, err_msg=key)
+        assert not np.array_equal(got[key], src["A"][key].astype(np.float16).astype(np.float32)), key
+    assert recipe["model"]["mode"] == method and sorted(recipe["model"]["sources"]) == ["A", "B", "C"]
+    return recipe, values
+
+
+def test_ties_example_block_density(comfy_server, checkpoints):
+    name = "task_ties_block_density"
+    prompt = load_api_workflow(name)
+    assert ui_to_api(load_ui_workflow(name), comfy_server.object_info()) == prompt
+    outputs = comfy_server.run(prompt)
+    merge_id = _node(prompt, "ElementalMerge")
+    image = only_image(comfy_server, outputs, _node(prompt, "SaveImage"))
+    assert image.size > 0 and np.isfinite(image).all()
+    report = outputs[merge_id]["text"][0]
+    assert report.startswith("TIES (SD1.x) alpha=1.0 density=0.2: A=test_A.safetensors, B=test_B.safetensors, "
+                             "C=test_C.safetensors")
+    recipe, values = _check_saved(comfy_server, checkpoints, prompt, merge_id, saved_file(comfy_server, name), "TIES")
+    assert recipe["model"]["task"]["block_weights_density"].startswith("0.5, 0.1,0.1")
+    # the block weights and the spec gave these keys their own density
+    assert values["model.diffusion_model.input_blocks.0.0.weight"]["density"] == 0.1
+    assert values["model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn2.to_q.weight"]["density"] == 0.5
+    assert values["model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"]["density"] == 0.4
+    assert values["cond_stage_model.transformer.text_model.encoder.layers.3.mlp.fc1.weight"]["density"] == 0.5
+
+
+def test_dare_example_rebuilt_from_its_recipe_is_the_same_file(comfy_server, checkpoints):
+    name = "task_dare_seed"
+    prompt = load_api_workflow(name)
+    assert ui_to_api(load_ui_workflow(name), comfy_server.object_info()) == prompt
+    comfy_server.run(prompt)
+    merge_id = _node(prompt, "ElementalMerge")
+    first = saved_file(comfy_server, name)
+    recipe, values = _check_saved(comfy_server, checkpoints, prompt, merge_id, first, "DARE", seed=42)
+    assert recipe["model"]["task"]["merge_seed"] == 42
+    assert values["model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn2.to_q.weight"]["drop_rate"] == 0.99
+    with safe_open(first, "pt") as f:
+        meta = f.metadata()
+    rebuild = {
+        "R": {"class_type": "LoadMergeRecipe", "inputs": {"merge_file": "(pasted recipe)",
+                                                          "recipe_json": meta["elemental_merge_recipe"]}},
+        "W": {"class_type": "SaveMergedCheckpoint", "inputs": {
+            "model": ["R", 0], "clip": ["R", 1], "vae": ["R", 3], "filename_prefix": "checkpoints/dare_rebuilt",
+            "precision": "fp16"}}}
+    comfy_server.run(rebuild)
+    second = saved_file(comfy_server, "dare_rebuilt")
+    with safe_open(first, "pt") as f, safe_open(second, "pt") as g:
+        assert sorted(f.keys()) == sorted(g.keys())
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), g.get_tensor(key)), key
+    # another seed draws other masks
+    other = with_inputs(prompt, merge_id, merge_seed=43)
+    other[_node(prompt, "SaveMergedCheckpoint")]["inputs"]["filename_prefix"] = "checkpoints/dare_seed43"
+    for nid in [k for k, v in other.items() if v["class_type"] in ("KSampler", "VAEDecode", "SaveImage",
+                                                                     "CLIPTextEncode", "EmptyLatentImage")]:
+        del other[nid]
+    comfy_server.run(other)
+    key = SAMPLE_PREFIXES[1]
+    assert not np.array_equal(_tensors(first, [key])[key], _tensors(saved_file(comfy_server, "dare_seed43"), [key])[key])
+
+
+def _bad(prompt_inputs: dict) -> dict:
+    return {
+        "1": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_A.safetensors"}},
+        "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_B.safetensors"}},
+        "4": {"class_type": "ElementalMerge", "inputs": {
+            "model_a": ["1", 0], "model_b": ["2", 0], "mode": "TIES", "alpha": 1.0, "beta": 0.25,
+            "print_change": False, **prompt_inputs}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}},
+    }
+
+
+@pytest.mark.parametrize("name,value", [("density", 1.5), ("drop_rate", -0.1), ("epsilon", 2.0)])
+def test_out_of_range_parameter_refused_at_queue_time(comfy_server, name, value):
+    status, body = comfy_server.post_prompt(_bad({name: value}))
+    assert status == 400, body
+    text = json.dumps(body["node_errors"]["4"])
+    assert name in text and "1" in text, text
+
+
+def test_too_few_models_refused_naming_the_inputs(comfy_server):
+    from devkit.server import ComfyError
+
+    prompt = _bad({})
+    prompt["4"]["inputs"]["mode"] = "Model Stock"
+    status, body = comfy_server.post_prompt(prompt)
+    assert status == 200, body  # which models are linked is only known when the node runs
+    with pytest.raises(ComfyError, match="mode 'Model Stock' needs at least 2 models besides the base model_a; "
+                                         "connect model_b, model_c"):
+        comfy_server.wait(body["prompt_id"])
