@@ -26,8 +26,8 @@ from .plot import grid
 from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, io, png_metadata, write_new
 from ..merge_core.plot.axes import AxisError
-from .sockets.merge_inputs import calc_sockets
-from ..merge_core.merge.merge_checks import calc_queue_problem, task_mode_problem
+from .sockets.merge_inputs import calc_sockets, task_sockets
+from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import key_effect
 from .plot.plot_job import MergeJob, plot_inputs
 
@@ -82,7 +82,7 @@ class ElementalDiffChecker(io.ComfyNode):
                                tooltip="difference images: |diff| x amplify, colour-mapped"),
                 io.String.Input("model_a_name", optional=True, force_input=True),
                 io.String.Input("model_b_name", optional=True, force_input=True),
-            ] + calc_sockets(),
+            ] + calc_sockets() + task_sockets(),
             outputs=[io.Image.Output(display_name="images"), io.Image.Output(display_name="chart"),
                      io.String.Output(display_name="table")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -91,7 +91,7 @@ class ElementalDiffChecker(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, targets=None, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
-        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or task_mode_problem(mode, "the diff checker")
+        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
         if problem:
             return problem
         if targets is None:

@@ -25,8 +25,8 @@ from ..merge_core.plot.random_merge import RandomSettingsError
 from .plot import grid, plot_order
 from .engine.cell_render import PlotProgress
 from .sockets.common import CATEGORY, image_tensor, io, log, png_metadata, unused_path
-from .sockets.merge_inputs import calc_sockets
-from ..merge_core.merge.merge_checks import calc_queue_problem, task_mode_problem
+from .sockets.merge_inputs import calc_sockets, task_sockets
+from ..merge_core.merge.merge_checks import calc_queue_problem
 from ..merge_core.plot.axes import calc_axis_problem
 from .plot.plot_job import MergeJob, plot_inputs
 
@@ -70,7 +70,7 @@ class ElementalXYPlot(io.ComfyNode):
                 io.String.Input("z_values", multiline=True, default="", optional=True),
                 io.String.Input("random_settings", default=axes.DEFAULT_RANDOM_SETTINGS, optional=True,
                                 tooltip=RANDOM_SETTINGS_HELP),
-            ] + calc_sockets(),
+            ] + calc_sockets() + task_sockets(),
             outputs=[io.Image.Output(display_name="grid"), io.Image.Output(display_name="cells"),
                      io.String.Output(display_name="table")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
@@ -81,7 +81,7 @@ class ElementalXYPlot(io.ComfyNode):
     def validate_inputs(cls, x_type=None, x_values=None, y_type=None, y_values=None, z_type=axes.NONE,
                         z_values="", random_settings=axes.DEFAULT_RANDOM_SETTINGS, mode=None, calc_mode=None,
                         calc_option=None, alpha=None, beta=None):
-        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or task_mode_problem(mode, "the XY plot")
+        problem = calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
         if problem:
             return problem
         if x_type is None or y_type is None or z_type is None:

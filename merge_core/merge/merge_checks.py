@@ -21,14 +21,6 @@ def check_calc(mode: str, calc_mode: str, calc_option: float) -> None:
 CHECKED_PARAMS = (ALPHA, BETA, GAMMA)
 
 
-def task_mode_problem(mode, node: str) -> str | None:
-    """Why `node` (a merging node without the task-vector methods' inputs) refuses `mode`, or None."""
-    if isinstance(mode, str) and mode in MERGE_METHODS and MERGE_METHODS[mode].task:
-        return (f"mode '{mode}' is a task-vector method: {node} does not take it; merge with Elemental Merge, "
-                "which has its parameters and model_d/model_e")
-    return None
-
-
 def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
     """What /prompt must refuse about the merge widgets (None when fine): ranges and choices (the declared
     parameters), the (mode, calc mode) pair, gamma, and the plain alpha/beta of the bounded calc modes

@@ -29,7 +29,8 @@ from typing import Callable
 
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.adjust import AdjustError, AdjustValues, parse_adjust
-from ..merge.params import GAMMA, NORMAL, PARAMS, TASK_ONLY_PARAMS
+from ..merge.params import (DENSITY, DROP_RATE, EPSILON, GAMMA, MERGE_SEED, NORMAL, OUTLIER_RATE, PARAMS,
+                            TASK_ONLY_PARAMS)
 from ..numbers import finite_float
 from ..text.spec import validate_spec
 from ..text.validation import closest_architecture, validate_block_weights
@@ -64,11 +65,25 @@ class Settings:
     elemental_beta: str = ""
     calc_mode: str = NORMAL
     calc_option: float = GAMMA.default
+    # A task-vector method's plain parameters (each key's value then comes from the node's block weights and
+    # specs for it, as in ElementalMerge); `task_params` names those the method reads, for `describe`.
+    density: float = DENSITY.default
+    drop_rate: float = DROP_RATE.default
+    epsilon: float = EPSILON.default
+    outlier_rate: float = OUTLIER_RATE.default
+    merge_seed: float = MERGE_SEED.default
+    task_params: tuple = ()
+
+    def task_values(self) -> dict:
+        """The task-vector parameters as ElementalMerge's sockets take them."""
+        return {p.name: (int(getattr(self, p.name)) if p.integer else float(getattr(self, p.name)))
+                for p in TASK_ONLY_PARAMS}
 
     def describe(self) -> str:
         parts = [f"alpha={self.alpha:g}", f"beta={self.beta:g}"]
         if self.calc_mode != NORMAL:
             parts.append(f"calc_mode={self.calc_mode} calc_option={self.calc_option:g}")
+        parts += [f"{name}={getattr(self, name):g}" for name in self.task_params]
         for name in ("block_weights_alpha", "block_weights_beta"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
@@ -473,10 +488,9 @@ def _param_values(param):
 
 
 # Every other declared parameter of the methods and calc modes is an axis too (after the fixed menu, so
-# saved workflows keep their choices): its values set the Settings field of the same name. The task-vector
-# methods' own parameters are not: the plot does not take those methods.
+# saved workflows keep their choices): its values set the Settings field of the same name.
 for _param in PARAMS.values():
-    if _param.name not in AXIS_TYPES and _param not in TASK_ONLY_PARAMS:
+    if _param.name not in AXIS_TYPES:
         AXIS_TYPES[_param.name] = AxisType("newline or comma", _param.meaning, _param_values(_param),
                                            _set(**{_param.name: _same}))
 PINPOINTS = tuple(t for t, row in AXIS_TYPES.items() if row.is_pinpoint)

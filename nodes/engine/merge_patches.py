@@ -135,6 +135,8 @@ def key_effect(method, calc: CalcSettings, key: str, a: float, b: float):
     """What decides a key's merged weight under these ratios, comparable between two settings of one merge
     (None: A's weight): the effective steps for normal, (a, b) for a calc mode that changes the key. The diff
     checker counts a target's changed keys with it, per calc mode."""
+    if getattr(method, "task", False):  # the key's other parameters are the same in both settings compared
+        return None if task_keeps_a(method, a) else ("task", a)
     if calc.mode == NORMAL:
         return effective_steps(method.steps(a, b)) or None
     info = calc.info

@@ -25,7 +25,7 @@ import comfy.utils
 
 from . import comfy_internals
 from ..sockets.merge_inputs import MergeInputs, MergeTarget
-from .merge_patches import CalcSettings, plan_merge
+from .merge_patches import CalcSettings, TaskSettings, plan_merge
 from ...merge_core.merge.calc_modes import NORMAL
 from ...merge_core.merge.params import GAMMA
 
@@ -84,6 +84,7 @@ class IncrementalMerge:
         self.last: ApplyStats | None = None
         self._applied = False
         self._calc = CalcSettings()
+        self._task = None
 
     @property
     def clip_merged(self) -> bool:
@@ -98,7 +99,7 @@ class IncrementalMerge:
         """key -> merge-part patch list for every key of the target (empty list: A's weight), under the calc
         settings of the `apply` in progress (`self._calc`; subclasses extend this signature-stable hook)."""
         t = target.target
-        lists = plan_merge(t.shapes, t.sources, self.method, ratio_a, ratio_b, self._calc).patch_lists()
+        lists = plan_merge(t.shapes, t.sources, self.method, ratio_a, ratio_b, self._calc, self._task).patch_lists()
         return {k: lists.get(k, []) for k in t.shapes}
 
     def _apply_target(self, target: _Target, ra, rb, in_place: dict, deferred: dict) -> list:
@@ -121,12 +122,14 @@ class IncrementalMerge:
         return changed
 
     def apply(self, ratio_a, ratio_b=None, default_a: float = 0.0, default_b: float = 0.0,
-              calc: CalcSettings | None = None) -> set:
-        """Sets every key's ratios (and the calc mode: `calc_for(...)`, default the merge's own); returns the
-        keys whose patches changed (all of them on the first call; every patched key when the calc mode or
-        its option changes, since each key's patch then differs)."""
+              calc: CalcSettings | None = None, task: TaskSettings | None = None) -> set:
+        """Sets every key's ratios (and the calc mode: `calc_for(...)`, default the merge's own; a task-vector
+        method's parameters: `inputs.task(...)`); returns the keys whose patches changed (all of them on the
+        first call; every patched key when the calc mode or its option changes, since each key's patch then
+        differs; the keys whose task parameters change)."""
         t0 = time.perf_counter()
         self._calc = calc if calc is not None else self.calc_for()
+        self._task = task
         ra, rb = _lookup(ratio_a, default_a), _lookup(ratio_b, default_b)
         changed_all: set = set()
         in_place: dict = {}

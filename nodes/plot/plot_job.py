@@ -11,7 +11,8 @@ from ..sockets.common import AUTO, TextInput, io
 from ..sockets.merge_inputs import MergeInputs, merge_sockets
 from ...merge_core.merge.merge_ratios import resolve
 from ...merge_core.merge.calc_modes import NORMAL, uses_beta
-from ...merge_core.merge.params import GAMMA
+from ...merge_core.merge.params import GAMMA, TASK_ONLY_PARAMS
+from ...merge_core.merge.task_params import MODEL_WEIGHTS, text_socket_names
 from ...merge_core.plot.axes import Settings
 from ..engine import comfy_internals, model_info
 from ..engine.adjust_patches import AdjustedMerge
@@ -78,7 +79,12 @@ class MergeJob:
         self.base = Settings(float(kw["alpha"]), float(kw["beta"]), text("block_weights_alpha", None),
                              text("block_weights_beta", None), text("elemental_alpha", ""),
                              text("elemental_beta", ""), kw.get("calc_mode", NORMAL),
-                             float(kw.get("calc_option", GAMMA.default)))
+                             float(kw.get("calc_option", GAMMA.default)),
+                             **{p.name: kw.get(p.name, p.default) for p in TASK_ONLY_PARAMS},
+                             task_params=tuple(p.name for p in self.method.params if p.name not in ("alpha", "beta")))
+        # A task-vector method's per-key texts and model weights: the node's, the same in every cell.
+        self.task_texts = {name: kw.get(name) for name in text_socket_names()}
+        self.model_weights = kw.get(MODEL_WEIGHTS, "")
         self.model_set = ()
         self.merge = AdjustedMerge.from_inputs(self.inputs)
         latent = kw.get("latent") or empty_latent(kw["width"], kw["height"], kw["batch_size"])
@@ -89,8 +95,8 @@ class MergeJob:
     def _inputs(self, model_set: tuple) -> MergeInputs:
         """MergeInputs with the node's models, some replaced by checkpoints: (("B", name), ...)."""
         kw = self.kw
-        models = {s: kw.get(f"model_{s.lower()}") for s in "ABC"}
-        clips = {s: kw.get(f"clip_{s.lower()}") for s in "ABC"}
+        models = {s: kw.get(f"model_{s.lower()}") for s in "ABCDE"}
+        clips = {s: kw.get(f"clip_{s.lower()}") for s in "ABCDE"}
         files = dict(self.loaded)  # input -> the checkpoint file its model is, as loaded
         for slot, name in model_set:
             model, clip = self._input_named(name) or self.checkpoints.get(name)
@@ -99,13 +105,14 @@ class MergeJob:
             if slot == "A" or clips[slot] is not None:
                 clips[slot] = clip
         return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
-                           kw.get("calc_mode", NORMAL), kw.get("calc_option", GAMMA.default), graph_names=files)
+                           kw.get("calc_mode", NORMAL), kw.get("calc_option", GAMMA.default), graph_names=files,
+                           model_d=models["D"], model_e=models["E"], clip_d=clips["D"], clip_e=clips["E"])
 
     def _input_named(self, name: str):
         """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load
         Checkpoint (Merge), or wired straight from a checkpoint loader in the graph), so a model axis value
         equal to an input is not loaded a second time."""
-        for s in "ABC":
+        for s in "ABCDE":
             slot = f"model_{s.lower()}"
             model = self.kw.get(slot)
             named = model is not None and name in (model_info.model_name(model), self.loaded.get(slot))
@@ -130,6 +137,10 @@ class MergeJob:
         """(ratio_a, ratio_b) callables for `s`, exactly as ElementalMerge resolves them."""
         return settings_ratios(self.method, self.arch, self.merge.keys, s, self.tags)
 
+    def task(self, s: Settings):
+        """The engine's task-vector settings for cell settings `s` (None for the other modes)."""
+        return self.inputs.task({**s.task_values(), MODEL_WEIGHTS: self.model_weights}, self.task_texts)
+
     def calc(self, s: Settings):
         """The engine's calc settings for cell settings `s` (its calc mode, e.g. from a `calc mode` axis)."""
         return self.merge.calc_for(s.calc_mode, s.calc_option)
@@ -141,7 +152,7 @@ class MergeJob:
             self.use_models(extras.model_set())
             self.merge.set_adjust(extras.adjust)
         ra, rb = self.ratios(s)
-        changed = self.merge.apply(ra, rb, calc=self.calc(s))
+        changed = self.merge.apply(ra, rb, calc=self.calc(s), task=self.task(s))
         seconds = self.merge.last.seconds
         on_step = progress.on_step if progress else None
         if extras is None:

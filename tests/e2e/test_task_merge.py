@@ -164,3 +164,62 @@ def test_too_few_models_refused_naming_the_inputs(comfy_server):
     with pytest.raises(ComfyError, match="mode 'Model Stock' needs at least 2 models besides the base model_a; "
                                          "connect model_b, model_c"):
         comfy_server.wait(body["prompt_id"])
+
+
+def test_xy_dare_seed_axis_cells_equal_single_merges(comfy_server):
+    """The example plot's merge_seed axis: each cell is pixel for pixel ElementalMerge + KSampler with that seed
+    (the same masks in a cell as in a single merge), and the two seeds give different images."""
+    from devkit.workflows import png_pixels
+
+    name = "xy_dare_seed"
+    prompt = load_api_workflow(name)
+    assert ui_to_api(load_ui_workflow(name), comfy_server.object_info()) == prompt
+    outputs = comfy_server.run(prompt)
+    cells = [png_pixels(p) for p in comfy_server.images(outputs, _node(prompt, "SaveImage"))]
+    assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
+    plot = prompt[_node(prompt, "ElementalXYPlot")]["inputs"]
+    for seed, cell in zip((1, 2), cells):
+        merge_inputs = {k: plot[k] for k in ("model_a", "model_b", "model_c", "clip_a", "clip_b", "clip_c", "mode",
+                                             "alpha", "beta", "drop_rate", "elemental_drop_rate")}
+        single = {k: v for k, v in prompt.items() if v["class_type"] in ("CheckpointLoaderSimple", "ElementalSpec")}
+        single.update({
+            "M": {"class_type": "ElementalMerge", "inputs": {**merge_inputs, "merge_seed": seed, "print_change": False}},
+            "P": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["positive"]}},
+            "N": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["negative"]}},
+            "L": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "K": {"class_type": "KSampler", "inputs": {
+                "model": ["M", 0], "positive": ["P", 0], "negative": ["N", 0], "latent_image": ["L", 0],
+                **{k: plot[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler")}, "denoise": 1.0}},
+            "D": {"class_type": "VAEDecode", "inputs": {"samples": ["K", 0], "vae": plot["vae"]}},
+            "S": {"class_type": "SaveImage", "inputs": {"images": ["D", 0], "filename_prefix": f"xy_dare_single{seed}"}}})
+        image = png_pixels(comfy_server.images(comfy_server.run(single), "S")[0])
+        assert np.array_equal(image, cell), f"merge_seed {seed}: the cell differs from ElementalMerge + KSampler"
+
+
+def test_diff_checker_takes_a_task_method(comfy_server, checkpoints):
+    """TIES in the diff checker: a target at ratio 0 keeps A on exactly its keys (lambda 0), counted as changed
+    against the base's lambda; the image with it differs from the base one."""
+    import merge_core as mc
+    from tests.e2e.test_diff_checker import csv_rows
+
+    prompt = {
+        "1": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_A.safetensors"}},
+        "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_B.safetensors"}},
+        "4": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_C.safetensors"}},
+        "3": {"class_type": "ElementalDiffChecker", "inputs": {
+            "model_a": ["1", 0], "model_b": ["2", 0], "model_c": ["4", 0], "clip_a": ["1", 1], "clip_b": ["2", 1],
+            "clip_c": ["4", 1], "vae": ["1", 2], "model_a_name": ["1", 3], "model_b_name": ["2", 3],
+            "mode": "TIES", "alpha": 1.0, "beta": 0.25, "density": 0.3, "positive": "a red cube", "negative": "",
+            "width": 64, "height": 64, "batch_size": 1, "seed": 5, "steps": 1, "cfg": 5.0,
+            "sampler_name": "euler", "scheduler": "normal", "targets": "OUT05:attn2", "ratio": 0.0,
+            "threshold": 20, "amplify": 8.0}},
+    }
+    _stem, rows = csv_rows(comfy_server, comfy_server.run(prompt))
+    (row,) = rows
+    arch = mc.get_architecture("sd1")
+    with safe_open(checkpoints["A"], "pt") as f:
+        keys = list(f.keys())
+    expected = [k for k in keys if k.startswith("model.diffusion_model.") and arch.block_of(k) == "OUT05"
+                and "attn2" in k]
+    assert int(row["keys changed"]) == len(expected) > 0
+    assert float(row["mean abs diff"]) > 0

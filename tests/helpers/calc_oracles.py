@@ -21,22 +21,32 @@ OUT10-OUT11:proj:0.375
 OUT04::0.75"""
 
 
-def oracle_stat(pairs, mode):
-    parts = []  # one array per key, joined once (appending to one array copies it per key)
-    for A, B in pairs:
-        A, B = A.float(), B.float()
-        if mode == "cosineA":
-            An, Bn = F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)
-            parts.append(F.cosine_similarity(An, Bn, dim=0).numpy().astype(np.float64).reshape(-1))
-        else:
-            s = F.cosine_similarity(A, B, dim=0)
-            m = torch.dot(A.reshape(-1), B.reshape(-1)) / (torch.norm(A) * torch.norm(B))
-            parts.append(((s + m) / 2).numpy().astype(np.float64).reshape(-1))
+def _trimmed_range(parts):
     sims = np.concatenate(parts) if parts else np.array([], dtype=np.float64)
     sims = sims[~np.isnan(sims)]
     sims = np.delete(sims, np.where(sims < np.percentile(sims, 1, method="midpoint")))
     sims = np.delete(sims, np.where(sims > np.percentile(sims, 99, method="midpoint")))
     return sims.min(), sims.max()
+
+
+def oracle_stats(pairs, modes=("cosineA", "cosineB")) -> dict:
+    """{mode: (min, max)}: the cosine statistic of each of ``modes`` over the (A, B) pairs, in one pass over
+    them (each pair read and converted once; every mode's values computed from it as oracle_stat does)."""
+    parts = {mode: [] for mode in modes}  # one array per key, joined once (appending to one array copies it)
+    for A, B in pairs:
+        A, B = A.float(), B.float()
+        if "cosineA" in parts:
+            An, Bn = F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)
+            parts["cosineA"].append(F.cosine_similarity(An, Bn, dim=0).numpy().astype(np.float64).reshape(-1))
+        if "cosineB" in parts:
+            s = F.cosine_similarity(A, B, dim=0)
+            m = torch.dot(A.reshape(-1), B.reshape(-1)) / (torch.norm(A) * torch.norm(B))
+            parts["cosineB"].append(((s + m) / 2).numpy().astype(np.float64).reshape(-1))
+    return {mode: _trimmed_range(p) for mode, p in parts.items()}
+
+
+def oracle_stat(pairs, mode):
+    return oracle_stats(pairs, (mode,))[mode]
 
 
 def oracle_cosine(A, B, a, smin, smax, mode):
@@ -59,10 +69,55 @@ def oracle_train_difference(A, B, C, a):
     return torch.from_numpy(np.asarray(A + np.sign(B - C) * s * np.abs(B - C) * np.float32(1.8 * a)))
 
 
-def oracle_smooth_add(A, B, C, a):
+# smoothAdd's filters are local: an output element depends on the inputs within 1 (the 3-wide median) + 4
+# (the Gaussian's radius, int(4 * sigma + 0.5)) positions along each dimension. The oracle of a large tensor
+# is therefore computed exactly on windows of dim-1 indices (columns; every row, every kernel position), each
+# filtered with SMOOTH_HALO extra columns either side (fewer where the tensor's own edge is, whose "reflect"
+# the window then shares): test_smooth_add_oracle_windows_equal_whole_tensor checks this equality.
+SMOOTH_HALO = 1 + 4
+SMOOTH_WINDOW = 16          # columns per window: the first, a middle and the last SMOOTH_WINDOW of dim 1
+SMOOTH_WHOLE_COST = 2 ** 27  # elements x 3^dims (scipy's median window) up to which the whole tensor is filtered
+
+
+def smooth_columns(shape, a) -> list[int] | None:
+    """The dim-1 indices whose smoothAdd oracle a test compares, or None for the whole tensor: the whole of
+    every tensor at ratio 0 (A + 0 * filtered = A, no filter to run) and of every tensor whose scipy median
+    stays under SMOOTH_WHOLE_COST; else the first, a middle and the last SMOOTH_WINDOW columns (all rows: the
+    first, every slab boundary along dim 0 and the last)."""
+    shape = tuple(shape)
+    numel = int(torch.Size(shape).numel())
+    if a == 0 or len(shape) < 2 or numel * 3 ** len(shape) <= SMOOTH_WHOLE_COST \
+            or shape[1] < 3 * (SMOOTH_WINDOW + 2 * SMOOTH_HALO):
+        return None
+    m, w = shape[1], SMOOTH_WINDOW
+    mid = m // 2 - w // 2
+    return list(range(w)) + list(range(mid, mid + w)) + list(range(m - w, m))
+
+
+def _smooth_filter(D):
+    return np.asarray(ndi.gaussian_filter(ndi.median_filter(D, size=3), sigma=1))
+
+
+def oracle_smooth_add(A, B, C, a, columns=None):
+    """A + a * gaussian(median(B - C)) (scipy.ndimage, size 3, sigma 1), whole; with ``columns`` (sorted dim-1
+    indices, smooth_columns) only those columns, each run of them filtered with SMOOTH_HALO columns either side."""
     D = (B.float() - C.float()).to(B.dtype).float().numpy()
-    Fd = ndi.gaussian_filter(ndi.median_filter(D, size=3), sigma=1)
-    return A.float() + a * torch.from_numpy(np.asarray(Fd))
+    A = A.float()
+    if a == 0:  # a * F = 0 for the finite F of finite weights: the formula's value is A
+        return A.clone() if columns is None else A[:, columns]
+    if columns is None:
+        return A + a * torch.from_numpy(_smooth_filter(D))
+    m, runs = D.shape[1], []
+    for c in columns:  # contiguous runs [c0, c1)
+        if runs and runs[-1][1] == c:
+            runs[-1][1] = c + 1
+        else:
+            runs.append([c, c + 1])
+    parts = []
+    for c0, c1 in runs:
+        lo, hi = max(0, c0 - SMOOTH_HALO), min(m, c1 + SMOOTH_HALO)
+        parts.append(_smooth_filter(np.ascontiguousarray(D[:, lo:hi]))[:, c0 - lo:c1 - lo])
+    return A[:, columns] + a * torch.from_numpy(np.concatenate(parts, axis=1))
 
 
 def oracle_extract(A, B, C, a, b, gamma):
@@ -96,19 +151,22 @@ def oracle_self(A, a, name):
     return A.float() * a
 
 
-def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA):
+def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA, columns=None):
     """The oracle's merged weight for checkpoint key ``fk`` (float32): A's own weight outside every block or
-    for what is not a weight or bias (SuperMerger's rule), else the calc mode's formula."""
+    for what is not a weight or bias (SuperMerger's rule), else the calc mode's formula. ``columns``
+    (smoothAdd only, smooth_columns): just those dim-1 indices."""
     from tests.helpers.expected_blocks import expected_block
 
+    if columns is not None and calc != "smoothAdd":
+        raise ValueError("columns: smoothAdd's oracle only")
     if expected_block(arch, fk) is None or not ("weight" in fk or "bias" in fk):
-        return A.float()
+        return A.float() if columns is None else A.float()[:, columns]
     if calc in ("cosineA", "cosineB"):
         return oracle_cosine(A, B, a, stat[0], stat[1], calc)
     if calc == "trainDifference":
         return oracle_train_difference(A, B, C, a)
     if calc == "smoothAdd":
-        return oracle_smooth_add(A, B, C, a)
+        return oracle_smooth_add(A, B, C, a, columns)
     if calc == "extract":
         return oracle_extract(A, B, C, a, b, gamma)
     if calc in ("tensor", "tensor2"):

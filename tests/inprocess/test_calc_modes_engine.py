@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from tests.helpers.arch_checks import dtype_ulp
 from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, SAMPLED_CALCS, assert_sample_covers,
-                                oracle_sample, oracle_stat, oracle_weight)
+                                oracle_sample, oracle_smooth_add, oracle_stats, oracle_weight, smooth_columns)
 from tests.helpers.pack import pack_module
 from tests.helpers.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
                                          load_models, merged_weight, run_calc_merge,
@@ -48,6 +48,22 @@ def objs(checkpoint_paths):
     out.clear()
 
 
+@pytest.fixture(scope="module")
+def oracle_cosine_stats(objs):
+    """mode -> the oracle's cosine statistic over every key: both modes in one pass, on first use."""
+    stats = {}
+
+    def get(mode):
+        if not stats:
+            _, models, files = objs
+            unet_keys, clip_keys = keys_of(models)
+            pairs = ((A, tensor(models, files, "B", k)) for k in unet_keys + clip_keys
+                     for A in (tensor(models, files, "A", k),) if A.is_floating_point())
+            stats.update(oracle_stats(pairs, ("cosineA", "cosineB")))
+        return stats[mode]
+    return get
+
+
 def tensor(objs, files, name, key):
     """A key's weight in model ``name``: from the file; ComfyUI-made keys (text_projection, logit_scale) from
     the loaded model; C as ComfyUI evaluates the patched clone."""
@@ -65,53 +81,9 @@ def run(merge_nodes, models, calc, **kw):
     return run_calc_merge(merge_nodes, models, calc, SPEC_ALPHA, SPEC_BETA, "sd1", **kw)
 
 
-@pytest.mark.parametrize("calc", list(CALC))
-def test_every_weight_equals_oracle(objs, calc):
-    merge_nodes, models, files = objs
-    model, clip, report = run(merge_nodes, models, calc).args
-    unet_keys, clip_keys = keys_of(models)
-    ra, rb = both_ratios(unet_keys + clip_keys, SPEC_ALPHA, SPEC_BETA)
-    assert len(set(ra.values())) >= 6 and len(set(rb.values())) >= 4
-    stat = None
-    if calc.startswith("cosine"):
-        pairs = ((A, tensor(models, files, "B", k)) for k in unet_keys + clip_keys
-                 for A in (tensor(models, files, "A", k),) if A.is_floating_point())
-        stat = oracle_stat(pairs, calc)  # over every key, as the engine's statistic
-    work = [(model, k) for k in unet_keys] + [(clip.patcher, k) for k in clip_keys if k not in UNDEFINED_IN_SD1]
-    if calc in SAMPLED_CALCS:
-        shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
-        units = [(k, file_key(k), expected_block("sd1", file_key(k)), shapes[k], ra[k], rb[k]) for _, k in work]
-        subset = oracle_sample(units, smallest=calc == "smoothAdd")
-        work = [(p, k) for p, k in work if k in subset]
-        assert_sample_covers(units, subset)
-        conv_blocks = {expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}
-        assert len(conv_blocks) == 25 if calc != "smoothAdd" else len(conv_blocks) >= 5
-    checked = changed = skipped = 0
-    for patcher, key in work:
-        if key in UNDEFINED_IN_SD1:
-            skipped += 1
-            continue
-        got = merged_weight(patcher, key)
-        A, B, C = (tensor(models, files, n, key) for n in "ABC")
-        if not A.is_floating_point():
-            skipped += 1
-            continue
-        want = oracle_weight(calc, "sd1", file_key(key), A, B, C, ra[key], rb[key], stat)
-        assert got.shape == A.shape, key
-        err = (got.float() - want).abs()
-        # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off
-        tol = dtype_ulp(want, torch.float16) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
-        assert (err <= tol).all(), f"{calc} {key}: max error {err.max().item()}"
-        changed += not torch.equal(got, A.to(got.dtype))
-        checked += 1
-    assert checked + skipped == len(work) and checked > (60 if calc in SAMPLED_CALCS else 150)
-    assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
-    assert f"calc mode: {calc}" in report
-    recipe = pack_module("nodes.engine.model_info").recipe_of(model)
-    assert recipe["calc_mode"] == calc and recipe["calc_option"] == GAMMA
-
-
 def test_cosine_statistic_is_cached(objs):
+    """Runs before test_every_weight_equals_oracle, which then merges with the statistics cached here (and
+    checks them against the oracle's)."""
     import importlib
 
     merge_nodes, models, _ = objs
@@ -123,6 +95,68 @@ def test_cosine_statistic_is_cached(objs):
     run(merge_nodes, models, "cosineA", alpha=0.6)
     run(merge_nodes, models, "cosineB", alpha=0.6)
     assert cm.STAT_CACHE.misses - before == 2  # one per statistic (cosineA, cosineB), not per merge
+
+
+@pytest.mark.parametrize("calc", list(CALC))
+def test_every_weight_equals_oracle(objs, oracle_cosine_stats, calc):
+    merge_nodes, models, files = objs
+    model, clip, report = run(merge_nodes, models, calc).args
+    unet_keys, clip_keys = keys_of(models)
+    ra, rb = both_ratios(unet_keys + clip_keys, SPEC_ALPHA, SPEC_BETA)
+    assert len(set(ra.values())) >= 6 and len(set(rb.values())) >= 4
+    stat = oracle_cosine_stats(calc) if calc.startswith("cosine") else None  # over every key, as the engine's
+    work = [(model, k) for k in unet_keys] + [(clip.patcher, k) for k in clip_keys if k not in UNDEFINED_IN_SD1]
+    if calc in SAMPLED_CALCS:
+        shapes = {k: tuple(v.shape) for p in (model, clip.patcher) for k, v in p.model_state_dict().items()}
+        units = [(k, file_key(k), expected_block("sd1", file_key(k)), shapes[k], ra[k], rb[k]) for _, k in work]
+        subset = oracle_sample(units, smallest=calc == "smoothAdd")
+        work = [(p, k) for p, k in work if k in subset]
+        assert_sample_covers(units, subset)
+        conv_blocks = {expected_block("sd1", file_key(k)) for _, k in work if len(shapes[k]) == 4}
+        assert len(conv_blocks) == 25 if calc != "smoothAdd" else len(conv_blocks) >= 5
+    checked = changed = skipped = windowed = 0
+    for patcher, key in work:
+        if key in UNDEFINED_IN_SD1:
+            skipped += 1
+            continue
+        got = merged_weight(patcher, key)
+        A, B, C = (tensor(models, files, n, key) for n in "ABC")
+        if not A.is_floating_point():
+            skipped += 1
+            continue
+        columns = smooth_columns(A.shape, ra[key]) if calc == "smoothAdd" else None
+        want = oracle_weight(calc, "sd1", file_key(key), A, B, C, ra[key], rb[key], stat, columns=columns)
+        assert got.shape == A.shape, key
+        windowed += columns is not None
+        err = ((got if columns is None else got[:, columns]).float() - want).abs()
+        # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off
+        tol = dtype_ulp(want, torch.float16) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
+        assert (err <= tol).all(), f"{calc} {key}: max error {err.max().item()}"
+        changed += not torch.equal(got, A.to(got.dtype))
+        checked += 1
+    assert checked + skipped == len(work) and checked > (60 if calc in SAMPLED_CALCS else 150)
+    assert windowed <= 8 if calc == "smoothAdd" else windowed == 0  # the few largest tensors only
+    assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
+    assert f"calc mode: {calc}" in report
+    recipe = pack_module("nodes.engine.model_info").recipe_of(model)
+    assert recipe["calc_mode"] == calc and recipe["calc_option"] == GAMMA
+
+
+@pytest.mark.parametrize("shape", [(640, 96, 3, 3), (96, 200, 1, 1), (70, 3000), (9, 160, 3, 3)])
+def test_smooth_add_oracle_windows_equal_whole_tensor(shape):
+    """The smoothAdd oracle on smooth_columns' windows equals the same columns of the whole-tensor oracle
+    (float32 bit for bit: the filters are local and the windows carry their halo)."""
+    g = torch.Generator().manual_seed(7)
+    A, B, C = (torch.randn(shape, generator=g).to(torch.float16) for _ in range(3))
+    w = 16
+    columns = list(range(w)) + list(range(shape[1] // 2 - w // 2, shape[1] // 2 + w // 2)) \
+        + list(range(shape[1] - w, shape[1]))
+    whole = oracle_smooth_add(A, B, C, 0.625)
+    assert torch.equal(oracle_smooth_add(A, B, C, 0.625, columns), whole[:, columns])
+    assert torch.equal(oracle_smooth_add(A, B, C, 0, columns), A.float()[:, columns])
+    big = (1280, 1280, 3, 3)
+    assert smooth_columns(big, 0.5) == list(range(w)) + list(range(632, 648)) + list(range(1264, 1280))
+    assert smooth_columns(big, 0) is None and smooth_columns((320, 320, 3, 3), 0.5) is None
 
 
 def test_bounded_ratio_from_spec_names_block(objs):

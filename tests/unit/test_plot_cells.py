@@ -24,7 +24,8 @@ def test_menu_is_the_axis_table_in_order():
     assert list(pa.AXIS_TYPES) == [
         "none", "elemental", "pinpoint element", "pinpoint blocks", "alpha", "beta", "block weights preset",
         "calc mode", "alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed",
-        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random", "calc_option"]
+        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random", "calc_option",
+        "density", "drop_rate", "epsilon", "outlier_rate", "merge_seed"]
     assert pa.PINPOINTS == ("pinpoint element", "pinpoint blocks", "pinpoint adjust")
     assert all(row.apply is None for row in pa.AXIS_TYPES.values() if row.is_pinpoint)
     assert all(row.apply is not None for row in pa.AXIS_TYPES.values() if not row.is_pinpoint)
@@ -169,11 +170,9 @@ def test_wrap_breaks_at_spaces_colons_and_commas_only():
 
 def test_every_declared_parameter_without_its_own_axis_gets_one():
     """calc_option (extract's gamma) is an axis derived from its declaration: range-checked, naming the line."""
-    from merge_core.merge.params import PARAMS, TASK_ONLY_PARAMS
+    from merge_core.merge.params import PARAMS
 
-    assert set(PARAMS) - {p.name for p in TASK_ONLY_PARAMS} <= set(pa.AXIS_TYPES)
-    assert not {p.name for p in TASK_ONLY_PARAMS} & set(pa.AXIS_TYPES)
-    assert list(pa.AXIS_TYPES)[-1] == "calc_option"
+    assert set(PARAMS) <= set(pa.AXIS_TYPES) and list(pa.AXIS_TYPES)[-6] == "calc_option"
     cells, _ = _cells(("calc_option", "0.3, 2"), ("calc mode", "extract"))
     assert [(c.settings.calc_mode, c.settings.calc_option) for c in cells] == [("extract", 0.3), ("extract", 2.0)]
     with pytest.raises(pa.AxisError, match=r"^x_values line 2: calc_option 25.0 is outside \[0, 20\]$"):
@@ -194,3 +193,14 @@ def test_docs_axis_table_lists_every_axis_type_with_its_separator():
                 documented[name] = cols[2]
     assert set(documented) == set(pa.AXIS_TYPES) - {"none"}
     assert {t: pa.AXIS_TYPES[t].separator for t in documented} == documented
+
+
+def test_task_parameter_axes_set_the_cell_settings():
+    cells, _ = _cells(("merge_seed", "1, 2"), ("density", "0.1\n0.5"))
+    assert [(c.settings.merge_seed, c.settings.density) for c in cells] == [(1, 0.1), (2, 0.1), (1, 0.5), (2, 0.5)]
+    assert cells[0].settings.task_values() == {"density": 0.1, "drop_rate": 0.9, "epsilon": 0.1,
+                                               "outlier_rate": 0.01, "merge_seed": 1}
+    with pytest.raises(pa.AxisError, match=r"^x_values line 1: merge_seed 1.5 is not a whole number$"):
+        _cells(("merge_seed", "1.5"))
+    with pytest.raises(pa.AxisError, match=r"^x_values line 2: density 1.5 is outside \[0, 1\]$"):
+        _cells(("density", "0.5\n1.5"))
