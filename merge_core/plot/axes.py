@@ -48,6 +48,7 @@ MODEL_AXES = {MODEL_A: "A", MODEL_B: "B", MODEL_C: "C"}
 RATIO_AXES = (ALPHA, BETA)
 NO_MERGE_AXES = (SEED, PROMPT)
 DEFAULT_RANDOM_SETTINGS = "R"
+MERGE_METHOD = "merge method"
 
 
 class AxisError(ValueError):
@@ -102,12 +103,18 @@ class Extras:
     seed: int | None = None            # None: the node's seed
     positive: str | None = None        # None: the node's positive prompt
     random_seed: int | None = None     # drawn into the Settings by resolve_random
+    mode: str | None = None            # None: the node's merge method
 
     def model_set(self) -> tuple:
         return tuple(sorted(self.models))
 
+    def merge_set(self) -> tuple:
+        """What needs a merge of its own (models and method): cells that share it re-merge incrementally."""
+        return self.model_set() + ((("mode", self.mode),) if self.mode is not None else ())
+
     def describe(self) -> str:
-        parts = [f"model_{k.lower()}={v}" for k, v in self.model_set()]
+        parts = [f"mode={self.mode}"] if self.mode is not None else []
+        parts += [f"model_{k.lower()}={v}" for k, v in self.model_set()]
         if self.adjust is not None and not self.adjust.is_zero:
             parts.append(f"adjust=[{self.adjust.text()}]")
         if self.seed is not None:
@@ -320,6 +327,27 @@ def _calc_modes(text, arch, where, checkpoints) -> list:
     return _nonempty(items, f"{where}: no calc mode given")
 
 
+def _merge_methods(text, arch, where, checkpoints) -> list:
+    from ..merge.methods import MERGE_METHODS, get_merge_method
+
+    items = []
+    for entry, line in _entries(text):
+        try:
+            name = get_merge_method(entry).name
+        except ValueError:
+            raise AxisError(f"{where} line {line}: unknown merge method '{entry}' (valid: "
+                            f"{', '.join(MERGE_METHODS)})") from None
+        items.append(Item(name, line, name))
+    return _nonempty(items, f"{where}: no merge method given")
+
+
+def _set_method(s, e, v):
+    from ..merge.methods import MERGE_METHODS
+
+    shown = tuple(p.name for p in MERGE_METHODS[v].params if p.name not in ("alpha", "beta"))
+    return replace(s, task_params=shown), replace(e, mode=v)
+
+
 def _targets_of(kind: str):
     return lambda text, arch, where, checkpoints: parse_targets(text, arch, where, kind=kind)
 
@@ -486,6 +514,11 @@ def _param_values(param):
         return items
     return parse
 
+
+# The merge method (after the fixed menu): each value a merge of its own, the models as the node has them.
+AXIS_TYPES[MERGE_METHOD] = AxisType("newline or comma", "the merge mode (Weight sum, ..., TIES, DARE, ...: "
+                                    "docs/merge-methods.md); each method is merged in full once", _merge_methods,
+                                    _set_method)
 
 # Every other declared parameter of the methods and calc modes is an axis too (after the fixed menu, so
 # saved workflows keep their choices): its values set the Settings field of the same name.

@@ -93,8 +93,11 @@ class MergeJob:
                                      kw["steps"], kw["cfg"], kw["sampler_name"], kw["scheduler"])
 
     def _inputs(self, model_set: tuple) -> MergeInputs:
-        """MergeInputs with the node's models, some replaced by checkpoints: (("B", name), ...)."""
+        """MergeInputs with the node's models, some replaced by checkpoints: (("B", name), ...), and its merge
+        method, or the one of a ("mode", name) entry."""
         kw = self.kw
+        mode = dict(model_set).get("mode", kw["mode"])
+        model_set = tuple((slot, name) for slot, name in model_set if slot != "mode")
         models = {s: kw.get(f"model_{s.lower()}") for s in "ABCDE"}
         clips = {s: kw.get(f"clip_{s.lower()}") for s in "ABCDE"}
         files = dict(self.loaded)  # input -> the checkpoint file its model is, as loaded
@@ -104,7 +107,7 @@ class MergeJob:
             files[f"model_{slot.lower()}"] = name  # an input's own model may now sit in another slot
             if slot == "A" or clips[slot] is not None:
                 clips[slot] = clip
-        return MergeInputs(kw["mode"], models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
+        return MergeInputs(mode, models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
                            kw.get("calc_mode", NORMAL), kw.get("calc_option", GAMMA.default), graph_names=files,
                            model_d=models["D"], model_e=models["E"], clip_d=clips["D"], clip_e=clips["E"])
 
@@ -126,8 +129,9 @@ class MergeJob:
         """Switches to another set of checkpoints (a full merge on the next apply); False when unchanged."""
         if tuple(model_set) == self.model_set:
             return False
-        self.checkpoints.keep(name for _, name in model_set)
+        self.checkpoints.keep(name for slot, name in model_set if slot != "mode")
         self.inputs = self._inputs(tuple(model_set))
+        self.method = self.inputs.method
         self.merge = AdjustedMerge.from_inputs(self.inputs)
         self.renderer.use_merge(self.merge)
         self.model_set = tuple(model_set)
@@ -149,7 +153,7 @@ class MergeJob:
         """(images, keys changed, merge seconds) for settings `s` (and a cell's `extras`) on top of whatever the
         last cell left."""
         if extras is not None:
-            self.use_models(extras.model_set())
+            self.use_models(extras.merge_set())
             self.merge.set_adjust(extras.adjust)
         ra, rb = self.ratios(s)
         changed = self.merge.apply(ra, rb, calc=self.calc(s), task=self.task(s))

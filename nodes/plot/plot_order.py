@@ -37,7 +37,7 @@ def signature(job, cell) -> np.ndarray:
 def render_order(job, cells: list) -> tuple[list, tuple]:
     """(cell indices in render order, (estimated keys re-merged in grid order, in the chosen order))."""
     sigs = [signature(job, c) for c in cells]
-    groups = [c.extras.model_set() for c in cells]
+    groups = [c.extras.merge_set() for c in cells]
     order = order_cells(sigs, groups)
     grid = list(range(len(cells)))
     return order, (_cost(sigs, groups, grid, len(job.merge.keys)), _cost(sigs, groups, order, len(job.merge.keys)))

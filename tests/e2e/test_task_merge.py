@@ -166,6 +166,27 @@ def test_too_few_models_refused_naming_the_inputs(comfy_server):
         comfy_server.wait(body["prompt_id"])
 
 
+def _single_image(server, prompt: dict, merge_inputs: dict, prefix: str):
+    """The image of ElementalMerge(`merge_inputs`) + KSampler with the plot's prompts and sampling: what a
+    cell must equal."""
+    from devkit.workflows import png_pixels
+
+    plot = prompt[_node(prompt, "ElementalXYPlot")]["inputs"]
+    single = {k: v for k, v in prompt.items() if v["class_type"] in ("CheckpointLoaderSimple", "ElementalSpec")}
+    single.update({
+        "M": {"class_type": "ElementalMerge", "inputs": {**merge_inputs, "print_change": False}},
+        "P": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["positive"]}},
+        "N": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["negative"]}},
+        "L": {"class_type": "EmptyLatentImage", "inputs": {"width": plot["width"], "height": plot["height"],
+                                                           "batch_size": 1}},
+        "K": {"class_type": "KSampler", "inputs": {
+            "model": ["M", 0], "positive": ["P", 0], "negative": ["N", 0], "latent_image": ["L", 0],
+            **{k: plot[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler")}, "denoise": 1.0}},
+        "D": {"class_type": "VAEDecode", "inputs": {"samples": ["K", 0], "vae": plot["vae"]}},
+        "S": {"class_type": "SaveImage", "inputs": {"images": ["D", 0], "filename_prefix": prefix}}})
+    return png_pixels(server.images(server.run(single), "S")[0])
+
+
 def test_xy_dare_seed_axis_cells_equal_single_merges(comfy_server):
     """The example plot's merge_seed axis: each cell is pixel for pixel ElementalMerge + KSampler with that seed
     (the same masks in a cell as in a single merge), and the two seeds give different images."""
@@ -181,18 +202,7 @@ def test_xy_dare_seed_axis_cells_equal_single_merges(comfy_server):
     for seed, cell in zip((1, 2), cells):
         merge_inputs = {k: plot[k] for k in ("model_a", "model_b", "model_c", "clip_a", "clip_b", "clip_c", "mode",
                                              "alpha", "beta", "drop_rate", "elemental_drop_rate")}
-        single = {k: v for k, v in prompt.items() if v["class_type"] in ("CheckpointLoaderSimple", "ElementalSpec")}
-        single.update({
-            "M": {"class_type": "ElementalMerge", "inputs": {**merge_inputs, "merge_seed": seed, "print_change": False}},
-            "P": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["positive"]}},
-            "N": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["M", 1], "text": plot["negative"]}},
-            "L": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-            "K": {"class_type": "KSampler", "inputs": {
-                "model": ["M", 0], "positive": ["P", 0], "negative": ["N", 0], "latent_image": ["L", 0],
-                **{k: plot[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler")}, "denoise": 1.0}},
-            "D": {"class_type": "VAEDecode", "inputs": {"samples": ["K", 0], "vae": plot["vae"]}},
-            "S": {"class_type": "SaveImage", "inputs": {"images": ["D", 0], "filename_prefix": f"xy_dare_single{seed}"}}})
-        image = png_pixels(comfy_server.images(comfy_server.run(single), "S")[0])
+        image = _single_image(comfy_server, prompt, {**merge_inputs, "merge_seed": seed}, f"xy_dare_single{seed}")
         assert np.array_equal(image, cell), f"merge_seed {seed}: the cell differs from ElementalMerge + KSampler"
 
 
@@ -223,3 +233,22 @@ def test_diff_checker_takes_a_task_method(comfy_server, checkpoints):
                 and "attn2" in k]
     assert int(row["keys changed"]) == len(expected) > 0
     assert float(row["mean abs diff"]) > 0
+
+
+def test_xy_merge_method_axis(comfy_server):
+    """A `merge method` axis: the TIES cell is pixel for pixel the single TIES merge + KSampler, and differs
+    from the Weight sum cell of the same models."""
+    from devkit.workflows import png_pixels
+
+    prompt = load_api_workflow("xy_dare_seed")
+    plot_id = _node(prompt, "ElementalXYPlot")
+    prompt[plot_id]["inputs"].update(x_type="merge method", x_values="Weight sum\nTIES", mode="Weight sum",
+                                     filename_prefix="ElementalXY/xy_method")
+    outputs = comfy_server.run(prompt)
+    cells = [png_pixels(p) for p in comfy_server.images(outputs, _node(prompt, "SaveImage"))]
+    assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
+    plot = prompt[plot_id]["inputs"]
+    merge = {k: plot[k] for k in ("model_a", "model_b", "model_c", "clip_a", "clip_b", "clip_c", "alpha", "beta",
+                                  "density")}
+    image = _single_image(comfy_server, prompt, {**merge, "mode": "TIES"}, "xy_method_single")
+    assert np.array_equal(image, cells[1]), "the TIES cell differs from ElementalMerge + KSampler"

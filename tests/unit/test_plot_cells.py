@@ -24,8 +24,8 @@ def test_menu_is_the_axis_table_in_order():
     assert list(pa.AXIS_TYPES) == [
         "none", "elemental", "pinpoint element", "pinpoint blocks", "alpha", "beta", "block weights preset",
         "calc mode", "alpha and beta", "block weights alpha", "block weights beta", "add elemental", "seed",
-        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random", "calc_option",
-        "density", "drop_rate", "epsilon", "outlier_rate", "merge_seed"]
+        "prompt", "model A", "model B", "model C", "adjust", "pinpoint adjust", "random", "merge method",
+        "calc_option", "density", "drop_rate", "epsilon", "outlier_rate", "merge_seed"]
     assert pa.PINPOINTS == ("pinpoint element", "pinpoint blocks", "pinpoint adjust")
     assert all(row.apply is None for row in pa.AXIS_TYPES.values() if row.is_pinpoint)
     assert all(row.apply is not None for row in pa.AXIS_TYPES.values() if not row.is_pinpoint)
@@ -173,6 +173,7 @@ def test_every_declared_parameter_without_its_own_axis_gets_one():
     from merge_core.merge.params import PARAMS
 
     assert set(PARAMS) <= set(pa.AXIS_TYPES) and list(pa.AXIS_TYPES)[-6] == "calc_option"
+    assert list(pa.AXIS_TYPES)[-7] == "merge method"
     cells, _ = _cells(("calc_option", "0.3, 2"), ("calc mode", "extract"))
     assert [(c.settings.calc_mode, c.settings.calc_option) for c in cells] == [("extract", 0.3), ("extract", 2.0)]
     with pytest.raises(pa.AxisError, match=r"^x_values line 2: calc_option 25.0 is outside \[0, 20\]$"):
@@ -204,3 +205,15 @@ def test_task_parameter_axes_set_the_cell_settings():
         _cells(("merge_seed", "1.5"))
     with pytest.raises(pa.AxisError, match=r"^x_values line 2: density 1.5 is outside \[0, 1\]$"):
         _cells(("density", "0.5\n1.5"))
+
+
+def test_merge_method_axis_gives_each_cell_its_method():
+    cells, _ = _cells(("merge method", "Weight sum, ties\nDARE"), ("merge_seed", "3"))
+    assert [c.extras.mode for c in cells] == ["Weight sum", "TIES", "DARE"]
+    assert [c.extras.merge_set() for c in cells] == [(("mode", "Weight sum"),), (("mode", "TIES"),),
+                                                       (("mode", "DARE"),)]
+    assert cells[1].settings.task_params == ("density",)
+    assert "mode=DARE" in cells[2].describe()
+    assert "drop_rate=0.9 merge_seed=3" in cells[2].settings.describe()
+    with pytest.raises(pa.AxisError, match=r"^x_values line 1: unknown merge method 'Slurp' \(valid: Weight sum, "):
+        _cells(("merge method", "Slurp"))
