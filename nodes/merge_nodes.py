@@ -18,7 +18,7 @@ from .engine import model_info, runtime
 from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
 from .sockets.merge_inputs import MergeInputs, calc_sockets, merge_sockets, task_sockets
-from ..merge_core.merge.methods import MODEL_INPUTS, TASK_METHODS
+from ..merge_core.merge.methods import TASK_METHODS
 from ..merge_core.merge.task_params import text_socket_names
 from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import MergeNotes, apply_merge
@@ -26,9 +26,6 @@ from ..merge_core import format_change_report, text_problem, validate_block_weig
 from ..merge_core.plot.plot_labels import loaded_checkpoints
 from ..merge_core.recipes import recipe as recipes
 from ..merge_core.merge.params import GAMMA, NORMAL
-
-
-MODEL_INPUT_NAMES = ("model_a",) + MODEL_INPUTS  # the inputs the graph may wire straight to a checkpoint loader
 
 
 # ---- queue-time validation --------------------------------------------------------------------------------
@@ -154,8 +151,7 @@ class ElementalMerge(io.ComfyNode):
                 elemental_alpha=None, elemental_beta=None, calc_mode=NORMAL, calc_option=GAMMA.default,
                 model_d=None, model_e=None, clip_d=None, clip_e=None, **task_inputs):
         hidden = getattr(cls, "hidden", None)
-        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None),
-                                   MODEL_INPUT_NAMES)
+        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None))
         inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option,
                              graph_names=graph, model_d=model_d, model_e=model_e, clip_d=clip_d, clip_e=clip_e)
         method = inputs.method

@@ -79,7 +79,6 @@ def _sum_twice(A, B, C, a, b):
 
 # The model inputs after model_a, in the order a task-vector method reads them.
 MODEL_INPUTS = ("model_b", "model_c", "model_d", "model_e")
-SOURCE_NAMES = tuple(m[-1] for m in MODEL_INPUTS)  # "b", "c", "d", "e"
 
 
 def _task(name, params, min_models, summary, max_models=None, base_is_a=True, scaled=True,
@@ -112,7 +111,6 @@ MERGE_METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     _task("Average", (), 1, "the mean of A and every connected model, weighted by model_weights",
           base_is_a=False, scaled=False, weighted=True),
 )}
-LINEAR_METHODS = tuple(n for n, m in MERGE_METHODS.items() if not m.task)
 TASK_METHODS = tuple(n for n, m in MERGE_METHODS.items() if m.task)
 
 

@@ -75,7 +75,10 @@ def input_names(prompt: dict, unique_id, inputs=("model_a", "model_b", "model_c"
 CHECKPOINT_LOADERS = ("CheckpointLoaderSimple", "CheckpointLoader", "MergeCheckpointLoader")
 
 
-def loaded_checkpoints(prompt: dict, unique_id, inputs=("model_a", "model_b", "model_c")) -> dict:
+MODEL_INPUT_NAMES = ("model_a", "model_b", "model_c", "model_d", "model_e")  # a merging node's model inputs
+
+
+def loaded_checkpoints(prompt: dict, unique_id, inputs=MODEL_INPUT_NAMES) -> dict:
     """input name -> checkpoint file name, for inputs wired straight to a checkpoint loader's MODEL output:
     the model there is that file as loaded, so a model axis naming the same file can reuse it rather than load
     a second copy (the stock loader does not name its MODEL; only the graph tells)."""

@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass
 
 from ...merge_core import get_merge_method
-from ...merge_core.merge.methods import TASK_METHODS
+from ...merge_core.merge.methods import MERGE_METHODS, TASK_METHODS
 from ...merge_core.recipes import recipe as recipes
 from ...merge_core.merge.merge_ratios import Ratios, resolve
 from ...merge_core.merge.merge_checks import check_calc
@@ -43,7 +43,7 @@ def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = Tru
         io.Clip.Input("clip_b", optional=True),
         io.Clip.Input("clip_c", optional=True),
         *after_clips,
-        io.Combo.Input("mode", options=MODES, default="Weight sum"),
+        io.Combo.Input("mode", options=MODES, default="Weight sum", tooltip=MODE_TOOLTIP),
         param_socket(ALPHA),
         param_socket(BETA),
         BlockWeightsType.Input("block_weights_alpha", optional=True),
@@ -51,6 +51,9 @@ def merge_sockets(clip_a_tooltip: str | None = None, clip_a_optional: bool = Tru
         ElementalSpecType.Input("elemental_alpha", optional=True),
         ElementalSpecType.Input("elemental_beta", optional=True),
     ]
+
+
+MODE_TOOLTIP = "\n".join(f"{m.name}: {m.summary}" for m in MERGE_METHODS.values())
 
 
 def param_socket(param: Param, optional: bool = False):

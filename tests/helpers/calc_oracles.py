@@ -174,6 +174,30 @@ def oracle_weight(calc, arch, fk, A, B, C, a, b, stat, gamma=GAMMA, columns=None
     return oracle_self(A, a, fk)
 
 
+def fp16_ulp(x: torch.Tensor) -> torch.Tensor:
+    """tests.helpers.arch_checks.dtype_ulp(x, torch.float16) (the largest gap from x's fp16 rounding to a
+    neighbour), from the rounding's binary exponent: float32, and under half of dtype_ulp's time."""
+    h = x.to(torch.float16).float().abs_()
+    ulp = torch.ldexp(torch.ones_like(h), torch.frexp(h).exponent - 11)  # [2^(e-1), 2^e) has gaps 2^(e-11)
+    ulp = torch.where(h < 2.0 ** -14, 2.0 ** -24, ulp)  # zero and the subnormals
+    ulp = torch.where(h == 65504, float("inf"), ulp)  # fp16's largest finite value: its upper gap is infinite
+    return torch.where(torch.isfinite(h), ulp, float("nan"))  # as dtype_ulp: no gap at inf or NaN
+
+
+def over_one_fp16_ulp(err: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """Where ``err`` is over one fp16 ulp at ``want`` (fp16_ulp; NaN counts as over). The ulp is computed only
+    where ``err`` exceeds |want| * 2^-11 (at least 2^-24, below 65504), which is never more than the ulp, so
+    the answer is the same as comparing with fp16_ulp everywhere; a correctly rounded result (within half an
+    ulp) never needs it."""
+    a = want.abs()
+    floor = torch.where(a < 65504, (a * 2.0 ** -11).clamp_min(2.0 ** -24), 0.0)
+    over = ~(err <= floor)
+    if over.any():
+        idx = over.nonzero(as_tuple=True)
+        over[idx] = ~(err[idx] <= fp16_ulp(want[idx]))
+    return over
+
+
 # The calc modes whose oracle tests check a sample of the keys: every one. Their oracles work on whole tensors
 # (per-column cosines, scipy's filters, row swaps), so no element slice will do, and comparing every key of
 # SD1 and SD2 in every mode took 24 minutes of the suite on a 2-core CPU. The model-wide cosine statistics are

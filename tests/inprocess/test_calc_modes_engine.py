@@ -23,7 +23,8 @@ from safetensors import safe_open
 
 from tests.helpers.arch_checks import dtype_ulp
 from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, GAMMA, SAMPLED_CALCS, assert_sample_covers,
-                                oracle_sample, oracle_smooth_add, oracle_stats, oracle_weight, smooth_columns)
+                                fp16_ulp, oracle_sample, oracle_smooth_add, oracle_stats, oracle_weight,
+                                over_one_fp16_ulp, smooth_columns)
 from tests.helpers.pack import pack_module
 from tests.helpers.sd1_sources import (UNDEFINED_IN_SD1, assert_sources_unchanged, both_ratios, file_key, keys_of,
                                          load_models, merged_weight, run_calc_merge,
@@ -130,8 +131,8 @@ def test_every_weight_equals_oracle(objs, oracle_cosine_stats, calc):
         windowed += columns is not None
         err = ((got if columns is None else got[:, columns]).float() - want).abs()
         # fp16 weights: one fp16 ulp of the float32 result; float32 ones (logit_scale): float32 round-off
-        tol = dtype_ulp(want, torch.float16) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
-        assert (err <= tol).all(), f"{calc} {key}: max error {err.max().item()}"
+        over = over_one_fp16_ulp(err, want) if got.dtype == torch.float16 else ~(err <= 2.0 ** -22 * want.abs())
+        assert not over.any(), f"{calc} {key}: max error {err.max().item()}"
         changed += not torch.equal(got, A.to(got.dtype))
         checked += 1
     assert checked + skipped == len(work) and checked > (60 if calc in SAMPLED_CALCS else 150)
@@ -157,6 +158,25 @@ def test_smooth_add_oracle_windows_equal_whole_tensor(shape):
     big = (1280, 1280, 3, 3)
     assert smooth_columns(big, 0.5) == list(range(w)) + list(range(632, 648)) + list(range(1264, 1280))
     assert smooth_columns(big, 0) is None and smooth_columns((320, 320, 3, 3), 0.5) is None
+
+
+def test_fp16_ulp_checks_equal_dtype_ulp():
+    """fp16_ulp is dtype_ulp(x, float16) at every fp16 value, every midpoint and its float32 neighbours; and
+    over_one_fp16_ulp flags exactly the elements that comparing with dtype_ulp flags (NaN included)."""
+    every = torch.arange(2 ** 16, dtype=torch.int32).to(torch.int16).view(torch.float16).float()
+    finite = every[torch.isfinite(every)].sort().values
+    mids = (finite[:-1] + finite[1:]) / 2
+    inf = torch.tensor(float("inf"))
+    x = torch.cat([every, mids, torch.nextafter(mids, inf), torch.nextafter(mids, -inf), torch.tensor([7e4, -7e4])])
+    ref = dtype_ulp(x, torch.float16)
+    assert torch.equal(fp16_ulp(x).nan_to_num(-1), ref.float().nan_to_num(-1))
+    g = torch.Generator().manual_seed(3)
+    for scale in (0.5, 1.0, 2.0):
+        err = torch.rand(x.shape, generator=g) * scale * ref.float().nan_to_num(1)
+        err[::7] = ref[::7].float()
+        err[::11] = torch.nextafter(ref[::11].float(), inf)
+        err[::13] = float("nan")
+        assert torch.equal(over_one_fp16_ulp(err, x), ~(err.double() <= ref))
 
 
 def test_bounded_ratio_from_spec_names_block(objs):

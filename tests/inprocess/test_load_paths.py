@@ -129,6 +129,29 @@ def test_calc_modes(calc, path):
 
 
 @pytest.mark.parametrize("path", LOAD_PATHS)
+@pytest.mark.parametrize("method", ["TIES", "DARE-TIES", "DELLA", "Model Stock"])
+def test_task_methods(method, path):
+    """A task-vector method on an fp16 model against the float64 formula of tests/helpers/task_oracles.py on
+    A as the path hands it over (the masks drawn from the seed and the key, whatever the path)."""
+    from merge_core.merge.task_params import TaskArgs
+    from tests.helpers import task_oracles as oracle
+
+    _skip_unavailable(path)
+    mp = pack_module("nodes.engine.merge_adapter")
+    pa, pb, pc = _patchers(4, torch.float16)
+    sources = {"b": (pb.get_key_patches()[KEY],), "c": (pc.get_key_patches()[KEY],)}
+    values = {"alpha": 0.75, "density": 0.4, "drop_rate": 0.5, "epsilon": 0.2}
+    task = TaskArgs(method, tuple(sorted(values.items())), 9, "model.x.lin.weight", (), ("b", "c"))
+    target = pa.clone()
+    target.add_patches({KEY: mp.make_patch(KEY, sources=sources, task=task)})
+    A, B, C = (_w(p, KEY) for p in (pa, pb, pc))
+    handed = A.to(compute_dtype_of(path, A.dtype))
+    expected = oracle.merge(method, handed.float().numpy(), [B.float().numpy(), C.float().numpy()], values, 9,
+                            "model.x.lin.weight")
+    _assert_formula(weight_via(target, KEY, path), torch.from_numpy(expected), torch.float16, path, method)
+
+
+@pytest.mark.parametrize("path", LOAD_PATHS)
 def test_fused_qkv_calc_mode(path):
     """A layout-dependent calc mode on a fused q/k/v unit: each part through its own patch, A's other parts
     read from A's entries."""

@@ -186,3 +186,30 @@ def test_breadcrumbs_selection_equals_the_stable_sort_ranks(density, outliers):
     keep = min(round(density * n), n - large)
     want = np.where((r >= n - large - keep) & (r < n - large), delta.numpy(), 0.0)
     assert np.array_equal(got.numpy(), want)
+
+
+def test_docs_table_lists_every_task_method_with_its_declared_parameters():
+    """docs/merge-methods.md's table is held to the registry: each method, its parameters and their defaults,
+    which are per key (bold), and its minimum model count."""
+    import os
+    import re
+
+    from merge_core.merge.params import PARAMS
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "merge-methods.md")
+    rows = {}
+    for line in open(path, encoding="utf-8"):
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) == 4 and cols[0] in MERGE_METHODS and cols[0] not in rows:  # the first table
+            rows[cols[0]] = cols
+    assert set(rows) == set(TASK_METHODS)
+    for name, (_, params, models, _formula) in rows.items():
+        m = MERGE_METHODS[name]
+        declared = {p.name for p in m.params} | ({"model_weights"} if m.weighted else set())
+        assert set(re.findall(r"[a-z_]+", re.sub(r"\(.*?\)", "", params))) - {"none"} == declared, name
+        for p in m.params:
+            bold = f"**{p.name}**" in params
+            assert bold == p.per_key, (name, p.name)
+            if p.name != "alpha":
+                assert f"{p.name}** ({PARAMS[p.name].default:g})" in params or not p.per_key, (name, p.name)
+        assert models.count("+") == m.min_models, name
