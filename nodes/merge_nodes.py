@@ -195,10 +195,11 @@ def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes
              if not k.startswith(("block_weights_", "elemental_")) and v not in (None, "")]
     if plain:
         head += " " + " ".join(plain)
-    calc = recipe.get("calc_mode", NORMAL)
-    if recipe.get("calc_option") is not None:
-        calc += f" (calc_option {recipe['calc_option']:g})"
-    head += f", calc mode: {calc}"
+    if not settings:  # a task-vector method takes no calc mode
+        calc = recipe.get("calc_mode", NORMAL)
+        if recipe.get("calc_option") is not None:
+            calc += f" (calc_option {recipe['calc_option']:g})"
+        head += f", calc mode: {calc}"
     parts = [head + f": {models}", format_change_report(ratios.resolution_a, title="alpha")]
     if ratios.resolution_b is not None:
         parts.append(format_change_report(ratios.resolution_b, title="beta"))

@@ -71,19 +71,20 @@ def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
 
 
 def disjoint_mean(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
-    """TIES's sign election by mass (the sign of the sum) and the mean of the entries that agree with it
-    (nonzero ones only); 0 where none agrees."""
-    total = torch.zeros_like(deltas[0])
+    """TIES's sign election by mass (the sign of the float32 sum, in model order) and the mean of the entries
+    that agree with it (nonzero ones only); 0 where none agrees. An entry agrees where entry * sign > 0: its
+    magnitude is summed, and the sum takes the elected sign back (exact: every summand has that sign)."""
+    sign = torch.zeros_like(deltas[0])
     for d in deltas:
-        total += d
-    sign = torch.sign(total)
-    agreeing_sum = torch.zeros_like(total)
-    agreeing_count = torch.zeros_like(total)
+        sign += d
+    sign.sign_()
+    magnitude_sum = torch.zeros_like(sign)
+    count = torch.zeros_like(sign)
     for d in deltas:
-        agrees = (torch.sign(d) == sign) & (d != 0)
-        agreeing_sum += torch.where(agrees, d, 0.0)
-        agreeing_count += agrees
-    return agreeing_sum / agreeing_count.clamp_min(1.0)
+        agreeing = (d * sign).clamp_(min=0.0)
+        magnitude_sum += agreeing
+        count += agreeing > 0
+    return magnitude_sum.mul_(sign).div_(count.clamp_(min=1.0))
 
 
 def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
