@@ -3,7 +3,7 @@
 
 Run (needs the provisioned ComfyUI and the seeded SD1.5 checkpoints; ~6 minutes on a 2-core CPU for N=24):
     source scripts/env.sh && flock /tmp/elemental-heavy.lock "$PYTHON" -m bench.bench_session_growth [--n 24]
-    ... --smoke          N=3, for CI's bench smoke (checks it runs and reports, no verdict; results under $TMPDIR)
+    ... --smoke          N=1, for CI's bench smoke (each loop runs once and reports, no verdict; results under $TMPDIR)
     ... --probe          also ask the server what it holds after each prompt (bench/session_probe.py: live
                          MergePatch/ModelPatcher counts, the pack's caches, ComfyUI's
                          output cache entries, glibc heap figures)
@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLING = {"seed": 5, "steps": 1, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
 SIZE = 64
 WARMUP = 3  # prompts before the baseline: growth is measured from prompt WARMUP + 1
+SMOKE_N = 1  # CI's smoke: one prompt per loop runs every line of the loop and of the report
 GIB = 2 ** 30
 PROBE_DIR = "elemental_session_probe"
 
@@ -150,14 +151,14 @@ def run_loop(name: str, n: int, checkpoints: dict, settle: float, probe: bool, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=24, help="prompts per loop (default 24)")
-    ap.add_argument("--smoke", action="store_true", help="N=3: checks that it runs; growth figures mean little")
+    ap.add_argument("--smoke", action="store_true", help="N=1: checks that it runs; growth figures mean nothing")
     ap.add_argument("--phases", default="ours,native", help="comma-separated: ours, native")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between a prompt's end and the sample")
     ap.add_argument("--probe", action="store_true", help="install the debug route and record what the server holds")
     ap.add_argument("--server-args", default="", help='extra ComfyUI arguments, e.g. "--cache-classic"')
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/session_growth_<version>_<date>.json)")
     args = ap.parse_args()
-    n = 3 if args.smoke else args.n
+    n = SMOKE_N if args.smoke else args.n
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     version = os.environ.get("COMFYUI_VERSION", "unknown")
     checkpoints = ensure_checkpoints(os.environ.get(
@@ -178,7 +179,7 @@ def main() -> None:
               f"({r['growth_pct']:+.2f} %, max {r['max_after_base_gib']:.3f}) | anon {a['base_gib']:.3f} -> "
               f"{a['last_gib']:.3f} GiB ({a['growth_pct']:+.2f} %) | {loop['cache_line'] or 'cache: ?'}")
     if args.smoke:
-        print("(smoke run: 3 prompts, the figures above are not a growth measurement)")
+        print(f"(smoke run: {n} prompt per loop, the figures above are not a growth measurement)")
     path = args.out or os.path.join(SMOKE_DIR if args.smoke else os.path.join(HERE, "results"),
                                     f"session_growth_{version}_{time.strftime('%Y-%m-%d', time.gmtime())}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -13,7 +13,17 @@ agree to round-off). The engine's cosine statistic and the oracle's are over eve
 (SAMPLED_CALCS) checks tests.helpers.calc_oracles.oracle_sample's fixed sample: every key outside every block, one key
 of each layer role (conv, attention q/k/v/out, norms, ...) at ratio 0 and not, of each block (and one 4-D key
 of each; not for smoothAdd), of each (alpha, beta) pair, the smallest of each for smoothAdd (its scipy oracle
-over every convolution takes minutes: 155 s on one key of each group).
+over every convolution takes minutes: 155 s on one key of each group). smoothAdd's oracle of the few largest
+tensors (calc_oracles.smooth_columns: the 640/1280-channel convolutions, the token embedding) is computed
+exactly and compared on three windows of 16 columns (the first, a middle and the last; every row and kernel
+position), its filters being local (test_smooth_add_oracle_windows_equal_whole_tensor); at ratio 0 every
+element is compared with A, the formula's value there (no filter to run).
+
+Cost: the oracle's two cosine statistics are computed in one pass over the models, once per module
+(oracle_cosine_stats); test_cosine_statistic_is_cached runs before the oracle tests, so the engine computes
+each statistic once in the module and the oracle tests check the cached values against the oracle's. The ulp
+check (calc_oracles.over_one_fp16_ulp) computes the fp16 ulp only where the error exceeds a lower bound of it:
+the same verdict as comparing with dtype_ulp everywhere (test_fp16_ulp_checks_equal_dtype_ulp).
 """
 from __future__ import annotations
 
