@@ -27,11 +27,12 @@ import comfy.model_management
 from comfy.weight_adapter import WeightAdapterBase
 
 from .comfy_internals import weights_token
-from ...merge_core.merge.calc_layout import PLAIN, LayoutUnit, layout_units, part_of, to_checkpoint
-from ...merge_core.merge.calc_modes import (NORMAL, STAT_CACHE, CalcArgs, CosineStat, calc_merge, cosine_statistic,
-                                     get_calc_mode)
+from ...merge_core.merge.calc_layout import LayoutUnit, layout_units, to_checkpoint
+from ...merge_core.merge.calc_modes import NORMAL, STAT_CACHE, CalcArgs, CosineStat, cosine_statistic
+from ...merge_core.merge.key_compute import merged_weight, run_steps
+from ...merge_core.merge.key_work import CALC, LINEAR, TASK, KeyWork
+from ...merge_core.merge.plan import KeyPlan
 from ...merge_core.merge.task_params import TaskArgs
-from ...merge_core.merge.task_vectors import task_merge
 
 
 def entry_dtype(entry) -> torch.dtype:
@@ -51,19 +52,6 @@ def source_weight(entry, device, key: str = "") -> torch.Tensor:
     return comfy.lora.calculate_weight(patches, base, key, intermediate_dtype=torch.float32)
 
 
-def run_steps(weight: torch.Tensor, steps, sources: dict) -> torch.Tensor:
-    """merge_core PatchSteps (``w = w * strength_model + strength * source``) as fused in-place ops."""
-    for step in steps:
-        src = sources[step.source]
-        if step.strength_model == 1.0:
-            weight.add_(src, alpha=step.strength)
-        elif step.strength_model == 1.0 - step.strength:
-            weight.lerp_(src, step.strength)
-        else:
-            weight.mul_(step.strength_model).add_(src, alpha=step.strength)
-    return weight
-
-
 @dataclass(frozen=True, eq=False)
 class MergeParams:
     """Everything one key's merge needs. Deliberately not a tensor, tuple, list or adapter: ComfyUI's patch
@@ -79,6 +67,13 @@ class MergeParams:
     unit: LayoutUnit | None = None
     args: CalcArgs = CalcArgs()
     task: TaskArgs | None = None  # a task-vector method (merge_core.merge.task_vectors): sources b..e
+
+    @property
+    def work(self) -> KeyWork:
+        """The key's computation as merge_core describes it (merge_core.merge.key_compute computes it)."""
+        kind = TASK if self.task is not None else (LINEAR if self.calc == NORMAL else CALC)
+        return KeyWork(KeyPlan(self.key, None, self.steps), kind, (), self.calc, self.a, self.b, self.args,
+                       self.unit, self.task)
 
 
 def _float32_work(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -114,43 +109,15 @@ class MergePatch(WeightAdapterBase):
     def _evaluate(self, name: str, index: int, device) -> torch.Tensor:
         return source_weight(self.params.sources[name][index], device, self.params.key)
 
-    def _calc(self, weight: torch.Tensor) -> torch.Tensor:
-        p = self.params
-        mode = get_calc_mode(p.calc)
-        device = weight.device
-        names = ["b"] if mode.reads_b else []
-        names += ["c"] if mode.needs_c else []
-        args = p.args
-        if "b" in names:
-            args = CalcArgs(args.key, args.gamma, args.stat, entry_dtype(p.sources["b"][0]))
-        if p.unit is None or p.unit.kind == PLAIN:
-            tensors = {n: self._evaluate(n, 0, device) for n in names}
-            return calc_merge(mode, weight, tensors.get("b"), tensors.get("c"), p.a, p.b, args)
-        own = p.unit.keys.index(p.key)
-        parts_a = [weight if i == own else self._evaluate("a", i, device) for i in range(len(p.unit.keys))]
-        full = {n: to_checkpoint(p.unit, [self._evaluate(n, i, device) for i in range(len(p.unit.keys))])
-                for n in names}
-        merged = calc_merge(mode, to_checkpoint(p.unit, parts_a), full.get("b"), full.get("c"),
-                            p.a, p.b, args)
-        return part_of(p.unit, p.key, merged, [q.shape for q in parts_a])
-
     @torch.no_grad()  # outside ComfyUI's inference mode (tests, scripts) weights may require grad
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=torch.float32, original_weight=None):
         """Writes the merged weight into ``weight`` (in place: with an offset ComfyUI keeps the full tensor
         and ignores what is returned) and returns it, in ``weight``'s dtype, computed in float32."""
         work, copied = _float32_work(weight)
-        task = self.params.task
-        if task is not None:
-            loaders = [lambda n=n: self._evaluate(n, 0, weight.device) for n in task.sources]
-            result = work.copy_(task_merge(task.method, work, loaders, dict(task.values), task.seed, task.key,
-                                           task.weights))
-        elif self.params.calc == NORMAL:
-            names = {s.source for s in self.params.steps}
-            sources = {n: self._evaluate(n, 0, weight.device) for n in names}
-            result = run_steps(work, self.params.steps, sources)
-        else:
-            result = work.copy_(self._calc(work))
+        p = self.params
+        b_dtype = entry_dtype(p.sources["b"][0]) if "b" in p.sources else None
+        result = merged_weight(p.work, work, lambda name, i: self._evaluate(name, i, weight.device), b_dtype)
         if copied:
             weight.copy_(result)
         return weight

@@ -12,7 +12,8 @@ calc mode (merge_core.calc_modes) it computes the key's calc-mode formula, in ch
 mode needs it. The sources are the other models' `get_key_patches()` entries, i.e. their own (possibly
 patched) weights computed lazily: a merged model can be the input of a further merge.
 
-Which keys change and how shapes are handled is decided per key in merge_core/merge/plan.py; a calc mode
+Which keys change and how shapes are handled is decided per key in merge_core/merge/key_work.py (shared with
+the file-to-file merge; shape rules in plan.py); a calc mode
 follows its own rule (`merge_core.calc_modes.keeps_a`: keys outside every block or not a weight/bias keep A;
 ratio 0 keeps A only where the mode says so). `plan_merge` returns the patches as data; `apply_to` adds them.
 A key that keeps A gets no patch and is never recomputed by the XY re-merge.
@@ -22,128 +23,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...merge_core.merge.calc_layout import PLAIN, layout_units
-from ...merge_core.merge.calc_modes import (NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios,
-                                     get_calc_mode, keeps_a)
-from ...merge_core.arch.keys import canonical_key
-from ...merge_core.merge.params import GAMMA
-from ...merge_core.merge.task_params import TaskValues, key_args, keeps_a as task_keeps_a
-from ...merge_core.merge.plan import (REASON_MISSING, REASON_SHAPE, KeyPlan, MergeNotes, ShapeStep, effective_steps,
-                                       plan_key)
+from ...merge_core.merge.calc_modes import NORMAL
+from ...merge_core.merge.key_work import (LINEAR, NORMAL_CALC, CalcSettings, KeyWork, TaskSettings, key_effect,
+                                          key_work)
+from ...merge_core.merge.plan import MergeNotes
 from .comfy_internals import Patch
 from .load_contract import require_load_paths
 from .merge_adapter import make_patch
 
 
-@dataclass(frozen=True)
-class CalcSettings:
-    """A merge's calc mode and what it needs besides the ratios: gamma (extract's calc_option), the cosine
-    statistic (cosineA/B), the architecture (blocks, checkpoint names, layout). Frozen and comparable: an XY
-    cell that changes any of it re-merges every key."""
-    mode: str = NORMAL
-    gamma: float = GAMMA.default
-    stat: CosineStat | None = None
-    arch: object = None
-
-    @property
-    def info(self):
-        return get_calc_mode(self.mode)
+def _shape_reader(sources: dict):
+    """`shape_of(source, key)` over `get_key_patches()` dicts: the unpatched weight's shape, None if absent."""
+    def shape_of(name: str, key: str):
+        entry = sources.get(name, {}).get(key)
+        return tuple(entry[0][0].shape) if entry is not None else None
+    return shape_of
 
 
-NORMAL_CALC = CalcSettings()
-
-
-@dataclass(frozen=True, eq=False)
-class TaskSettings:
-    """A task-vector merge's settings besides alpha: every key's parameters (`TaskValues`), the sources read
-    in order ("b", "c", "d", "e": the connected ones), and the architecture (checkpoint names for the seeds)."""
-    values: TaskValues
-    sources: tuple
-    arch: object
-
-
-def _task_plan(key, shape_a, sources, method, task: TaskSettings, a):
-    """(KeyPlan, MergePatch or None) of a key under a task-vector method: every source must hold the key in
-    one shape (A's, or a leading slice of it: then A's extra channels are kept)."""
-    if task_keeps_a(method, a):
-        return KeyPlan(key, None, ()), None
-    problem = task.values.problem_at(key, task.arch.block_of(key))
-    if problem:
-        raise ValueError(problem)
-    plan = plan_key(key, shape_a, _shapes_of(sources, key, task.sources), tuple(ShapeStep(n) for n in task.sources))
-    if plan.kept is not None:
-        return plan, None
-    args = key_args(method, task.values, key, canonical_key(key, task.arch), a, task.sources)
-    srcs = {n: (sources[n][key],) for n in task.sources}
-    return KeyPlan(key, plan.offset, ("task",)), make_patch(key, sources=srcs, task=args)
-
-
-def _shapes_of(sources: dict, key: str, names) -> dict:
-    return {n: (tuple(sources[n][key][0][0].shape) if key in sources.get(n, {}) else None) for n in names}
-
-
-def _linear_plan(key, shape_a, sources, method, a, b):
-    """(KeyPlan, MergePatch or None) of a normal-mode key."""
-    plan = plan_key(key, shape_a, _shapes_of(sources, key, ("b", "c")), method.steps(a, b))
-    if plan.kept is not None or not plan.steps:
-        return plan, None
-    used = sorted({s.source for s in plan.steps})
-    return plan, make_patch(key, plan.steps, sources={n: (sources[n][key],) for n in used})
-
-
-def _unit_problem(unit, shapes_a: dict, sources: dict, used) -> str | None:
-    """Why a fused/transposed text-encoder unit cannot be computed (a part missing or shaped otherwise)."""
-    for k in unit.keys:
-        for n in used:
-            entry = sources[n].get(k)
-            if entry is None:
-                return REASON_MISSING.format(src=f"model {n.upper()}") + f" ({k})"
-            if tuple(entry[0][0].shape) != tuple(shapes_a[k]):
-                return REASON_SHAPE.format(a=tuple(shapes_a[k]), s=tuple(entry[0][0].shape), src=f"model {n.upper()}")
-    return None
-
-
-def _calc_plan(key, shapes_a, sources, calc: CalcSettings, a, b, unit):
-    """(KeyPlan, MergePatch or None) of a calc-mode key; ratio bounds are checked here (ValueError naming
-    the key's block), so ratios from block weights and specs are checked when the merge runs."""
-    info = calc.info
-    canon, block = canonical_key(key, calc.arch), calc.arch.block_of(key)
-    if not calc_applies(info, canon, block):
-        return KeyPlan(key, None, ()), None
-    check_ratios(calc.mode, a, b, f"block {block} (key {key})")
-    if keeps_a(info, canon, block, a, b):
-        return KeyPlan(key, None, ()), None
-    used = [n for n, on in (("b", info.reads_b), ("c", info.needs_c)) if on]
-    args = CalcArgs(canon, calc.gamma, calc.stat)
-    marker = ("calc",)  # a non-empty `steps`: the key is patched
-    if unit is not None and unit.kind != PLAIN:
-        why = _unit_problem(unit, shapes_a, sources, used + ["a"])
-        if why:
-            return KeyPlan(key, None, (), why), None
-        srcs = {n: tuple(sources[n][k] for k in unit.keys) for n in used + ["a"]}
-        return KeyPlan(key, None, marker), make_patch(key, (), calc.mode, a, b, srcs, unit, args)
-    if not used:  # self: A alone
-        return KeyPlan(key, None, marker), make_patch(key, (), calc.mode, a, b, {}, None, args)
-    plan = plan_key(key, shapes_a[key], _shapes_of(sources, key, used),
-                    tuple(ShapeStep(n) for n in used))
-    if plan.kept is not None:
-        return plan, None
-    srcs = {n: (sources[n][key],) for n in used}
-    return KeyPlan(key, plan.offset, marker), make_patch(key, (), calc.mode, a, b, srcs, None, args)
-
-
-def key_effect(method, calc: CalcSettings, key: str, a: float, b: float):
-    """What decides a key's merged weight under these ratios, comparable between two settings of one merge
-    (None: A's weight): the effective steps for normal, (a, b) for a calc mode that changes the key. The diff
-    checker counts a target's changed keys with it, per calc mode."""
-    if getattr(method, "task", False):  # the key's other parameters are the same in both settings compared
-        return None if task_keeps_a(method, a) else ("task", a)
-    if calc.mode == NORMAL:
-        return effective_steps(method.steps(a, b)) or None
-    info = calc.info
-    canon, block = canonical_key(key, calc.arch), calc.arch.block_of(key)
-    if not calc_applies(info, canon, block) or keeps_a(info, canon, block, a, b):
-        return None
-    return (a, b if info.uses_beta else None)
+def _patch(work: KeyWork, sources: dict):
+    """The interned MergePatch of a key that changes: its sources' entries (every key of a fused unit)."""
+    unit = work.unit if work.unit is not None and work.unit.kind != PLAIN else None
+    keys = unit.keys if unit is not None else (work.plan.key,)
+    entries = {n: tuple(sources[n][k] for k in keys) for n in work.used}
+    steps = work.plan.steps if work.kind == LINEAR else ()
+    return make_patch(work.plan.key, steps, work.calc, work.a, work.b, entries, unit, work.calc_args, work.task)
 
 
 @dataclass
@@ -190,14 +93,11 @@ def plan_merge(shapes_a: dict, sources: dict, method, ratio_a, ratio_b, calc: Ca
     units = {}
     if calc.mode != NORMAL and calc.info.layout_dependent:
         units = {k: u for u in layout_units(shapes_a, calc.arch) for k in u.keys}
-    for key, shape_a in shapes_a.items():
-        a, b = ratio_a(key), ratio_b(key)
-        if task is not None:
-            key_plan, patch = _task_plan(key, shape_a, sources, method, task, a)
-        elif calc.mode == NORMAL:
-            key_plan, patch = _linear_plan(key, shape_a, sources, method, a, b)
-        else:
-            key_plan, patch = _calc_plan(key, shapes_a, sources, calc, a, b, units.get(key))
+    shape_of = _shape_reader(sources)
+    for key in shapes_a:
+        work = key_work(key, shapes_a, shape_of, method, ratio_a(key), ratio_b(key), calc, task, units.get(key))
+        key_plan, shape_a = work.plan, shapes_a[key]
+        patch = _patch(work, sources) if work.changes else None
         if key_plan.kept is not None:
             notes.kept.append((key, key_plan.kept))
             continue
