@@ -23,7 +23,8 @@ from ..merge_core.merge.task_params import text_socket_names
 from ..merge_core.merge.merge_checks import calc_queue_problem
 from .engine.merge_patches import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
-from ..merge_core.plot.plot_labels import loaded_checkpoints
+from ..merge_core.arch.derived import is_derived
+from ..merge_core.plot.plot_labels import loaded_checkpoints, loaded_diffusion_models
 from ..merge_core.recipes import recipe as recipes
 from ..merge_core.merge.params import GAMMA, NORMAL
 
@@ -151,9 +152,10 @@ class ElementalMerge(io.ComfyNode):
                 elemental_alpha=None, elemental_beta=None, calc_mode=NORMAL, calc_option=GAMMA.default,
                 model_d=None, model_e=None, clip_d=None, clip_e=None, **task_inputs):
         hidden = getattr(cls, "hidden", None)
-        graph = loaded_checkpoints(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None))
+        prompt, unique_id = getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)
         inputs = MergeInputs(mode, model_a, model_b, model_c, clip_a, clip_b, clip_c, calc_mode, calc_option,
-                             graph_names=graph, model_d=model_d, model_e=model_e, clip_d=clip_d, clip_e=clip_e)
+                             graph_names=loaded_checkpoints(prompt, unique_id), model_d=model_d, model_e=model_e,
+                             clip_d=clip_d, clip_e=clip_e, graph_labels=loaded_diffusion_models(prompt, unique_id))
         method = inputs.method
         ratios = inputs.ratios(alpha, beta, block_weights_alpha, block_weights_beta, elemental_alpha,
                                elemental_beta)
@@ -184,6 +186,11 @@ class ElementalMerge(io.ComfyNode):
         return io.NodeOutput(merged, clip_out, report, ui={"text": [report]})
 
 
+def derived_note(arch) -> str:
+    """For a model no record describes: what its blocks were derived from ("" for a recorded architecture)."""
+    return f"architecture {arch.label}: {arch.summary()}" if is_derived(arch) else ""
+
+
 def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes, clip_text: str | None,
                  task=None) -> str:
     models = ", ".join(f"{k}={v}" for k, v in names.items())
@@ -200,7 +207,7 @@ def build_report(recipe: dict, names: dict, arch, ratios, unet_notes: MergeNotes
         if recipe.get("calc_option") is not None:
             calc += f" (calc_option {recipe['calc_option']:g})"
         head += f", calc mode: {calc}"
-    parts = [head + f": {models}", format_change_report(ratios.resolution_a, title="alpha")]
+    parts = [head + f": {models}", derived_note(arch), format_change_report(ratios.resolution_a, title="alpha")]
     if ratios.resolution_b is not None:
         parts.append(format_change_report(ratios.resolution_b, title="beta"))
     for name, resolution in (task.values.resolutions.items() if task is not None else ()):

@@ -194,6 +194,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
 
 _ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1": "sd2", "sd20": "sd2",
             "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3"}
+# Architectures derived at run time from a model's own keys, by name (merge_core.arch.derived.register).
+DERIVED: dict[str, Architecture] = {}
 
 
 def get_architecture(name) -> Architecture:
@@ -203,6 +205,8 @@ def get_architecture(name) -> Architecture:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in ARCHITECTURES:
+        if key in DERIVED:
+            return DERIVED[key]
         raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[key]
 

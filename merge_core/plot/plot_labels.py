@@ -82,6 +82,21 @@ def loaded_checkpoints(prompt: dict, unique_id, inputs=MODEL_INPUT_NAMES) -> dic
     """input name -> checkpoint file name, for inputs wired straight to a checkpoint loader's MODEL output:
     the model there is that file as loaded, so a model axis naming the same file can reuse it rather than load
     a second copy (the stock loader does not name its MODEL; only the graph tells)."""
+    return _wired_files(prompt, unique_id, inputs, dict.fromkeys(CHECKPOINT_LOADERS, "ckpt_name"))
+
+
+DIFFUSION_MODEL_LOADERS = {"UNETLoader": "unet_name"}  # Load Diffusion Model: class_type -> its file input
+
+
+def loaded_diffusion_models(prompt: dict, unique_id, inputs=MODEL_INPUT_NAMES) -> dict:
+    """input name -> diffusion-model file name (models/diffusion_models), for inputs wired straight to Load
+    Diffusion Model's MODEL output: the name reports and errors give that model, which ComfyUI leaves unnamed.
+    A name only: such a file is not a checkpoint, so no recipe is read from it."""
+    return _wired_files(prompt, unique_id, inputs, DIFFUSION_MODEL_LOADERS)
+
+
+def _wired_files(prompt: dict, unique_id, inputs, loaders: dict) -> dict:
+    """input name -> the file name input of the loader (class_type -> input) whose output 0 is wired into it."""
     node = (prompt or {}).get(str(unique_id)) if unique_id is not None else None
     out = {}
     for name in inputs if node else ():
@@ -89,9 +104,10 @@ def loaded_checkpoints(prompt: dict, unique_id, inputs=MODEL_INPUT_NAMES) -> dic
         if not (isinstance(value, list) and len(value) == 2 and value[1] == 0):
             continue
         source = prompt.get(str(value[0])) or {}
-        ckpt = (source.get("inputs") or {}).get("ckpt_name")
-        if source.get("class_type") in CHECKPOINT_LOADERS and isinstance(ckpt, str):
-            out[name] = ckpt
+        field = loaders.get(source.get("class_type"))
+        file_name = (source.get("inputs") or {}).get(field) if field else None
+        if isinstance(file_name, str):
+            out[name] = file_name
     return out
 
 

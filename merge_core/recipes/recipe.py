@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.adjust import AdjustError, parse_adjust
 from ..arch.architectures import ARCHITECTURES
+from ..arch.derived import is_derived_name
 from ..merge.calc_modes import CALC_MODES, merge_params, uses_beta
 from ..files.file_hash import is_sha256, short_hash
 from ..merge.methods import MERGE_METHODS
@@ -222,7 +223,7 @@ def _check_merge(node: dict, path: str, problems: list) -> None:
         problems.append((_join(path, "calc_mode"), f"calc mode '{calc}' needs mode "
                          f"{' or '.join(repr(m) for m in CALC_MODES[calc].merge_modes)}, not '{mode}'"))
     arch = node.get("architecture")
-    if isinstance(arch, str) and arch not in ARCHITECTURES:
+    if isinstance(arch, str) and arch not in ARCHITECTURES and not is_derived_name(arch):
         problems.append((_join(path, "architecture"),
                          f"unknown architecture '{arch}' (valid: {', '.join(ARCHITECTURES)})"))
     if not isinstance(mode, str):

@@ -15,7 +15,7 @@ import math
 import os
 import re
 
-from ..arch.architectures import Architecture, get_architecture
+from ..arch.architectures import ARCHITECTURES, DERIVED, Architecture, get_architecture
 from ..cache import cached
 from ..diagnostics import ERROR, Diagnostic, MergeSpecError
 from ..numbers import finite_float
@@ -112,8 +112,45 @@ def _as_weights(values, a: Architecture, alpha, line, col, source) -> dict[str, 
             raise MergeSpecError([Diagnostic(line, col, f"{len(values)} values leave BASE unset and no alpha was "
                                                         "given", ERROR, source, f"give alpha or {n} values")])
         return dict(zip(a.blocks, (float(alpha),) + values))
-    raise MergeSpecError([Diagnostic(line, col, f"{a.label} block weights need {expected_counts(a)}, "
-                                                f"got {len(values)}", ERROR, source)])
+    raise MergeSpecError([Diagnostic(line, col, f"{a.label} block weights need {expected_counts(a)}{_lbw_note(a)}, "
+                                                f"got {len(values)}{_closest_note(a, len(values))}", ERROR,
+                                     source)])
+
+
+def accepted_counts(arch) -> tuple[int, ...]:
+    """The value counts a weight string for `arch` may have: one per block, one fewer without BASE, and SD1's
+    26/25 for SDXL (converted)."""
+    a = get_architecture(arch)
+    n = len(a.blocks)
+    counts = [n] + ([n - 1] if a.has_base else []) + ([26, 25] if a.name == "sdxl" else [])
+    return tuple(dict.fromkeys(counts))
+
+
+def closest_counts(count: int, exclude=None, limit: int = 3) -> list[tuple[Architecture, int]]:
+    """The architectures (records, then those derived in this session) whose weight-string lengths are closest
+    to `count`, each with its length nearest to it; `exclude` (an architecture) is left out."""
+    skip = get_architecture(exclude).name if exclude is not None else None
+    found = []
+    for order, a in enumerate(list(ARCHITECTURES.values()) + list(DERIVED.values())):
+        if a.name == skip:
+            continue
+        near = min(accepted_counts(a), key=lambda c: (abs(c - count), -c))
+        found.append((abs(near - count), order, a, near))
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [(a, near) for _, _, a, near in found[:limit]]
+
+
+def _closest_note(a: Architecture, count: int) -> str:
+    near = closest_counts(count, exclude=a)
+    if not near:
+        return ""
+    return "; closest: " + ", ".join(f"{b.label} {n}" for b, n in near)
+
+
+def _lbw_note(a: Architecture) -> str:
+    """LoRA Block Weight's own list lengths for `a`, where they differ from the block count."""
+    other = sorted(n for n in a.lbw_forms if n not in accepted_counts(a))
+    return f" (LoRA Block Weight's lists: {' or '.join(map(str, other))})" if other else ""
 
 
 def parse_block_weights(text_or_preset: str, arch, alpha: float | None = None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..arch.architectures import ARCHITECTURES, Architecture, get_architecture
+from ..arch.derived import stand_in
 from .block_weights import parse_block_weights
 from ..diagnostics import ERROR, Diagnostic, MergeSpecError
 
@@ -69,14 +70,17 @@ def closest_architecture(text: str, validate: Validator, candidates: Iterable | 
 def text_problem(kind: str, text: str, architecture: str, validate: Validator) -> str | None:
     """The queue-time message for an invalid `kind` text ("elemental spec", "block weights"), or None.
 
-    `architecture` is a name or AUTO (valid for any architecture passes; otherwise the closest one is
-    reported). Empty text is no problem here: what empty means is the caller's rule."""
+    `architecture` is a name or AUTO (valid for any architecture passes, including any model with derived
+    blocks (`merge_core.arch.derived.stand_in`); otherwise the closest record is reported). Empty text is no
+    problem here: what empty means is the caller's rule."""
     if not text.strip():
         return None
     auto = architecture == AUTO
     fit = closest_architecture(text, validate, None if auto else [architecture])
     if fit.valid:
         return None
+    if auto and not [d for d in validate(text, stand_in(text)) if d.is_error]:
+        return None  # may be for a model whose blocks are derived from its keys: the merge checks it
     label = fit.architecture.label
     head = f"invalid {kind}: valid for no architecture; as {label}:" if auto else f"invalid {kind} for {label}:"
     return "\n".join([head] + [d.format() for d in fit.errors])

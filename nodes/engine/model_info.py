@@ -15,6 +15,7 @@ import os
 import folder_paths
 
 from ...merge_core import detect_architecture, get_architecture
+from ...merge_core.arch import derived
 from ...merge_core.arch.architectures import BY_CONFIG_CLASS
 from ...merge_core.recipes import recipe as recipes
 from ...merge_core.merge.adjust import NAMES, parse_adjust
@@ -42,7 +43,10 @@ class ArchitectureMismatch(ValueError):
 
 
 def architecture_of(model):
-    """The merge_core Architecture of a ComfyUI ModelPatcher, or ValueError when it is none we know."""
+    """The merge_core Architecture of a ComfyUI ModelPatcher: the record of its ComfyUI config class, else the
+    record its keys show, else (no record, or the record found by keys leaves some of its diffusion-model
+    keys outside every block) blocks derived from its own keys (merge_core.arch.derived), registered by name.
+    ValueError only for a model with no diffusion-model key at all."""
     config = getattr(getattr(model, "model", None), "model_config", None)
     name = ARCH_BY_CONFIG_CLASS.get(type(config).__name__) if config is not None else None
     if name is not None:
@@ -52,10 +56,13 @@ def architecture_of(model):
         arch = detect_architecture(keys)
     except ValueError:
         arch = None
-    if arch is None:
+    if arch is not None and not derived.uncovered(arch, keys):
+        return arch
+    try:
+        return derived.derive_and_register(keys, type(config).__name__ if config is not None else "")
+    except ValueError as e:
         raise ValueError(f"{model_name(model)}: architecture not supported for elemental merging "
-                         f"(ComfyUI model config {type(config).__name__})")
-    return arch
+                         f"(ComfyUI model config {type(config).__name__}: {e})") from None
 
 
 def check_same_architecture(models: dict, labels: dict | None = None):

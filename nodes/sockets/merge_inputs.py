@@ -112,11 +112,14 @@ class MergeInputs:
 
     def __init__(self, mode, model_a, model_b, model_c=None, clip_a=None, clip_b=None, clip_c=None,
                  calc_mode: str = NORMAL, calc_option: float = GAMMA.default, graph_names: dict | None = None,
-                 model_d=None, model_e=None, clip_d=None, clip_e=None):
+                 model_d=None, model_e=None, clip_d=None, clip_e=None, graph_labels: dict | None = None):
         """`graph_names`: input name -> checkpoint file wired straight into it (merge_core.plot_labels.
         loaded_checkpoints), for models whose loader recorded no name (ComfyUI's stock loader).
+        `graph_labels`: input name -> a name for reports and errors only (Load Diffusion Model's file,
+        merge_core.plot_labels.loaded_diffusion_models), for models with no recipe of their own.
         model_d/model_e (and their CLIPs): further models, read by the task-vector methods only."""
         self.graph_names = graph_names or {}
+        self.graph_labels = graph_labels or {}
         self.method = get_merge_method(mode) if isinstance(mode, str) else mode
         check_calc(self.method.name, calc_mode, calc_option)
         self.calc_mode, self.calc_option = calc_mode, float(calc_option)
@@ -201,7 +204,11 @@ class MergeInputs:
         return None
 
     def _label(self, slot: str) -> str:
-        return self._graph_name(slot) or model_info.model_name(self.models[slot])
+        if self._graph_name(slot):
+            return self._graph_name(slot)
+        if slot in self.graph_labels and model_info.recipe_of(self.models[slot]) is None:
+            return self.graph_labels[slot]
+        return model_info.model_name(self.models[slot])
 
     @property
     def names(self) -> dict:

@@ -34,8 +34,9 @@ def test_block_weights_errors_are_positioned_diagnostics():
     (d,) = validate_block_weights(",".join(["1"] * 25), "sd1")
     assert d.message == "25 values leave BASE unset and no alpha was given" and d.hint == "give alpha or 26 values"
     (d,) = validate_block_weights("1,2,3", "sdxl")
-    assert d.message == ("SDXL block weights need 20 values (BASE, IN00..IN08, M00, OUT00..OUT08) or 19 without "
-                         "BASE, or an SD1 list of 26/25, got 3")
+    assert d.message.startswith("SDXL block weights need 20 values (BASE, IN00..IN08, M00, OUT00..OUT08) or 19 "
+                                "without BASE, or an SD1 list of 26/25 (LoRA Block Weight's lists: 12), got 3; "
+                                "closest: SD1.x 25, ")  # then the other records nearest to 3 values
 
 
 def test_block_weights_unknown_architecture_is_a_diagnostic_not_an_exception():
@@ -95,10 +96,12 @@ def test_text_problem_messages():
         "invalid elemental spec for SDXL:\n"
         "line 1, column 1: unknown block 'IN11' in entry 'IN11::0.5' "
         "(did you mean IN01? valid: BASE, IN00..IN08, M00, OUT00..OUT08)")
-    assert text_problem("block weights", "1,2,3", "sd1", validate_block_weights) == (
+    problem = text_problem("block weights", "1,2,3", "sd1", validate_block_weights)
+    assert problem.startswith(
         "invalid block weights for SD1.x:\n"
         "line 1, column 1: SD1.x block weights need 26 values (BASE, IN00..IN11, M00, OUT00..OUT11) "
-        "or 25 without BASE, got 3 in entry '1,2,3'")
+        "or 25 without BASE (LoRA Block Weight's lists: 17), got 3; closest: SDXL 19, ")
+    assert problem.endswith(" in entry '1,2,3'")
 
 
 # ---- clear_caches -------------------------------------------------------------------------------------------
