@@ -14,6 +14,9 @@ Block names follow SuperMerger where it has them:
   ``joint_blocks.N`` -> ``Jnn`` (SD3/3.5 medium use J00..J23, SD3.5 large J00..J37); ``IN`` = x_embedder,
   pos_embed, t_embedder, y_embedder, context_embedder; ``OUT`` = final_layer; ``CLIP`` = both
   ``text_encoders.clip_l`` and ``text_encoders.clip_g``; ``T5`` = ``text_encoders.t5xxl``.
+* **Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow**: one block per input of ComfyUI's block-merge node for the
+  family, in the node's order (``_native``); **Flux.2** and **Chroma**: Flux's layout plus ``MOD`` (their shared
+  modulation layers). Diffusion model only; see `_FAMILIES` and docs/architectures.md.
 
 VAE keys (``first_stage_model.``, ``vae.``) belong to no block (`block_of` returns None): in ComfyUI the VAE
 is a separate object the user picks, so it is never part of a merge. Keys are matched in canonical form
@@ -141,6 +144,86 @@ _SDXL_BLOCKS = ("BASE",) + _numbered("IN", 9) + ("M00",) + _numbered("OUT", 9)
 _FLUX_BLOCKS = ("CLIP", "T5", "IN") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
 _SD3_BLOCKS = ("CLIP", "T5", "IN") + _numbered("J", 38) + ("OUT",)
 
+
+# ---- Diffusion-model-only families (no text-encoder blocks: ComfyUI loads their text encoders separately) ----
+# Where ComfyUI has a block-merge node for the family (comfy_extras/nodes_model_merging_model_specific.py), the
+# blocks are that node's inputs, one for one and in the same order, and each rule reproduces the node's
+# longest-prefix match, so that Block Weights with the node's values in its order set every key to the ratio
+# the node gives it. The node gives a key that none of its inputs names its *first* input's ratio; the last
+# rule of such a record (`_U` alone) does the same, so those keys merge with the first block. `None` in a
+# table row is the "first block" catch-all.
+
+def _native(first: str, named: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Rules mirroring a native block-merge node: (regex after the UNet prefix, block) in the node's order,
+    then every other diffusion-model key to `first`, the block of the node's first input."""
+    return tuple((_U + p, b) for p, b in named) + ((_U, first),)
+
+
+_WAN_BLOCKS = ("IN", "TIME", "TPROJ", "TEXT", "IMG") + _numbered("B", 40) + ("OUT",)
+_QWEN_BLOCKS = ("POS", "IN", "TXTNORM", "TXT", "TIME") + _numbered("T", 60) + ("OUT",)
+_KREA2_BLOCKS = (("IN", "TMLP", "TXTMLP", "TPROJ") + _numbered("L", 2) + ("PROJ",) + _numbered("R", 2)
+                 + _numbered("B", 28) + ("OUT",))
+_AURA_BLOCKS = ("IN", "POS", "COND", "REG", "TIME") + _numbered("D", 4) + _numbered("S", 32) + ("MOD", "OUT")
+_FLUX2_BLOCKS = ("IN", "MOD") + _numbered("D", 8) + _numbered("S", 48) + ("OUT",)
+_CHROMA_BLOCKS = ("IN", "MOD") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
+
+_FAMILIES = (
+    # ModelMergeWAN2_1: patch_embedding, time_embedding, time_projection, text_embedding, img_emb, blocks.0-39,
+    # head. Wan 2.1 1.3B has 30 blocks (B30-B39 stay empty), 14B and Wan 2.2 have 40; only I2V has img_emb.
+    Architecture("wan", "Wan 2.1/2.2", _WAN_BLOCKS,
+                 config_classes=("WAN21_T2V", "WAN21_I2V", "WAN22_T2V"),
+                 markers=(("head.modulation", "patch_embedding."),),
+                 rules=_native("IN", ((r"patch_embedding\.", "IN"), (r"time_embedding\.", "TIME"),
+                                      (r"time_projection\.", "TPROJ"), (r"text_embedding\.", "TEXT"),
+                                      (r"img_emb\.", "IMG"), (r"blocks\.(\d+)\.", "B{:02d}"), (r"head\.", "OUT")))),
+    # ModelMergeQwenImage: pos_embeds, img_in, txt_norm, txt_in, time_text_embed, transformer_blocks.0-59,
+    # proj_out. No parameter is called pos_embeds (the rotary embedding has none): POS holds what no input
+    # names, norm_out.
+    Architecture("qwen_image", "Qwen-Image", _QWEN_BLOCKS, config_classes=("QwenImage",),
+                 markers=(("time_text_embed.", "txt_norm."),),
+                 rules=_native("POS", ((r"pos_embeds\.", "POS"), (r"img_in\.", "IN"), (r"txt_norm\.", "TXTNORM"),
+                                       (r"txt_in\.", "TXT"), (r"time_text_embed\.", "TIME"),
+                                       (r"transformer_blocks\.(\d+)\.", "T{:02d}"), (r"proj_out\.", "OUT")))),
+    # ModelMergeKrea2: first, tmlp, txtmlp, tproj, txtfusion.layerwise_blocks.0-1, txtfusion.projector,
+    # txtfusion.refiner_blocks.0-1, blocks.0-27, last.
+    Architecture("krea2", "Krea 2", _KREA2_BLOCKS, config_classes=("Krea2",), markers=(("txtfusion.",),),
+                 rules=_native("IN", ((r"first\.", "IN"), (r"tmlp\.", "TMLP"), (r"txtmlp\.", "TXTMLP"),
+                                      (r"tproj\.", "TPROJ"), (r"txtfusion\.layerwise_blocks\.(\d+)\.", "L{:02d}"),
+                                      (r"txtfusion\.projector\.", "PROJ"),
+                                      (r"txtfusion\.refiner_blocks\.(\d+)\.", "R{:02d}"),
+                                      (r"blocks\.(\d+)\.", "B{:02d}"), (r"last\.", "OUT")))),
+    # ModelMergeAuraflow: init_x_linear, positional_encoding, cond_seq_linear, register_tokens, t_embedder,
+    # double_layers.0-3, single_layers.0-31, modF, final_linear (positional_encoding and register_tokens are
+    # names without a dot in the node: prefixes of the bare parameters).
+    Architecture("auraflow", "AuraFlow", _AURA_BLOCKS, config_classes=("AuraFlow",),
+                 markers=(("double_layers.",), ("single_layers.", "register_tokens")),
+                 rules=_native("IN", ((r"init_x_linear\.", "IN"), (r"positional_encoding", "POS"),
+                                      (r"cond_seq_linear\.", "COND"), (r"register_tokens", "REG"),
+                                      (r"t_embedder\.", "TIME"), (r"double_layers\.(\d+)\.", "D{:02d}"),
+                                      (r"single_layers\.(\d+)\.", "S{:02d}"), (r"modF\.", "MOD"),
+                                      (r"final_linear\.", "OUT")))),
+    # Flux.2 (dev: 8 double + 48 single blocks; Klein 4B 5 + 20, Klein 9B 8 + 24): Flux.1's names plus three
+    # global modulation layers shared by every block (MOD). No native node in ComfyUI.
+    Architecture("flux2", "Flux.2", _FLUX2_BLOCKS, config_classes=("Flux2",),
+                 markers=(("double_stream_modulation_img.",), ("single_stream_modulation.",)), rules=(
+        (_U + r"double_blocks\.(\d+)\.", "D{:02d}"),
+        (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
+        (_U + r"(?:img_in|txt_in|time_in|guidance_in)\.", "IN"),
+        (_U + r"(?:double_stream_modulation_img|double_stream_modulation_txt|single_stream_modulation)\.", "MOD"),
+        (_U + r"final_layer\.", "OUT"),
+    )),
+    # Chroma: Flux.1 schnell's 19 double + 38 single blocks without per-block modulation weights; the
+    # distilled_guidance_layer (an MLP that computes every block's modulation) is MOD. No native node.
+    Architecture("chroma", "Chroma", _CHROMA_BLOCKS, config_classes=("Chroma",),
+                 markers=(("distilled_guidance_layer.", "double_blocks."),), rules=(
+        (_U + r"double_blocks\.(\d+)\.", "D{:02d}"),
+        (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
+        (_U + r"(?:img_in|txt_in)\.", "IN"),
+        (_U + r"distilled_guidance_layer\.", "MOD"),
+        (_U + r"final_layer\.", "OUT"),
+    )),
+)
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("sd1", "SD1.x", _SD1_BLOCKS, has_base=True,
                  rules=_SD_UNET_RULES("OUT11") + ((r"^cond_stage_model\.", "BASE"),),
@@ -190,10 +273,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
         (r"^text_encoders\.clip_[lg]\.", "CLIP"),
         (r"^text_encoders\.t5xxl\.", "T5"),
     )),
-)}
+) + _FAMILIES}
 
 _ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1": "sd2", "sd20": "sd2",
-            "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3"}
+            "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3", "wan21": "wan", "wan2.1": "wan", "wan22": "wan",
+            "wan2.2": "wan", "qwen": "qwen_image", "qwenimage": "qwen_image", "qwen-image": "qwen_image",
+            "krea 2": "krea2", "aura": "auraflow", "flux.2": "flux2", "klein": "flux2"}
 # Architectures derived at run time from a model's own keys, by name (merge_core.arch.derived.register).
 DERIVED: dict[str, Architecture] = {}
 
@@ -213,9 +298,13 @@ def get_architecture(name) -> Architecture:
 
 # Most specific first: the first architecture whose markers the key set shows is the answer; text-encoder
 # markers are read only when no diffusion-model marker decided.
-DETECTION_ORDER = ("flux", "sd3", "sdxl", "sd2", "sd1")
+# Flux.2 and Chroma show Flux.1's double_blocks/single_blocks too, so they are asked first.
+DETECTION_ORDER = ("flux2", "chroma", "flux", "sd3", "wan", "qwen_image", "krea2", "auraflow", "sdxl", "sd2", "sd1")
 TEXT_DETECTION_ORDER = ("sd3", "flux", "sdxl", "sd2", "sd1")
 _MARKERS = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.", "middle_block.",
+            "double_stream_modulation_img.", "single_stream_modulation.", "distilled_guidance_layer.",
+            "head.modulation", "patch_embedding.", "time_text_embed.", "txt_norm.", "txtfusion.", "double_layers.",
+            "single_layers.", "register_tokens",
             "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
             "first_stage_model.")
 _TEXT_PREFIXES = ("clip_l.", "clip_g.", "clip_h.", "t5xxl.")
@@ -253,4 +342,5 @@ def detect_architecture(keys: Iterable[str]) -> Architecture:
     raise ValueError(
         f"unknown model layout: {count} keys, markers seen: {what}; first keys: {samples}. "
         f"Known: {', '.join(a.label for a in ARCHITECTURES.values())} (UNet input_blocks/middle_block, "
-        "Flux double_blocks/single_blocks, SD3 joint_blocks, or their text encoders)")
+        "Flux double_blocks/single_blocks, SD3 joint_blocks, the markers of docs/architectures.md, or their text "
+        "encoders)")

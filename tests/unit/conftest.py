@@ -11,6 +11,8 @@ KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", 
 # test_block_weights' hand-typed spot values keep the check independent of both copies.
 REFERENCE_TSV = os.path.join(os.path.dirname(__file__), "..", "data", "supermerger_presets_sd1.tsv")
 ARCHS = ("sd1", "sd2", "sdxl", "flux", "sd3")
+# Diffusion-model-only families: a checkpoint-form key list each, no ComfyUI-form list (no text encoders).
+FAMILIES = ("wan", "qwen_image", "krea2", "auraflow", "flux2", "chroma")
 
 
 def read_keylist(name: str) -> list[str]:
@@ -20,7 +22,7 @@ def read_keylist(name: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def keylists() -> dict[str, list[str]]:
-    return {a: read_keylist(a) for a in ARCHS}
+    return {a: read_keylist(a) for a in ARCHS + FAMILIES}
 
 
 @pytest.fixture(scope="session")
