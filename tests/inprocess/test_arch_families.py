@@ -219,3 +219,18 @@ def test_block_weights_merge_every_key(name):
         blocks.add(block)
         assert_rounded_formula(got[k], wa[k], wb[k], values[block], k)
     assert "MOD" in blocks and None not in blocks
+
+
+def test_sd35_large_blocks_follow_the_native_node():
+    """SD3.5 Large (38 joint blocks, RMS q/k norms) by layout: the SD3 record's IN is ModelMergeSD35_Large's first
+    five inputs, J00-J37 and OUT its other inputs one for one."""
+    import merge_core as mc
+    from devkit.fixtures_arch import SD35_LARGE, meta_mmdit
+    inputs = native_inputs("ModelMergeSD35_Large")
+    assert len(inputs) == 44
+    node_blocks = ("IN",) * 5 + tuple(f"J{i:02d}" for i in range(38)) + ("OUT",)
+    arch = mc.get_architecture("sd3")
+    keys = list(meta_mmdit(SD35_LARGE))
+    wrong = [k for k in keys if arch.block_of(k) != node_blocks[native_index(inputs, k[len(U):])]]
+    assert not wrong, wrong[:5]
+    assert {arch.block_of(k) for k in keys} == set(node_blocks)
