@@ -1,6 +1,9 @@
-"""The preview CLI: every key with its block and final ratio (or JSON), the change report on request.
+"""The command line: the ratio preview, and `merge` (file-to-file merge, merge_core.file_merge.cli).
 
     python -m merge_core --arch sd1 --alpha 0.5 --spec "OUT05:attn2:0.2" [--format json] [--changes]
+    python -m merge_core merge A.safetensors B.safetensors -o OUT.safetensors --mode "Weight sum" --alpha 0.3
+
+The preview prints every key with its block and final ratio (or JSON), the change report on request.
 
 Invalid input prints the positioned diagnostics on stderr and exits 2.
 """
@@ -63,7 +66,12 @@ def _print_table(res) -> None:
 
 
 def main(argv=None, prog: str = "python -m merge_core") -> int:
-    """Preview CLI: every key with its block and ratio, or the diagnostics and exit code 2."""
+    """Preview CLI: every key with its block and ratio, or the diagnostics and exit code 2; `merge ...` runs
+    the file-to-file merge."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        from .file_merge.cli import main as merge_main  # imports torch: only for a merge
+        return merge_main(argv[1:], prog=f"{prog} merge")
     args = _arguments(prog).parse_args(argv)
     try:
         arch = get_architecture(args.arch)
