@@ -1,4 +1,4 @@
-"""Seeded diffusion models of Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2 and Chroma, built from ComfyUI's
+"""Seeded diffusion models of Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2, Chroma and Z-Image, built from ComfyUI's
 own classes, in memory (no files), for the in-process family tests.
 
 Each family has two configurations, both handed to ComfyUI's own model-config class
@@ -10,7 +10,7 @@ Each family has two configurations, both handed to ComfyUI's own model-config cl
   for merges. Where ComfyUI's detection reads every size it needs from the keys (Wan, Krea 2, Flux.2), the tiny
   state dict is loaded by ComfyUI's own `comfy.sd.load_diffusion_model_state_dict`, so detection decides what it
   is. Where detection fixes a width (Qwen-Image 3072 / text 3584, AuraFlow 3072, Chroma's 5120-wide guidance
-  approximator: 0.5-1.7 GiB at the smallest, RUNTIME.md), the tiny model is built by the same model-config class
+  approximator, Z-Image 3840: 0.5-1.7 GiB at the smallest, RUNTIME.md), the tiny model is built by the same model-config class
   directly and wrapped in ComfyUI's ModelPatcher: the layout is the family's, only the widths are smaller.
 
 Run as a script to rewrite the key lists:  python -m devkit.fixtures_families --keylists merge_core/arch/keylists
@@ -32,6 +32,9 @@ _FLUX2 = dict(image_model="flux2", axes_dim=[32, 32, 32, 32], mlp_ratio=3.0, the
               global_modulation=True, mlp_silu_act=True, qkv_bias=False, ops_bias=False,
               default_ref_method="index", ref_index_scale=10.0, txt_ids_dims=[3], patch_size=1, in_channels=128,
               vec_in_dim=None, guidance_embed=True)
+_ZIMAGE = dict(image_model="lumina2", patch_size=2, in_channels=16, qk_norm=True, axes_dims=[32, 48, 48],
+               axes_lens=[1536, 512, 512], rope_theta=256.0, ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
+               time_scale=1000.0, pad_tokens_multiple=32)
 _CHROMA = dict(image_model="chroma", axes_dim=[16, 56, 56], mlp_ratio=4.0, theta=10000, out_channels=64,
                qkv_bias=True, txt_ids_dims=[], in_channels=64, patch_size=2, vec_in_dim=None, in_dim=64)
 
@@ -85,6 +88,14 @@ FAMILIES = {f.name: f for f in (
            tiny=dict(_CHROMA, hidden_size=128, num_heads=1, context_in_dim=64, depth=2, depth_single_blocks=2,
                      out_dim=128, hidden_dim=64, n_layers=2),
            detected_tiny=False, native_node=None),
+    # Z-Image with the SigLIP image-conditioning modules, so every block has keys; Turbo has none of them.
+    Family("zimage", "ZImage",
+           full=dict(_ZIMAGE, dim=3840, n_heads=30, n_kv_heads=30, cap_feat_dim=2560, n_layers=30,
+                     siglip_feat_dim=1152),
+           tiny=dict(_ZIMAGE, dim=128, n_heads=1, n_kv_heads=1, cap_feat_dim=64, n_layers=2, siglip_feat_dim=32),
+           detected_tiny=False, native_node=None,
+           extra={"zimage_turbo": ("ZImage", dict(_ZIMAGE, dim=3840, n_heads=30, n_kv_heads=30, cap_feat_dim=2560,
+                                                  n_layers=30))}),
 )}
 
 

@@ -16,7 +16,8 @@ Block names follow SuperMerger where it has them:
   ``text_encoders.clip_l`` and ``text_encoders.clip_g``; ``T5`` = ``text_encoders.t5xxl``.
 * **Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow**: one block per input of ComfyUI's block-merge node for the
   family, in the node's order (``_native``); **Flux.2** and **Chroma**: Flux's layout plus ``MOD`` (their shared
-  modulation layers). Diffusion model only; see `_FAMILIES` and docs/architectures.md.
+  modulation layers); **Z-Image**: its refiners and layers. Diffusion model only; see `_FAMILIES` and
+  docs/architectures.md.
 
 VAE keys (``first_stage_model.``, ``vae.``) belong to no block (`block_of` returns None): in ComfyUI the VAE
 is a separate object the user picks, so it is never part of a merge. Keys are matched in canonical form
@@ -166,6 +167,7 @@ _KREA2_BLOCKS = (("IN", "TMLP", "TXTMLP", "TPROJ") + _numbered("L", 2) + ("PROJ"
 _AURA_BLOCKS = ("IN", "POS", "COND", "REG", "TIME") + _numbered("D", 4) + _numbered("S", 32) + ("MOD", "OUT")
 _FLUX2_BLOCKS = ("IN", "MOD") + _numbered("D", 8) + _numbered("S", 48) + ("OUT",)
 _CHROMA_BLOCKS = ("IN", "MOD") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
+_ZIMAGE_BLOCKS = ("IN",) + _numbered("N", 2) + _numbered("C", 2) + _numbered("S", 2) + _numbered("L", 30) + ("OUT",)
 
 _FAMILIES = (
     # ModelMergeWAN2_1: patch_embedding, time_embedding, time_projection, text_embedding, img_emb, blocks.0-39,
@@ -220,6 +222,19 @@ _FAMILIES = (
         (_U + r"single_blocks\.(\d+)\.", "S{:02d}"),
         (_U + r"(?:img_in|txt_in)\.", "IN"),
         (_U + r"distilled_guidance_layer\.", "MOD"),
+        (_U + r"final_layer\.", "OUT"),
+    )),
+    # Z-Image (Lumina 2's NextDiT at width 3840, 30 layers): two noise and two context refiner blocks (N, C), the
+    # SigLIP refiner blocks of its image-conditioned variant (S), the main layers (L). No native node. Its pad
+    # tokens are what tells it from Lumina 2 by keys (ComfyUI's detection reads the same key).
+    Architecture("zimage", "Z-Image", _ZIMAGE_BLOCKS, config_classes=("ZImage",),
+                 markers=(("cap_pad_token", "noise_refiner."),), rules=(
+        (_U + r"noise_refiner\.(\d+)\.", "N{:02d}"),
+        (_U + r"context_refiner\.(\d+)\.", "C{:02d}"),
+        (_U + r"siglip_refiner\.(\d+)\.", "S{:02d}"),
+        (_U + r"layers\.(\d+)\.", "L{:02d}"),
+        (_U + r"(?:x_embedder|t_embedder|cap_embedder|siglip_embedder|x_pad_token|cap_pad_token|siglip_pad_token)"
+              r"(?:\.|$)", "IN"),
         (_U + r"final_layer\.", "OUT"),
     )),
 )
@@ -278,7 +293,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
 _ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1": "sd2", "sd20": "sd2",
             "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3", "wan21": "wan", "wan2.1": "wan", "wan22": "wan",
             "wan2.2": "wan", "qwen": "qwen_image", "qwenimage": "qwen_image", "qwen-image": "qwen_image",
-            "krea 2": "krea2", "aura": "auraflow", "flux.2": "flux2", "klein": "flux2"}
+            "krea 2": "krea2", "aura": "auraflow", "flux.2": "flux2", "klein": "flux2", "z-image": "zimage",
+            "z_image": "zimage"}
 # Architectures derived at run time from a model's own keys, by name (merge_core.arch.derived.register).
 DERIVED: dict[str, Architecture] = {}
 
@@ -299,12 +315,13 @@ def get_architecture(name) -> Architecture:
 # Most specific first: the first architecture whose markers the key set shows is the answer; text-encoder
 # markers are read only when no diffusion-model marker decided.
 # Flux.2 and Chroma show Flux.1's double_blocks/single_blocks too, so they are asked first.
-DETECTION_ORDER = ("flux2", "chroma", "flux", "sd3", "wan", "qwen_image", "krea2", "auraflow", "sdxl", "sd2", "sd1")
+DETECTION_ORDER = ("flux2", "chroma", "flux", "sd3", "wan", "qwen_image", "krea2", "auraflow", "zimage", "sdxl",
+                   "sd2", "sd1")
 TEXT_DETECTION_ORDER = ("sd3", "flux", "sdxl", "sd2", "sd1")
 _MARKERS = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.", "middle_block.",
             "double_stream_modulation_img.", "single_stream_modulation.", "distilled_guidance_layer.",
             "head.modulation", "patch_embedding.", "time_text_embed.", "txt_norm.", "txtfusion.", "double_layers.",
-            "single_layers.", "register_tokens",
+            "single_layers.", "register_tokens", "cap_pad_token", "noise_refiner.",
             "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
             "first_stage_model.")
 _TEXT_PREFIXES = ("clip_l.", "clip_g.", "clip_h.", "t5xxl.")

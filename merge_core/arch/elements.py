@@ -16,7 +16,7 @@ _PARAM_SUFFIXES = ("weight", "bias", "scale")  # scale: the RMSNorm parameter of
 # Path segments that name a container, not a part: never offered as an element on their own.
 _ROOTS = {"model", "diffusion_model", "cond_stage_model", "transformer", "text_model", "conditioner", "embedders",
           "text_encoders", "clip_l", "clip_g", "t5xxl", "encoder"}
-_CONTAINER = re.compile(r"(?:blocks|block|layers|layer|resblocks)$")
+_CONTAINER = re.compile(r"(?:blocks|block|layers|layer|resblocks|refiner)$")  # refiner: Z-Image's refiner lists
 
 
 def _inner_start(segs: list[str]) -> int | None:

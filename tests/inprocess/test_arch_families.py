@@ -1,4 +1,4 @@
-"""Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2 and Chroma: detection, block tables, and merges that match
+"""Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2, Chroma and Z-Image: detection, block tables, and merges that match
 ComfyUI's own block-merge nodes bit for bit.
 
 Models come from devkit.fixtures_families (ComfyUI's own classes). The published layouts are checked on the meta
@@ -9,7 +9,7 @@ prefix, else the node's first input: ComfyUI's rule, restated here), position by
 record's blocks: so the record partitions the keys exactly as the node does, in the node's order.
 
 The merges use small seeded fp16 models: Wan, Krea 2 and Flux.2 loaded by `comfy.sd.load_diffusion_model_state_dict`
-(ComfyUI's detection picks the config); Qwen-Image, AuraFlow and Chroma, whose detection fixes widths of
+(ComfyUI's detection picks the config); Qwen-Image, AuraFlow, Chroma and Z-Image, whose detection fixes widths of
 0.5-1.7 GiB models, built by their model-config class at small widths. Merged weights are read through
 ComfyUI's own `patch_model`, so parameters ComfyUI does not patch show up as A's.
 """
@@ -31,7 +31,8 @@ NATIVE = [n for n, f in FAMILIES.items() if f.native_node]
 # Keys ComfyUI's patch_model leaves at A's weight (parameters held directly by a module that also has
 # sub-modules with parameters), by family: the native nodes' patches on them change nothing, nor do ours.
 UNPATCHED = {"wan": re.compile(r"^(?:blocks\.\d+\.modulation|head\.modulation)$"),
-             "auraflow": re.compile(r"^(?:positional_encoding|register_tokens)$")}
+             "auraflow": re.compile(r"^(?:positional_encoding|register_tokens)$"),
+             "zimage": re.compile(r"^(?:x_pad_token|cap_pad_token|siglip_pad_token)$")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +73,19 @@ EXPECTED = {
                                   ("double_stream_modulation_img", "double_stream_modulation_txt",
                                    "single_stream_modulation")),
     "chroma": lambda k: _flux_like(k, ("img_in", "txt_in"), ("distilled_guidance_layer",)),
+    "zimage": lambda k: _zimage(k),
 }
+ZIMAGE_IN = ("x_embedder", "t_embedder", "cap_embedder", "siglip_embedder", "x_pad_token", "cap_pad_token",
+             "siglip_pad_token")
+
+
+def _zimage(key: str) -> str | None:
+    m = re.match(r"(noise_refiner|context_refiner|siglip_refiner|layers)\.(\d+)\.", key)
+    if m:
+        return {"noise_refiner": "N", "context_refiner": "C", "siglip_refiner": "S", "layers": "L"}[m.group(1)] + \
+            f"{int(m.group(2)):02d}"
+    head = key.split(".")[0]
+    return "IN" if head in ZIMAGE_IN else "OUT" if head == "final_layer" else None
 
 
 def expected_block(name: str, key: str) -> str | None:
@@ -124,7 +137,8 @@ def test_block_counts_and_native_order():
     """One block per native input, in the node's order; Flux.2 and Chroma hold Flux.1's blocks plus MOD."""
     import merge_core as mc
     counts = {n: len(mc.get_architecture(n).blocks) for n in FAMILIES}
-    assert counts == {"wan": 46, "qwen_image": 66, "krea2": 38, "auraflow": 43, "flux2": 59, "chroma": 60}
+    assert counts == {"wan": 46, "qwen_image": 66, "krea2": 38, "auraflow": 43, "flux2": 59, "chroma": 60,
+                      "zimage": 38}
     for name in NATIVE:
         assert len(native_inputs(FAMILIES[name].native_node)) == counts[name]
     assert mc.get_architecture("qwen_image").block_of(U + "norm_out.linear.weight") == "POS"  # the node's default
@@ -204,8 +218,8 @@ def test_block_weights_equal_native_node(name):
 
 @pytest.mark.parametrize("name", [n for n in FAMILIES if n not in NATIVE])
 def test_block_weights_merge_every_key(name):
-    """Flux.2 (loaded through ComfyUI's detection) and Chroma: every weight is A(1-r)+Br with r its block's value
-    by the test's table, MOD included."""
+    """Flux.2 (loaded through ComfyUI's detection), Chroma and Z-Image: every weight is A(1-r)+Br with r its
+    block's value by the test's table (MOD included), but the parameters ComfyUI does not patch, which stay A's."""
     import merge_core as mc
     arch = mc.get_architecture(name)
     a, b = _models(name)
@@ -213,12 +227,17 @@ def test_block_weights_merge_every_key(name):
     got = patched_weights(ours(name, ",".join(str(v) for v in values.values())))
     wa, wb = a.model.diffusion_model.state_dict(), b.model.diffusion_model.state_dict()
     assert set(got) == set(wa)
-    blocks = set()
+    blocks, unpatched = set(), UNPATCHED.get(name)
     for k in wa:
         block = expected_block(name, k)
         blocks.add(block)
+        if unpatched is not None and unpatched.match(k):
+            assert torch.equal(got[k], wa[k]), f"{k}: ComfyUI patched it"
+            continue
         assert_rounded_formula(got[k], wa[k], wb[k], values[block], k)
-    assert "MOD" in blocks and None not in blocks
+    assert blocks == {expected_block(name, k) for k in meta_state_dict(FAMILIES[name].config_class,
+                                                                       FAMILIES[name].tiny)}
+    assert None not in blocks and ("MOD" in blocks or name == "zimage")
 
 
 def test_sd35_large_blocks_follow_the_native_node():

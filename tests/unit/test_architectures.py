@@ -31,7 +31,8 @@ def test_block_tables():
     assert set(flux) == {"CLIP", "T5", "IN", "OUT"} | {"D%02d" % i for i in range(19)} | {"S%02d" % i for i in range(38)}
     assert set(ARCHITECTURES["sd3"].blocks) == {"CLIP", "T5", "IN", "OUT"} | {"J%02d" % i for i in range(38)}
     assert [a.label for a in ARCHITECTURES.values()] == ["SD1.x", "SD2.x", "SDXL", "Flux", "SD3", "Wan 2.1/2.2",
-                                                         "Qwen-Image", "Krea 2", "AuraFlow", "Flux.2", "Chroma"]
+                                                         "Qwen-Image", "Krea 2", "AuraFlow", "Flux.2", "Chroma",
+                                                         "Z-Image"]
 
 
 def test_block_counts_are_sane(keylists):
@@ -114,6 +115,7 @@ def test_config_classes_come_from_the_records():
         "SD15": "sd1", "SD15_instructpix2pix": "sd1", "SD20": "sd2", "SD21UnclipL": "sd2", "SD21UnclipH": "sd2",
         "SDXL": "sdxl", "SDXL_instructpix2pix": "sdxl", "SD3": "sd3", "Flux": "flux", "FluxInpaint": "flux",
         "FluxSchnell": "flux", "WAN21_T2V": "wan", "WAN21_I2V": "wan", "WAN22_T2V": "wan",
-        "QwenImage": "qwen_image", "Krea2": "krea2", "AuraFlow": "auraflow", "Flux2": "flux2", "Chroma": "chroma"}
+        "QwenImage": "qwen_image", "Krea2": "krea2", "AuraFlow": "auraflow", "Flux2": "flux2", "Chroma": "chroma",
+        "ZImage": "zimage"}
     assert all(a.markers for a in ARCHITECTURES.values())
     assert all(a.text_markers for a in ARCHITECTURES.values() if a.text_encoders)
