@@ -102,7 +102,8 @@ class ElementalXYPlot(io.ComfyNode):
     @classmethod
     def execute(cls, x_type, x_values, y_type, y_values, filename_prefix, z_type=axes.NONE, z_values="",
                 random_settings=axes.DEFAULT_RANDOM_SETTINGS, **kw):
-        job = MergeJob(kw, plot_labels.loaded_checkpoints(cls.hidden.prompt, cls.hidden.unique_id))
+        job = MergeJob(kw, plot_labels.loaded_checkpoints(cls.hidden.prompt, cls.hidden.unique_id),
+                       plot_labels.loaded_diffusion_models(cls.hidden.prompt, cls.hidden.unique_id))
         try:
             plot_axes = axes.parse_plot((x_type, y_type, z_type), (x_values, y_values, z_values), job.arch,
                                        random_settings, folder_paths.get_filename_list("checkpoints"))

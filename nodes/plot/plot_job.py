@@ -63,11 +63,15 @@ class MergeJob:
     rebuilt for each distinct set, and the models' CLIPs replace those inputs' CLIPs where they are
     connected), an Adjust after the merge, and its own seed and positive prompt (re-sampled, not re-merged)."""
 
-    def __init__(self, kw: dict, loaded: dict | None = None):
+    labels: dict = {}  # input name -> a name for errors (set per job by __init__; never changed in place)
+
+    def __init__(self, kw: dict, loaded: dict | None = None, labels: dict | None = None):
         """`loaded`: input name -> checkpoint file the graph wires straight into it (plot_labels.
-        loaded_checkpoints), so model axes reuse those models."""
+        loaded_checkpoints), so model axes reuse those models. `labels`: input name -> Load Diffusion Model's
+        file wired into it (plot_labels.loaded_diffusion_models), a name for errors only."""
         self.kw = kw
         self.loaded = loaded or {}
+        self.labels = labels or {}
         self.checkpoints = CheckpointCache()
         self.inputs = self._inputs(())
         self.method, self.arch, self.names = self.inputs.method, self.inputs.arch, self.inputs.names
@@ -109,7 +113,8 @@ class MergeJob:
                 clips[slot] = clip
         return MergeInputs(mode, models["A"], models["B"], models["C"], clips["A"], clips["B"], clips["C"],
                            kw.get("calc_mode", NORMAL), kw.get("calc_option", GAMMA.default), graph_names=files,
-                           model_d=models["D"], model_e=models["E"], clip_d=clips["D"], clip_e=clips["E"])
+                           model_d=models["D"], model_e=models["E"], clip_d=clips["D"], clip_e=clips["E"],
+                           graph_labels=self.labels)
 
     def _input_named(self, name: str):
         """(model, clip) of a node input that is checkpoint `name` as loaded and unpatched (named by Load

@@ -140,3 +140,13 @@ def test_diffusion_model_loader_names_the_sources_in_reports_and_errors(ltxv):
     assert f"A={names['A']}, B={names['B']}" in out.args[2]
     sources = out.args[0].model_options["elemental_merge_recipe"]["sources"]
     assert sources["A"] == {"kind": "unknown", "label": names["A"], "apply": []}
+
+
+def test_xy_plot_names_diffusion_model_sources_in_its_errors(ltxv):
+    plot_job = pack_module("nodes.plot.plot_job")
+    _, models, _, paths = ltxv
+    labels = {"model_a": os.path.basename(paths["A"]), "model_b": os.path.basename(paths["short"])}
+    with pytest.raises(ValueError) as e:
+        plot_job.MergeJob({"mode": "Weight sum", "model_a": models["A"], "model_b": models["short"]}, {}, labels)
+    assert f"model_a ({labels['model_a']}, LTXV (derived))" in str(e.value)
+    assert f"model_b ({labels['model_b']}, LTXV (derived))" in str(e.value)
