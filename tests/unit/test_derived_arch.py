@@ -10,6 +10,7 @@ from merge_core import (AUTO, ARCHITECTURES, get_architecture, parse_block_weigh
 from merge_core.arch.architectures import DERIVED
 from merge_core.arch.derived import derive_architecture, derive_and_register, is_derived_name, uncovered
 from merge_core.diagnostics import MergeSpecError
+from merge_core.editor import route_logic
 from merge_core.recipes import recipe as recipes
 from merge_core.text.block_weights import closest_counts
 
@@ -130,6 +131,9 @@ def test_registered_architecture_works_by_name_for_specs_weights_and_resolution(
     assert len(res.ratios) == len(keys)
     with pytest.raises(MergeSpecError, match="Mochi \\(derived\\) block weights need 32 values"):
         parse_block_weights("1,2,3", a)
+    # the editor's /elemental/architectures/<name> answers for it, elements from the keys it was derived from
+    info = route_logic.architecture_info(a.name)
+    assert info["blocks"] == list(a.blocks) and info["elements"]["B03"] == ["attn.qkv_x", "mlp_x.w1"]
     # a recipe naming it is valid (another session derives the same name from the same model)
     node = recipes.merge_node("Weight sum", 0.5, None, a.name, {"A": recipes.unknown_node("a"),
                                                                "B": recipes.unknown_node("b")}, False)
