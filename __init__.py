@@ -16,6 +16,7 @@ WEB_DIRECTORY = "./web"
 NODE_MODULES = (
     "merge_nodes",
     "save_nodes",
+    "file_merge_nodes",
     "recipe_nodes",
     "xy_plot",
     "diff_checker",

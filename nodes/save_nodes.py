@@ -23,15 +23,9 @@ from ..merge_core.files.save_dtypes import PRECISIONS
 from .engine import model_info
 from .engine import runtime
 from .engine.checkpoint_writer import modelspec, sampling_extras, save_checkpoint_streaming
-from .sockets.common import CATEGORY, RECIPE_METADATA_KEY, io, log, unused_path
+from .sockets.common import CATEGORY, RECIPE_METADATA_KEY, io, log, unused_checkpoint_path
 
 SAVE_PRECISIONS = list(PRECISIONS)  # fp16, bf16, fp32 (the original choices, in their order), then fp8
-
-def unused_checkpoint_path(filename_prefix: str, output_dir: str) -> str:
-    """`<prefix>_00001_.safetensors`-style name like the stock node, never one that exists."""
-    folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
-    return unused_path(folder, filename, "safetensors", counter)[0]
-
 
 def checkpoint_metadata(model, title: str, precision: str, prompt=None, extra_pnginfo=None) -> dict:
     """safetensors metadata: the recipe always; the prompt and workflow unless ComfyUI disables metadata."""

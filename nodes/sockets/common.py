@@ -79,6 +79,13 @@ def unused_path(folder: str, stem: str, ext: str, counter: int = 1) -> tuple[str
         counter += 1
 
 
+def unused_checkpoint_path(filename_prefix: str, output_dir: str) -> str:
+    """`<prefix>_00001_.safetensors`-style name like the stock save node, never one that exists."""
+    import folder_paths
+    folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
+    return unused_path(folder, filename, "safetensors", counter)[0]
+
+
 def write_new(path: str, write) -> None:
     """Calls `write(path)` unless a file is already there (one appearing since its name was picked)."""
     if os.path.exists(path):

@@ -77,12 +77,18 @@ def calc_sockets() -> list:
 
 def task_sockets() -> list:
     """The task-vector methods' inputs, appended after calc_mode/calc_option (saved workflows store widget
-    values by position): further models and their text encoders, each declared parameter's widget (optional,
-    its default), merge_seed, model_weights, and each per-key parameter's block weights and elemental spec.
-    None of them changes what the SuperMerger modes compute."""
+    values by position): further models and their text encoders, then `task_value_sockets`. None of them
+    changes what the SuperMerger modes compute."""
     out = [io.Model.Input(f"model_{s}", optional=True, tooltip="a further model for the task-vector methods")
            for s in ("d", "e")]
     out += [io.Clip.Input(f"clip_{s}", optional=True) for s in ("d", "e")]
+    return out + task_value_sockets()
+
+
+def task_value_sockets() -> list:
+    """Each declared parameter's widget besides alpha, beta and calc_option (optional, its default),
+    merge_seed, model_weights, and each per-key parameter's block weights and elemental spec."""
+    out = []
     for p in PARAMS.values():
         if p.name in ("alpha", "beta", GAMMA.name):
             continue

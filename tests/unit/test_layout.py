@@ -26,7 +26,7 @@ PRIVATE_FIELDS = ("backup", "patches_uuid", "current_weight_patches_uuid", "mode
 COMFYUI_MODULES = ("comfy", "comfy_api", "comfy_execution", "folder_paths", "server", "nodes", "aiohttp")
 
 # merge_core's sub-packages in data-path order: each may import only those before it in this table.
-CORE_LAYERS = ("arch", "files", "text", "merge", "plot", "recipes", "editor")
+CORE_LAYERS = ("arch", "files", "text", "merge", "plot", "recipes", "file_merge", "editor")
 CORE_TOP = {"__init__", "__main__", "cache", "numbers", "diagnostics"}
 NODE_PACKAGES = {"engine", "plot", "sockets", "http_routes"}
 
