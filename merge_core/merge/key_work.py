@@ -17,7 +17,7 @@ from .calc_layout import PLAIN, LayoutUnit
 from .calc_modes import NORMAL, CalcArgs, CosineStat, calc_applies, check_ratios, get_calc_mode, keeps_a
 from .params import GAMMA
 from .plan import REASON_MISSING, REASON_SHAPE, KeyPlan, ShapeStep, effective_steps, plan_key
-from .task_params import TaskArgs, TaskValues, key_args, keeps_a as task_keeps_a
+from .task_params import TaskArgs, TaskValues, key_args, keeps_a as task_keeps_a, values_problem
 
 ShapeOf = Callable[[str, str], "tuple | None"]  # (source name, key) -> the source's shape, None: no such key
 
@@ -127,13 +127,14 @@ def task_work(key, shape_a, shape_of: ShapeOf, method, task: TaskSettings, a) ->
     extra channels are kept). A parameter out of range here (set by a block's weights or spec) stops the merge."""
     if task_keeps_a(method, a):
         return KeyWork(KeyPlan(key, None, ()), TASK)
-    problem = task.values.problem_at(key, task.arch.block_of(key))
+    values = task.values.at(key)
+    problem = values_problem(values, key, task.arch.block_of(key))
     if problem:
         raise ValueError(problem)
     plan = plan_key(key, shape_a, _shapes(shape_of, key, task.sources), tuple(ShapeStep(n) for n in task.sources))
     if plan.kept is not None:
         return KeyWork(plan, TASK)
-    args = key_args(method, task.values, key, canonical_key(key, task.arch), a, task.sources)
+    args = key_args(method, task.values, values, canonical_key(key, task.arch), a, task.sources)
     return KeyWork(KeyPlan(key, plan.offset, ("task",)), TASK, tuple(task.sources), task=args)
 
 

@@ -46,12 +46,21 @@ MERGE_SEED = Param("merge_seed", 0, 0, 2 ** 32 - 1, 1, False, "DARE, DARE-TIES, 
                    "masks; each key's generator derives from it and the key's name", integer=True)
 
 PARAMS = {p.name: p for p in (ALPHA, BETA, GAMMA, DENSITY, DROP_RATE, EPSILON, OUTLIER_RATE, MERGE_SEED)}
-# The parameters only the task-vector methods read: Elemental Merge has their sockets; the XY plot and the diff
-# checker, which do not take those methods, have none and offer no axis for them.
-TASK_ONLY_PARAMS = (DENSITY, DROP_RATE, EPSILON, OUTLIER_RATE, MERGE_SEED)
+# The parameters every merging node has as widgets of its own (alpha, beta, calc_option).
+SHARED_PARAMS = (ALPHA, BETA, GAMMA)
+# The parameters only the task-vector methods read, in declaration (socket) order: every one but SHARED_PARAMS.
+# Elemental Merge has their sockets; the XY plot and the diff checker, which do not take those methods, have
+# none and offer no axis for them.
+TASK_ONLY_PARAMS = tuple(p for p in PARAMS.values() if p not in SHARED_PARAMS)
 # The per-key parameters a block-weights string and an elemental spec can set (sockets
 # `block_weights_<name>` and `elemental_<name>`), in socket order.
 PER_KEY_PARAMS = tuple(p for p in PARAMS.values() if p.per_key)
+
+
+def task_only(params) -> tuple:
+    """Those of `params` (a method's, or PER_KEY_PARAMS) that are TASK_ONLY_PARAMS, in their order."""
+    return tuple(p for p in params if p in TASK_ONLY_PARAMS)
+
 
 # The calc mode that keeps the merge method's own formula: the calc_mode socket's default. Named here, beside
 # the defaults, so that torch-free modules (plot axes, recipes) can use it without importing calc_modes.

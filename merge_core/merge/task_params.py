@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..text.written import TextInput
 from .merge_ratios import resolve_side
 from .methods import MergeMethod
-from .params import MERGE_SEED, PARAMS, PER_KEY_PARAMS
+from .params import MERGE_SEED, PARAMS, PER_KEY_PARAMS, task_only
 from .resolve import Resolution
 
 MODEL_WEIGHTS = "model_weights"  # Average's weights: a text socket, one number per model in A, B, C, D, E order
@@ -20,7 +20,7 @@ MODEL_WEIGHTS_MEANING = ("Average and Geometric median: one weight per model, co
 
 def task_params(method: MergeMethod) -> tuple:
     """The per-key parameters besides alpha that `method` reads (their sockets matter for it)."""
-    return tuple(p for p in method.params if p.per_key and p.name not in ("alpha", "beta"))
+    return tuple(p for p in task_only(method.params) if p.per_key)
 
 
 def parse_model_weights(text: str | None, n_models: int) -> tuple:
@@ -52,13 +52,15 @@ class TaskValues:
     def at(self, key: str) -> dict:
         return {name: r.ratio(key) for name, r in self.resolutions.items()}
 
-    def problem_at(self, key: str, block: str | None) -> str | None:
-        """Why a key's resolved value is outside its parameter's range (the block's spec or weights set it)."""
-        for name, value in self.at(key).items():
-            problem = PARAMS[name].problem(value)
-            if problem:
-                return f"{problem} in block {block or 'outside every block'} (key {key})"
-        return None
+
+def values_problem(values: dict, key: str, block: str | None) -> str | None:
+    """Why one of a key's resolved values (`TaskValues.at(key)`) is outside its parameter's range (the block's
+    spec or weights set it)."""
+    for name, value in values.items():
+        problem = PARAMS[name].problem(value)
+        if problem:
+            return f"{problem} in block {block or 'outside every block'} (key {key})"
+    return None
 
 
 def resolve_task_values(arch, keys, method: MergeMethod, values: dict, texts: dict | None = None,
@@ -78,11 +80,7 @@ def resolve_task_values(arch, keys, method: MergeMethod, values: dict, texts: di
 
 def text_socket_names() -> tuple:
     """The link inputs of the per-key parameters besides alpha/beta, in socket order."""
-    out = []
-    for p in PER_KEY_PARAMS:
-        if p.name not in ("alpha", "beta"):
-            out += [f"block_weights_{p.name}", f"elemental_{p.name}"]
-    return tuple(out)
+    return tuple(f"{kind}_{p.name}" for p in task_only(PER_KEY_PARAMS) for kind in ("block_weights", "elemental"))
 
 
 def text_of_input(value) -> TextInput | None:
@@ -101,17 +99,16 @@ class TaskArgs:
     sources: tuple   # the source names read, in order ("b", "c", "d", "e")
 
 
-def key_args(method: MergeMethod, task: TaskValues, key: str, canonical: str, alpha: float,
+def key_args(method: MergeMethod, task: TaskValues, values: dict, canonical: str, alpha: float,
              sources: tuple) -> TaskArgs:
-    """The TaskArgs of `key` (`canonical`: its checkpoint name) under `method` with alpha `alpha`."""
-    values = dict(task.at(key))
+    """The TaskArgs of one key (`values`: its `task.at(key)`; `canonical`: its checkpoint name) under `method`
+    with alpha `alpha`. `task.weights` has one weight per model already: `resolve_task_values` is given the
+    number of models that `sources` holds (A and each source) and `parse_model_weights` checks it."""
+    values = dict(values)
     if any(p.name == "alpha" for p in method.params):
         values["alpha"] = float(alpha)
-    weights = task.weights
-    if weights and len(weights) != len(sources) + 1:
-        raise ValueError(f"{MODEL_WEIGHTS}: {len(weights)} values for {len(sources) + 1} models")
     return TaskArgs(method.name, tuple(sorted(values.items())), task.seed if method.random else 0, canonical,
-                    tuple(weights), tuple(sources))
+                    tuple(task.weights), tuple(sources))
 
 
 def keeps_a(method: MergeMethod, alpha: float) -> bool:

@@ -30,7 +30,7 @@ from typing import Callable
 from ..merge.adjust import NAMES as ADJUST_NAMES
 from ..merge.adjust import AdjustError, AdjustValues, parse_adjust
 from ..merge.params import (DENSITY, DROP_RATE, EPSILON, GAMMA, MERGE_SEED, NORMAL, OUTLIER_RATE, PARAMS,
-                            TASK_ONLY_PARAMS)
+                            TASK_ONLY_PARAMS, task_only)
 from ..numbers import finite_float
 from ..text.spec import validate_spec
 from ..text.validation import closest_architecture, validate_block_weights
@@ -344,7 +344,7 @@ def _merge_methods(text, arch, where, checkpoints) -> list:
 def _set_method(s, e, v):
     from ..merge.methods import MERGE_METHODS
 
-    shown = tuple(p.name for p in MERGE_METHODS[v].params if p.name not in ("alpha", "beta"))
+    shown = tuple(p.name for p in task_only(MERGE_METHODS[v].params))
     return replace(s, task_params=shown), replace(e, mode=v)
 
 

@@ -11,7 +11,7 @@ from ..sockets.common import AUTO, TextInput, io
 from ..sockets.merge_inputs import MergeInputs, merge_sockets
 from ...merge_core.merge.merge_ratios import resolve
 from ...merge_core.merge.calc_modes import NORMAL, uses_beta
-from ...merge_core.merge.params import GAMMA, TASK_ONLY_PARAMS
+from ...merge_core.merge.params import GAMMA, TASK_ONLY_PARAMS, task_only
 from ...merge_core.merge.task_params import MODEL_WEIGHTS, text_socket_names
 from ...merge_core.plot.axes import Settings
 from ..engine import comfy_internals, model_info
@@ -85,7 +85,7 @@ class MergeJob:
                              text("elemental_beta", ""), kw.get("calc_mode", NORMAL),
                              float(kw.get("calc_option", GAMMA.default)),
                              **{p.name: kw.get(p.name, p.default) for p in TASK_ONLY_PARAMS},
-                             task_params=tuple(p.name for p in self.method.params if p.name not in ("alpha", "beta")))
+                             task_params=tuple(p.name for p in task_only(self.method.params)))
         # A task-vector method's per-key texts and model weights: the node's, the same in every cell.
         self.task_texts = {name: kw.get(name) for name in text_socket_names()}
         self.model_weights = kw.get(MODEL_WEIGHTS, "")

@@ -21,7 +21,7 @@ from ...merge_core.merge.merge_ratios import Ratios, resolve
 from ...merge_core.merge.merge_checks import check_calc
 from ...merge_core.merge.calc_modes import (CALC_MODE_NAMES, NORMAL, get_calc_mode,
                                      uses_beta)
-from ...merge_core.merge.params import ALPHA, BETA, GAMMA, PARAMS, Param
+from ...merge_core.merge.params import ALPHA, BETA, GAMMA, TASK_ONLY_PARAMS, Param
 from ...merge_core.merge.task_params import (MODEL_WEIGHTS, MODEL_WEIGHTS_MEANING, resolve_task_values,
                                              text_of_input, text_socket_names)
 from ..engine import model_info
@@ -86,12 +86,10 @@ def task_sockets() -> list:
 
 
 def task_value_sockets() -> list:
-    """Each declared parameter's widget besides alpha, beta and calc_option (optional, its default),
-    merge_seed, model_weights, and each per-key parameter's block weights and elemental spec."""
+    """Each TASK_ONLY_PARAMS widget (optional, its default; merge_seed an Int), model_weights, and each
+    per-key parameter's block weights and elemental spec."""
     out = []
-    for p in PARAMS.values():
-        if p.name in ("alpha", "beta", GAMMA.name):
-            continue
+    for p in TASK_ONLY_PARAMS:
         if p.integer:
             out.append(io.Int.Input(p.name, default=int(p.default), min=int(p.lo), max=int(p.hi), optional=True,
                                     tooltip=p.meaning))
