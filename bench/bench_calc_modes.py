@@ -43,6 +43,7 @@ sys.path.insert(0, REPO)
 from bench import floor, merges, workloads  # noqa: E402
 from bench.machine import describe as describe_machine  # noqa: E402
 from bench.env import pack_module  # noqa: E402
+from bench.results_log import ResultsLog  # noqa: E402
 
 FULL_CALCS = ("cosineA", "cosineB", "trainDifference", "extract", "tensor", "tensor2", "self")
 # A smoke run's full merges: one two-model and one three-model mode (every calc mode runs in the per-key
@@ -154,24 +155,9 @@ def main_full(a) -> int:
         return run(a)
 
 
-def write(path: str, lines: list, smoke: bool) -> None:
-    """The results file, except after a smoke run (whose figures must not replace the committed ones)."""
-    if smoke:
-        print(f"# smoke run: {os.path.relpath(path, REPO)} not written", flush=True)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
 def run(a) -> int:
-    lines = [f"# calc modes benchmark, {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC",
-             f"# machine: {machine()}"]
-
-    def say(line):
-        print(line, flush=True)
-        lines.append(line)
-
+    log = ResultsLog("calc modes benchmark", machine())
+    say = log.say
     pack_module("nodes.merge_nodes")  # imports ComfyUI (CPU unless CUDA is usable) and the pack
     src, load_s = merges.load_sources()
     say(f"# checkpoints A, B loaded in {load_s:.1f} s (untimed); weights {src.model_a.model_dtype()}")
@@ -197,7 +183,7 @@ def run(a) -> int:
     say(f"[smooth] smoothAdd filter over one SD1.5 merge ({sm['keys']} keys, {sm['elements'] / 1e6:.0f} M values): "
         f"{sm['seconds']:.0f} s" + (f" ({sm['extrapolated_keys']} largest keys extrapolated per element)"
                                     if sm["extrapolated_keys"] else ""))
-    write(OUT, lines, a.smoke)
+    log.write(OUT, a.smoke)
     return 0
 
 
@@ -321,15 +307,15 @@ def main_keys(a) -> int:
     cm = pack_module("merge_core.merge.calc_modes")
     arch = core.get_architecture("sd1")
     tensors = _synthetic_sources(torch, {k: smoke_shape(s) for k, s in SHAPES.items()} if a.smoke else SHAPES)
-    out = []
-    say = lambda line: (print(line, flush=True), out.append(line))  # noqa: E731
+    log = ResultsLog()
+    say = log.say
     say(f"# calc modes per key (synthetic SD1.5 shapes, float32, CPU, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f})")
     with torch.inference_mode():
         _time_modes(a, torch, mp, core, cm, arch, tensors, say)
         _time_cosine_statistic(mp, cm, arch, tensors, say)
         _time_smooth_add(torch, cm, tensors, CHECKPOINT_DIR, say)
-    write(os.path.join(os.path.dirname(OUT), "calc_modes_keys.txt"), out, a.smoke)
+    log.write(os.path.join(os.path.dirname(OUT), "calc_modes_keys.txt"), a.smoke)
     return 0
 
 

@@ -26,10 +26,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench import merges  # noqa: E402
-from bench.bench_calc_modes import model_c, write  # noqa: E402
+from bench.bench_calc_modes import model_c  # noqa: E402
 from bench.env import pack_module  # noqa: E402
 from bench.machine import describe as describe_machine  # noqa: E402
 from bench.memory import PeakRSS  # noqa: E402
+from bench.results_log import ResultsLog  # noqa: E402
 
 OUT = os.path.join(REPO, "bench", "results", "task_methods.txt")
 METHODS = ("TIES", "DARE", "DARE-TIES", "DELLA", "Breadcrumbs", "Model Stock", "Geometric median", "SLERP",
@@ -86,18 +87,13 @@ def per_key(shapes, reps: int) -> list[str]:
 
 
 def run(a) -> int:
-    lines = [f"# task-vector methods benchmark, {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC",
-             f"# machine: {describe_machine()}"]
-
-    def say(line):
-        print(line, flush=True)
-        lines.append(line)
-
+    log = ResultsLog("task-vector methods benchmark", describe_machine())
+    say = log.say
     pack_module("nodes.merge_nodes")  # imports ComfyUI (CPU unless CUDA is usable) and the pack
     if a.smoke:
         for line in per_key([(64, 32), (8, 4, 3, 3)], 1):
             say(line)
-        write(OUT, lines, True)
+        log.write(OUT, True)
         return 0
     src, load_s = merges.load_sources()
     c = model_c(src)
@@ -122,7 +118,7 @@ def run(a) -> int:
         say(f"[method] {method:<17} {s:7.2f} s = {s / base:5.2f}x normal (target <= {target:g}: "
             f"{'met' if ok else 'MISSED'}), peak RSS +{rss / 2**20:.0f} MiB")
     say("SUMMARY " + ("every target met" if not failed else "targets missed: " + ", ".join(failed)))
-    write(OUT, lines, False)
+    log.write(OUT, False)
     return 0
 
 
