@@ -65,8 +65,8 @@ def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
     if k == 0:
         return torch.zeros_like(delta)
     magnitude = delta.abs()
-    threshold = torch.kthvalue(magnitude.flatten().cpu() if magnitude.device.type == "mps" else magnitude.flatten(),
-                               n - k + 1).values.to(delta.device)
+    threshold = _kth_smallest(magnitude.flatten().cpu() if magnitude.device.type == "mps" else magnitude.flatten(),
+                              n - k + 1)[0].to(delta.device)
     return delta * (magnitude >= threshold)
 
 
@@ -96,9 +96,23 @@ def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator)
     return torch.where(draw < keep, delta / keep, 0.0)
 
 
+def _as_ordered_bits(magnitudes: torch.Tensor) -> torch.Tensor | None:
+    """Float32 magnitudes on the CPU as their int32 bit patterns, which order as the values do (a float >= 0
+    orders as its bits; a NaN after +inf, as torch orders it, but NaNs among themselves by payload); None for
+    any other tensor."""
+    if magnitudes.dtype != torch.float32 or magnitudes.device.type != "cpu":
+        return None
+    return magnitudes.view(torch.int32)
+
+
 def magnitude_ranks(delta: torch.Tensor) -> torch.Tensor:
-    """Each element's rank by magnitude over the whole tensor, 0 = smallest, ties by position."""
-    order = torch.argsort(delta.abs().flatten(), stable=True)
+    """Each element's rank by magnitude over the whole tensor, 0 = smallest, ties by position. Float32 on the
+    CPU without a NaN is sorted by bit pattern (`_as_ordered_bits`): the same order, and torch sorts integers
+    by radix, several times faster."""
+    magnitude = delta.abs().flatten()
+    bits = _as_ordered_bits(magnitude)
+    keys = magnitude if bits is None or bool(magnitude.isnan().any()) else bits
+    order = torch.argsort(keys, stable=True)
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(order.numel(), device=order.device)
     return ranks.view(delta.shape)
@@ -120,19 +134,35 @@ def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: t
     return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
 
 
-def _kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest (1-based) of a flat tensor: a selection, not a sort."""
-    return torch.kthvalue(values, k).values
+RADIX_BITS = 16      # the high bits of a float32 magnitude `_kth_smallest` buckets by (sign, exponent, 7 of mantissa)
+RADIX_MIN = 1 << 16  # fewer elements: torch.kthvalue alone is as quick
+
+
+def _kth_smallest(values: torch.Tensor, *ks: int) -> list:
+    """The k-th smallest (1-based) of a flat tensor of magnitudes (>= 0), for each k: a selection, not a sort.
+    In float32 on the CPU, one histogram of the high bits of the bit patterns (which order as the values do)
+    finds the bucket that holds each k-th value, and torch.kthvalue runs on that bucket only: the same value
+    (where the k-th is a NaN, a NaN, which every comparison treats alike)."""
+    bits = _as_ordered_bits(values) if values.numel() >= RADIX_MIN else None
+    if bits is None:
+        return [torch.kthvalue(values, k).values for k in ks]
+    high = bits >> (32 - RADIX_BITS)
+    at_or_below = torch.bincount(high, minlength=1 << (RADIX_BITS - 1)).cumsum_(0)
+    out = []
+    for k in ks:
+        bucket = int(torch.searchsorted(at_or_below, k))
+        below = int(at_or_below[bucket - 1]) if bucket else 0
+        out.append(torch.kthvalue(values[high == bucket], k - below).values)
+    return out
 
 
 def _first_of_equal(flat: torch.Tensor, value: torch.Tensor, count: int, from_end: bool = False) -> torch.Tensor:
-    """Bool mask of the first `count` elements equal to `value` by position (the last ones with from_end):
-    the elements of a tie that a stable ascending sort ranks lowest (highest)."""
-    equal = flat == value
-    order = torch.cumsum(equal.flip(0) if from_end else equal, 0, dtype=torch.int64)
-    if from_end:
-        order = order.flip(0)
-    return equal & (order <= count)
+    """The positions of the first `count` elements equal to `value` (the last ones with from_end): the
+    elements of a tie that a stable ascending sort ranks lowest (highest)."""
+    if count <= 0:
+        return torch.zeros(0, dtype=torch.int64, device=flat.device)
+    positions = torch.nonzero(flat == value).flatten()
+    return positions[max(0, positions.numel() - count):] if from_end else positions[:count]
 
 
 def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -> torch.Tensor:
@@ -147,14 +177,17 @@ def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -
         return torch.zeros_like(delta)
     flat = delta.abs().flatten()
     kept = torch.ones_like(flat, dtype=torch.bool)
+    bounds = _kth_smallest(flat, *([small + 1] if small > 0 else []), *([n - large] if large > 0 else []))
     if small > 0:  # drop the `small` lowest ranks: everything below the lowest kept value, then the earliest ties
-        lowest_kept = _kth_smallest(flat, small + 1)
+        lowest_kept = bounds[0]
         below = flat < lowest_kept
-        kept &= ~below & ~_first_of_equal(flat, lowest_kept, small - int(below.sum()))
+        kept &= ~below
+        kept[_first_of_equal(flat, lowest_kept, small - int(below.sum()))] = False
     if large > 0:  # drop the `large` highest ranks: everything above the highest kept value, then the latest ties
-        highest_kept = _kth_smallest(flat, n - large)
+        highest_kept = bounds[-1]
         above = flat > highest_kept
-        kept &= ~above & ~_first_of_equal(flat, highest_kept, large - int(above.sum()), from_end=True)
+        kept &= ~above
+        kept[_first_of_equal(flat, highest_kept, large - int(above.sum()), from_end=True)] = False
     return delta * kept.view(delta.shape)
 
 
