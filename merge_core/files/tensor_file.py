@@ -3,7 +3,9 @@
 Why plain reads and not `safetensors.safe_open`: safe_open memory-maps the file, and the pages of a mapping
 count as resident memory while they are mapped and touched, so a merge of two 24 GB files would show (and,
 under memory pressure, hold) tens of GB. Here each tensor is read into a buffer of its own size with
-`os.pread`, turned into a tensor without a copy, and dropped by the caller when merged and written.
+`os.pread`, turned into a tensor without a copy, and dropped by the caller when merged and written. After each
+read the kernel is asked to read the tensor stored next into the page cache (read-ahead), so that the disk
+works while the caller merges.
 
 Checked when the file is opened, so that a bad file stops before anything is written: the header is JSON
 of the documented shape; every dtype is known; each tensor's byte range equals its dtype size times its
@@ -92,6 +94,8 @@ class TensorFile:
         for name, info in header.items():
             self.entries[name] = self._entry(name, info)
         self._check_overlaps()
+        by_offset = sorted(self.entries, key=lambda k: self.entries[k].begin)
+        self._after = dict(zip(by_offset, by_offset[1:]))  # the tensor stored next: what a merge reads next
         self._fd = None
 
     def _entry(self, name: str, info) -> TensorEntry:
@@ -149,9 +153,22 @@ class TensorFile:
                 raise TensorFileError(f"{self.label}: tensor '{name}': read {done} of {n} bytes (the file changed "
                                       "or was truncated while merging)")
             done += got
+        self._read_ahead(self._after.get(name))
         if n == 0:
             return torch.empty(e.shape, dtype=e.dtype)
         return torch.frombuffer(buf, dtype=e.dtype).reshape(e.shape)
+
+    def _read_ahead(self, name: str | None) -> None:
+        """Asks the kernel to start reading tensor `name` into the page cache (POSIX_FADV_WILLNEED) and returns
+        at once: the disk reads the next tensor while the caller merges this one (page cache, not this
+        process's memory). Nothing where the call is not supported."""
+        e = self.entries.get(name)
+        if e is None or e.end == e.begin or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            os.posix_fadvise(self._descriptor(), e.begin, e.end - e.begin, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._fd is not None:
