@@ -7,6 +7,9 @@ Block names follow SuperMerger where it has them:
   ``out.`` layers -> ``OUT11``; the text encoder (CLIP-L for SD1, OpenCLIP-H for SD2) -> ``BASE``.
 * **SDXL** (20 blocks): ``BASE, IN00..IN08, M00, OUT00..OUT08``; ``time_embed`` and ``label_emb`` -> ``IN00``,
   ``out.`` -> ``OUT08``; both text encoders (``conditioner.embedders.0`` CLIP-L, ``.1`` CLIP-G) -> ``BASE``.
+* **SDXL, extended** (``sdxl_ext``, 110 blocks): SuperMerger's extended XL list, ``CLIPL, CLIPG``, one block per
+  module of each UNet block and per transformer depth, ``OUT9``, ``TIME``, ``LABEL``; never detected from keys,
+  picked by a text (`ALTERNATE_TABLES`; docs/architectures.md).
 * **Flux** (61 blocks): ``CLIP, T5, IN, D00..D18, S00..S37, OUT``. ``double_blocks.N`` -> ``Dnn``,
   ``single_blocks.N`` -> ``Snn``; ``IN`` = img_in, txt_in, time_in, vector_in, guidance_in; ``OUT`` =
   final_layer; ``CLIP`` = ``text_encoders.clip_l``; ``T5`` = ``text_encoders.t5xxl``.
@@ -48,7 +51,7 @@ class Architecture:
     label: str
     blocks: tuple[str, ...]
     # (regex on the canonical name, block template): the first rule that matches decides; a template with
-    # "{}" is formatted with the regex's first group as an int ("IN{:02d}" + "4" -> "IN04").
+    # "{}" is formatted with the regex's groups as ints ("IN{:02d}" + "4" -> "IN04", "IN{}{}" + "4", "1" -> "IN41").
     rules: tuple[tuple[str, str], ...] = field(repr=False)
     keylist: str = field(default="", repr=False)
     has_base: bool = field(default=False, repr=False)
@@ -87,7 +90,8 @@ class Architecture:
         for pattern, template in self._compiled:
             m = pattern.match(canon)
             if m:
-                block = template.format(int(m.group(1))) if "{" in template else template
+                block = template.format(*(int(g) for g in m.groups() if g is not None)) if "{" in template \
+                    else template
                 if block not in self._block_set:
                     block = None  # e.g. input_blocks.12 in a layout that has no IN12
                 break
@@ -142,6 +146,33 @@ _T5 = TextEncoder("t5xxl.", "text_encoders.t5xxl.")
 
 _SD1_BLOCKS = ("BASE",) + _numbered("IN", 12) + ("M00",) + _numbered("OUT", 12)
 _SDXL_BLOCKS = ("BASE",) + _numbered("IN", 9) + ("M00",) + _numbered("OUT", 9)
+# SuperMerger's extended XL list ("use extended XL", or a 110-value weight string): CLIP-L and CLIP-G apart, one
+# block per ResBlock/transformer/sampler module of every UNet block (INij = input_blocks.i.j, MIDi0 =
+# middle_block.i, OUTij = output_blocks.i.j), one per transformer depth t (INijt, MID10t, OUTijt), the final
+# out. layers (OUT9), TIME and LABEL; IN0 and VAE keep their places in the list and hold no key here.
+_SDXL_EXT_BLOCKS = (
+    ("CLIPL", "CLIPG", "IN0", "IN00", "IN10", "IN20", "IN30", "IN40", "IN41", "IN410", "IN411",
+     "IN50", "IN51", "IN510", "IN511", "IN60", "IN70", "IN71") + tuple(f"IN71{t}" for t in range(10))
+    + ("IN80", "IN81") + tuple(f"IN81{t}" for t in range(10))
+    + ("MID00", "MID10") + tuple(f"MID10{t}" for t in range(10)) + ("MID20",)
+    + ("OUT00", "OUT01") + tuple(f"OUT01{t}" for t in range(10))
+    + ("OUT10", "OUT11") + tuple(f"OUT11{t}" for t in range(10))
+    + ("OUT20", "OUT21") + tuple(f"OUT21{t}" for t in range(10)) + ("OUT22",)
+    + ("OUT30", "OUT31", "OUT310", "OUT311", "OUT40", "OUT41", "OUT410", "OUT411",
+       "OUT50", "OUT51", "OUT510", "OUT511", "OUT52", "OUT60", "OUT70", "OUT80", "OUT9", "TIME", "LABEL", "VAE"))
+_SDXL_EXT_RULES = (
+    (r"^conditioner\.embedders\.0\.", "CLIPL"),
+    (r"^conditioner\.embedders\.1\.", "CLIPG"),
+    (_U + r"time_embed\.", "TIME"),
+    (_U + r"label_emb\.", "LABEL"),
+    (_U + r"input_blocks\.(\d)\.(\d)\.transformer_blocks\.(\d)\.", "IN{}{}{}"),
+    (_U + r"input_blocks\.(\d)\.(\d)\.", "IN{}{}"),
+    (_U + r"middle_block\.1\.transformer_blocks\.(\d)\.", "MID10{}"),
+    (_U + r"middle_block\.(\d)\.", "MID{}0"),
+    (_U + r"output_blocks\.(\d)\.(\d)\.transformer_blocks\.(\d)\.", "OUT{}{}{}"),
+    (_U + r"output_blocks\.(\d)\.(\d)\.", "OUT{}{}"),
+    (_U + r"out\.", "OUT9"),
+)
 _FLUX_BLOCKS = ("CLIP", "T5", "IN") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
 _SD3_BLOCKS = ("CLIP", "T5", "IN") + _numbered("J", 38) + ("OUT",)
 
@@ -267,6 +298,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  lbw_forms=_LBW_XL, adjust_colours=_COLOURS_XL,
                  lbw_keys=(_LBW_UNET, r"^conditioner\.embedders\.0\.transformer\.text_model\.encoder\.",
                            r"^conditioner\.embedders\.1\.model\.transformer\.resblocks\.")),
+    # The same models as "sdxl" with SuperMerger's extended block list: never detected from keys (no markers,
+    # no config class); a text picks it (`ALTERNATE_TABLES`, merge_core.merge.merge_ratios).
+    Architecture("sdxl_ext", "SDXL (extended, 110 blocks)", _SDXL_EXT_BLOCKS, keylist="sdxl",
+                 rules=_SDXL_EXT_RULES,
+                 text_encoders=(TextEncoder("clip_l.", "conditioner.embedders.0."),
+                                TextEncoder("clip_g.", "conditioner.embedders.1.model.", OPENCLIP))),
     Architecture("flux", "Flux", _FLUX_BLOCKS, config_classes=("Flux", "FluxInpaint", "FluxSchnell"),
                  markers=(("double_blocks.",), ("single_blocks.",)), text_markers=(("t5xxl.",),),
                  text_encoders=(_CLIP_L, _T5), lbw_forms=_LBW_FLUX,
@@ -295,6 +332,9 @@ _ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1"
             "wan2.2": "wan", "qwen": "qwen_image", "qwenimage": "qwen_image", "qwen-image": "qwen_image",
             "krea 2": "krea2", "aura": "auraflow", "flux.2": "flux2", "klein": "flux2", "z-image": "zimage",
             "z_image": "zimage"}
+# Other block tables of the same models (same keys, another block list), picked by the text, never by keys:
+# detected architecture -> the tables a spec or weight string written for them is resolved with instead.
+ALTERNATE_TABLES = {"sdxl": ("sdxl_ext",)}
 # Architectures derived at run time from a model's own keys, by name (merge_core.arch.derived.register).
 DERIVED: dict[str, Architecture] = {}
 

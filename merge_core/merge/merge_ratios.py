@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..arch.architectures import ALTERNATE_TABLES, get_architecture
 from ..text.block_weights import parse_block_weights
 from ..text.spec import parse_spec
+from ..text.spec import validate_spec
+from ..text.validation import validate_block_weights
 from ..text.written import TextInput, check_written_for, parse_text
 from .resolve import Resolution, resolve_ratios
 
@@ -24,9 +27,33 @@ class Ratios:
     resolution_b: Resolution | None    # None when beta is not used
 
 
+def block_table(arch, weights: TextInput | None, spec: TextInput | None, ratio: float | None = None):
+    """The block table the texts of one ratio are read with: `arch`, or one of its `ALTERNATE_TABLES` (same keys,
+    another block list) when a text was written for it, or when the texts fit it and not `arch` (a 110-value
+    SDXL string, a spec naming an extended SDXL block)."""
+    alternates = [get_architecture(n) for n in ALTERNATE_TABLES.get(arch.name, ())]
+    texts = [t for t in (weights, spec) if t is not None]
+    for alt in alternates:
+        if any(t.architecture == alt.name for t in texts):
+            return alt
+    written = [(t, fn) for t, fn in ((weights, lambda text, a: validate_block_weights(text, a, alpha=ratio)),
+                                     (spec, validate_spec)) if t is not None and t.text.strip()]
+    if not alternates or not written:
+        return arch
+
+    def fits(a) -> bool:
+        return all(not any(d.is_error for d in fn(t.text, a)) for t, fn in written)
+
+    if fits(arch):
+        return arch
+    return next((alt for alt in alternates if fits(alt)), arch)
+
+
 def resolve_side(keys, arch, ratio: float, weights: TextInput | None, spec: TextInput | None,
                  label: str) -> Resolution:
-    """The Resolution of one ratio (`label`: "alpha" or "beta"), after checking its texts against `arch`."""
+    """The Resolution of one ratio (`label`: "alpha" or "beta"), after checking its texts against `arch` (or
+    the alternate block table they were written for: `block_table`)."""
+    arch = block_table(arch, weights, spec, ratio)
     check_written_for(f"block_weights_{label}", weights, arch)
     check_written_for(f"elemental_{label}", spec, arch)
     bw = None

@@ -89,7 +89,7 @@ def expected_counts(arch) -> str:
     if a.has_base:
         text += f" or {n - 1} without BASE"
     if a.name == "sdxl":
-        text += ", or an SD1 list of 26/25"
+        text += f", or an SD1 list of 26/25, or {len(ARCHITECTURES['sdxl_ext'].blocks)} for the extended table"
     return text
 
 

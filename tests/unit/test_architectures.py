@@ -30,8 +30,9 @@ def test_block_tables():
     flux = ARCHITECTURES["flux"].blocks
     assert set(flux) == {"CLIP", "T5", "IN", "OUT"} | {"D%02d" % i for i in range(19)} | {"S%02d" % i for i in range(38)}
     assert set(ARCHITECTURES["sd3"].blocks) == {"CLIP", "T5", "IN", "OUT"} | {"J%02d" % i for i in range(38)}
-    assert [a.label for a in ARCHITECTURES.values()] == ["SD1.x", "SD2.x", "SDXL", "Flux", "SD3", "Wan 2.1/2.2",
-                                                         "Qwen-Image", "Krea 2", "AuraFlow", "Flux.2", "Chroma",
+    assert [a.label for a in ARCHITECTURES.values()] == ["SD1.x", "SD2.x", "SDXL", "SDXL (extended, 110 blocks)",
+                                                         "Flux", "SD3", "Wan 2.1/2.2", "Qwen-Image", "Krea 2",
+                                                         "AuraFlow", "Flux.2", "Chroma",
                                                          "Z-Image"]
 
 
@@ -99,12 +100,12 @@ def test_get_architecture():
     assert get_architecture(ARCHITECTURES["flux"]) is ARCHITECTURES["flux"]
     with pytest.raises(ValueError) as e:
         get_architecture("sd4")
-    assert "sd1, sd2, sdxl, flux, sd3" in str(e.value)
+    assert "sd1, sd2, sdxl, sdxl_ext, flux, sd3" in str(e.value)
 
 
 def test_default_keys(keylists):
     for name, a in ARCHITECTURES.items():
-        assert a.default_keys() == keylists[name]
+        assert a.default_keys() == keylists[a.keylist or name]
         assert not any(k.startswith("first_stage_model.") for k in a.default_keys())
 
 
@@ -117,5 +118,6 @@ def test_config_classes_come_from_the_records():
         "FluxSchnell": "flux", "WAN21_T2V": "wan", "WAN21_I2V": "wan", "WAN22_T2V": "wan",
         "QwenImage": "qwen_image", "Krea2": "krea2", "AuraFlow": "auraflow", "Flux2": "flux2", "Chroma": "chroma",
         "ZImage": "zimage"}
-    assert all(a.markers for a in ARCHITECTURES.values())
-    assert all(a.text_markers for a in ARCHITECTURES.values() if a.text_encoders)
+    detected = [a for a in ARCHITECTURES.values() if a.name != "sdxl_ext"]  # a text picks sdxl_ext, never keys
+    assert all(a.markers for a in detected)
+    assert all(a.text_markers for a in detected if a.text_encoders)

@@ -35,7 +35,8 @@ def test_block_weights_errors_are_positioned_diagnostics():
     assert d.message == "25 values leave BASE unset and no alpha was given" and d.hint == "give alpha or 26 values"
     (d,) = validate_block_weights("1,2,3", "sdxl")
     assert d.message.startswith("SDXL block weights need 20 values (BASE, IN00..IN08, M00, OUT00..OUT08) or 19 "
-                                "without BASE, or an SD1 list of 26/25 (LoRA Block Weight's lists: 12), got 3; "
+                                "without BASE, or an SD1 list of 26/25, or 110 for the extended table "
+                                "(LoRA Block Weight's lists: 12), got 3; "
                                 "closest: SD1.x 25, ")  # then the other records nearest to 3 values
 
 
@@ -67,8 +68,9 @@ def test_first_valid_architecture_in_table_order_wins():
 def test_invalid_everywhere_picks_the_fewest_errors():
     text = "D03::1, S05::1, IN10::1"  # SD1/SD2: D03, S05 unknown (2); SDXL: 3; Flux: only IN10 (1); SD3: 3
     counts = {a.name: len(_errors(validate_spec(text, a))) for a in ARCHITECTURES.values()}
-    assert counts == {"sd1": 2, "sd2": 2, "sdxl": 3, "flux": 1, "sd3": 3, "wan": 3, "qwen_image": 3, "krea2": 3,
-                      "auraflow": 1, "flux2": 1, "chroma": 1, "zimage": 3}  # table order: Flux comes first of the 1s
+    assert counts == {"sd1": 2, "sd2": 2, "sdxl": 3, "sdxl_ext": 2, "flux": 1, "sd3": 3, "wan": 3, "qwen_image": 3,
+                      "krea2": 3, "auraflow": 1, "flux2": 1, "chroma": 1, "zimage": 3}
+    # table order: Flux comes first of the 1s
     fit = closest_architecture(text, validate_spec)
     assert fit.architecture.name == "flux" and not fit.valid
     assert _errors(fit.diagnostics) == [(1, 17, "unknown block 'IN10'")]
