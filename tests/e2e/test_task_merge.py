@@ -206,17 +206,18 @@ def test_xy_dare_seed_axis_cells_equal_single_merges(comfy_server):
 
 def test_diff_checker_takes_a_task_method(comfy_server, checkpoints):
     """TIES in the diff checker: a target at ratio 0 keeps A on exactly its keys (lambda 0), counted as changed
-    against the base's lambda; the image with it differs from the base one."""
+    against the base's lambda; the image with it differs from the base one. The base merges OUT05 only (lambda
+    0 elsewhere keeps A), so that the two merges cost seconds, not minutes."""
     import merge_core as mc
     from tests.e2e.test_diff_checker import csv_rows
 
     prompt = {
         "1": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_A.safetensors"}},
         "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_B.safetensors"}},
-        "4": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": "test_C.safetensors"}},
+        "5": {"class_type": "ElementalSpec", "inputs": {"spec": "NOT OUT05::0", "architecture": "sd1"}},
         "3": {"class_type": "ElementalDiffChecker", "inputs": {
-            "model_a": ["1", 0], "model_b": ["2", 0], "model_c": ["4", 0], "clip_a": ["1", 1], "clip_b": ["2", 1],
-            "clip_c": ["4", 1], "vae": ["1", 2], "model_a_name": ["1", 3], "model_b_name": ["2", 3],
+            "model_a": ["1", 0], "model_b": ["2", 0], "clip_a": ["1", 1], "clip_b": ["2", 1],
+            "vae": ["1", 2], "model_a_name": ["1", 3], "model_b_name": ["2", 3], "elemental_alpha": ["5", 0],
             "mode": "TIES", "alpha": 1.0, "beta": 0.25, "density": 0.3, "positive": "a red cube", "negative": "",
             "width": 64, "height": 64, "batch_size": 1, "seed": 5, "steps": 1, "cfg": 5.0,
             "sampler_name": "euler", "scheduler": "normal", "targets": "OUT05:attn2", "ratio": 0.0,
@@ -235,16 +236,19 @@ def test_diff_checker_takes_a_task_method(comfy_server, checkpoints):
 
 def test_xy_merge_method_axis(comfy_server):
     """A `merge method` axis: the TIES cell is pixel for pixel the single TIES merge + KSampler, and differs
-    from the Weight sum cell of the same models."""
+    from the Weight sum cell of the same models. Alpha is 0 outside the output blocks (A's weights: TIES's
+    selection over the whole UNet would cost most of a minute per merge here, for nothing the axis needs)."""
 
     prompt = load_api_workflow("xy_dare_seed")
     plot_id = _node(prompt, "ElementalXYPlot")
+    prompt["5"] = {"class_type": "ElementalSpec", "inputs": {"spec": "NOT OUT00-OUT11::0", "architecture": "sd1"}}
     prompt[plot_id]["inputs"].update(x_type="merge method", x_values="Weight sum\nTIES", mode="Weight sum",
-                                     filename_prefix="ElementalXY/xy_method")
+                                     filename_prefix="ElementalXY/xy_method", elemental_alpha=["5", 0])
     outputs = comfy_server.run(prompt)
     cells = [png_pixels(p) for p in comfy_server.images(outputs, _node(prompt, "SaveImage"))]
     assert len(cells) == 2 and not np.array_equal(cells[0], cells[1])
     plot = prompt[plot_id]["inputs"]
-    merge = {k: plot[k] for k in ("model_a", "model_b", "clip_a", "clip_b", "alpha", "beta", "density")}
+    merge = {k: plot[k] for k in ("model_a", "model_b", "clip_a", "clip_b", "alpha", "beta", "density",
+                                  "elemental_alpha")}
     image = _single_image(comfy_server, prompt, {**merge, "mode": "TIES"}, "xy_method_single")
     assert np.array_equal(image, cells[1]), "the TIES cell differs from ElementalMerge + KSampler"
