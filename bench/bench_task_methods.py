@@ -8,7 +8,9 @@ Full (bench/results/task_methods.txt), the SD1.5-layout test checkpoints A and B
 ComfyUI's default dtypes, and C = A merged with B half and half as a ComfyUI patch (no third checkpoint in RAM;
 its weight is computed per key, for every method alike):
   [normal]  ElementalMerge "Triple sum" over A, B, C (the linear mode of three models), execute + load of the
-            UNet and the text encoder, median of N; "Weight sum" over A, B likewise for SLERP's comparison.
+            UNet and the text encoder: N runs before the methods, one right after each method, N after them
+            all, and the median of every run (a shared machine that slows down or speeds up during the run
+            moves the baseline with it); "Weight sum" over A, B likewise for SLERP's comparison.
   [method]  each task-vector method's full merge over A, B, C (SLERP: A, B), one run: seconds, the ratio to
             the linear mode of the same models, and the peak RSS above the state a user starts in (sources
             loaded, nothing merged), against one float32 copy of the largest key per model.
@@ -38,6 +40,11 @@ METHODS = ("TIES", "DARE", "DARE-TIES", "DELLA", "Breadcrumbs", "Model Stock", "
 TARGET = {"Geometric median": 10.0}
 DEFAULT_TARGET = 3.0
 VALUES = {"alpha": 0.5, "density": 0.2, "drop_rate": 0.9, "epsilon": 0.1, "outlier_rate": 0.01}
+
+
+def _normal_of(method: str) -> str:
+    """The linear mode over the same models: Weight sum for SLERP (A, B), Triple sum for the others."""
+    return "Weight sum" if method == "SLERP" else "Triple sum"
 
 
 def full(src, method: str, c) -> tuple[float, int]:
@@ -102,16 +109,26 @@ def run(a) -> int:
     largest = max(src.model_a.model_state_dict().values(), key=lambda t: t.numel())
     say(f"# one float32 copy of the largest key: {largest.numel() * 4 / 2**20:.0f} MiB")
     full(src, "Triple sum", c)  # warm-up
+    normals = ("Triple sum", "Weight sum")
+    before = {mode: [full(src, mode, c) for _ in range(a.reps)] for mode in normals}
+    measured, beside = {}, {mode: [] for mode in normals}
+    for method in METHODS:  # each followed by one run of its normal mode
+        measured[method] = full(src, method, c)
+        beside[_normal_of(method)].append(full(src, _normal_of(method), c))
+    after = {mode: [full(src, mode, c) for _ in range(a.reps)] for mode in normals}
     baseline = {}
-    for mode in ("Triple sum", "Weight sum"):
-        runs = [full(src, mode, c) for _ in range(a.reps)]
+    for mode in normals:
+        runs = before[mode] + beside[mode] + after[mode]
         baseline[mode] = statistics.median(s for s, _ in runs)
-        say(f"[normal] {mode:<17} {baseline[mode]:7.2f} s (runs {', '.join(f'{s:.2f}' for s, _ in runs)}), "
+        listed = {when: ", ".join(f"{s:.2f}" for s, _ in side[mode])
+                  for when, side in (("before", before), ("between", beside), ("after", after))}
+        say(f"[normal] {mode:<17} {baseline[mode]:7.2f} s (median of {len(runs)}: before the methods "
+            f"{listed['before']}; after each method {listed['between']}; after all {listed['after']}), "
             f"peak RSS +{max(r for _, r in runs) / 2**20:.0f} MiB")
     failed = []
     for method in METHODS:
-        s, rss = full(src, method, c)
-        base = baseline["Weight sum" if method == "SLERP" else "Triple sum"]
+        s, rss = measured[method]
+        base = baseline[_normal_of(method)]
         target = TARGET.get(method, DEFAULT_TARGET)
         ok = s / base <= target
         failed += [] if ok else [method]
