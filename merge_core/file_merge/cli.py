@@ -22,7 +22,7 @@ from ..diagnostics import MergeSpecError
 from ..files.tensor_file import TensorFileError
 from ..merge.calc_modes import CALC_MODE_NAMES, NORMAL
 from ..merge.methods import MERGE_METHODS
-from ..merge.params import GAMMA, PARAMS
+from ..merge.params import PARAMS, TASK_ONLY_PARAMS
 from ..merge.report import format_change_report
 from ..merge.task_params import MODEL_WEIGHTS, MODEL_WEIGHTS_MEANING
 from ..files.save_dtypes import PRECISIONS
@@ -31,7 +31,6 @@ from .recipe_io import (RecipeRebuildError, merge_recipe, ordered, read_recipe, 
                         source_files, temp_path)
 
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_PLAIN = ("alpha", "beta", GAMMA.name)
 
 
 def _flag(name: str) -> str:
@@ -51,7 +50,7 @@ def arguments(prog: str) -> argparse.ArgumentParser:
     for param in PARAMS.values():
         kind = int if param.integer else float
         p.add_argument(_flag(param.name), type=kind, default=param.default, help=param.meaning)
-        if param.per_key and param.name not in _PLAIN:
+        if param.per_key and param in TASK_ONLY_PARAMS:
             p.add_argument(_flag(f"block_weights_{param.name}"), default=None, help=f"block weights of {param.name}")
             p.add_argument(_flag(f"elemental_{param.name}"), default=None, help=f"elemental spec of {param.name}")
     p.add_argument(_flag(MODEL_WEIGHTS), default="", help=MODEL_WEIGHTS_MEANING)
@@ -80,9 +79,7 @@ def _text(value: str | None) -> str | None:
 
 def settings_from(args) -> FileMergeSettings:
     values, texts = {}, {}
-    for param in PARAMS.values():
-        if param.name in _PLAIN:
-            continue
+    for param in TASK_ONLY_PARAMS:
         values[param.name] = getattr(args, param.name)
         for prefix in ("block_weights_", "elemental_"):
             text = _text(getattr(args, prefix + param.name, None))
