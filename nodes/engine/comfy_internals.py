@@ -26,6 +26,7 @@ Read from ComfyUI 0.33.0 (`comfy/model_patcher.py`, `comfy/lora.py`) and checked
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any, NamedTuple
 
 import torch
@@ -37,7 +38,8 @@ import comfy.utils
 COMFYUI_VERSION_READ = "0.33.0"
 COMFYUI_VERSIONS_CHECKED = ("0.33.0", "0.3.75")
 
-PATCHER_ATTRIBUTES = ("patches", "patches_uuid", "backup", "use_ejected", "patch_weight_to_device")
+PATCHER_ATTRIBUTES = ("patches", "patches_uuid", "backup", "use_ejected", "patch_weight_to_device", "_load_list",
+                      "object_patches", "object_patches_backup")
 MODEL_ATTRIBUTES = ("current_weight_patches_uuid", "model_lowvram", "model_loaded_weight_memory")
 BACKUP_FIELDS = ("weight", "inplace_update")
 
@@ -192,7 +194,7 @@ def key_patches(patcher, filter_prefix=None) -> dict:
     (`[(weight, convert_func), *patches]`, the weight from `backup`/`hook_backup` when patched) built the way
     ComfyUI builds them, without the keys that belong to a quantized weight (its scale and config)."""
     try:
-        return patcher.get_key_patches(filter_prefix)
+        return _without_object_patches(patcher, patcher.get_key_patches(filter_prefix))
     except AttributeError:
         pass
     from comfy.quant_ops import QuantizedTensor
@@ -214,3 +216,85 @@ def key_patches(patcher, filter_prefix=None) -> dict:
             convert = lambda a, **kwargs: a  # noqa: E731 - as ComfyUI's own identity conversion
         out[k] = [(weight, convert)] + list(patcher.patches.get(k, []))
     return out
+
+
+# ---- keys ComfyUI's load path never patches -----------------------------------------------------------
+# Read from ComfyUI 0.33.0 and 0.3.75 (`ModelPatcher._load_list`, which `load` walks to patch weights): a
+# module's own parameters are patched only when none of its sub-modules holds parameters, and buffers never.
+# Such keys (SD3's `pos_embed`, Wan's `modulation`, AuraFlow's `register_tokens`, LTXV's `scale_shift_table`)
+# are merged in the live model by an object patch (`unpatchable`); `patch_model` sets each object patch with
+# `comfy.utils.set_attr` and keeps what it replaced in `object_patches_backup` until `unpatch_model`.
+
+_REACHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def load_path_keys(patcher) -> frozenset:
+    """The keys (relative to `patcher.model`) whose patches ComfyUI's load path applies, as its own
+    `_load_list` lists them: entries end with (module name, module, that module's patched parameter names).
+    Cached per model (its module tree does not change)."""
+    model = patcher.model
+    reached = _REACHED.get(model)
+    if reached is None:
+        keys = set()
+        for entry in patcher._load_list():
+            name, params = entry[-3], entry[-1]
+            if not isinstance(name, str):
+                raise TypeError(f"ModelPatcher._load_list entries no longer end with (name, module, params): "
+                                f"{type(name).__name__} where the module name was")
+            keys.update(f"{name}.{p}" if name else p for p in params)
+        reached = _REACHED[model] = frozenset(keys)
+    return reached
+
+
+def unpatchable_keys(patcher, keys) -> list:
+    """Those of `keys` that ComfyUI's load path never patches (see `load_path_keys`)."""
+    reached = load_path_keys(patcher)
+    return [k for k in keys if k not in reached]
+
+
+def unobjected_weight(patcher, key: str):
+    """`key`'s tensor as the model holds it without this patcher's object patch (the one `patch_model`
+    replaced while it is applied)."""
+    backup = getattr(patcher, "object_patches_backup", None) or {}
+    return backup[key] if key in backup else comfy.utils.get_attr(patcher.model, key)
+
+
+def _without_object_patches(patcher, entries: dict) -> dict:
+    """`get_key_patches` entries whose weight is the one an applied object patch replaced, if any."""
+    for k, old in (getattr(patcher, "object_patches_backup", None) or {}).items():
+        if k in entries and isinstance(old, torch.Tensor):
+            entries[k] = [(old, entries[k][0][1])] + list(entries[k][1:])
+    return entries
+
+
+def set_unreached_patch_lists(patcher, new_lists: dict) -> None:
+    """Replaces the patch lists of keys the load path never patches, keeping `patches_uuid`: the loaded
+    weights do not depend on them (their live value is an object patch)."""
+    for key, patches in new_lists.items():
+        if patches:
+            patcher.patches[key] = [tuple(p) for p in patches]
+        else:
+            patcher.patches.pop(key, None)
+
+
+def set_object_patch(patcher, key: str, value, marker: str) -> None:
+    """Sets (value a tensor) or removes (None) the object patch of `key` made by this pack (`marker`, an
+    attribute on the patch object); where `patch_model` has applied this patcher's object patches, the model
+    gets the new value now too. A parameter gets an `nn.Parameter`, a buffer the tensor."""
+    applied = key in patcher.object_patches_backup
+    current = comfy.utils.get_attr(patcher.model, key)
+    if value is None:
+        if not getattr(patcher.object_patches.get(key), marker, False):
+            return
+        patcher.object_patches.pop(key)
+        if applied:
+            comfy.utils.set_attr(patcher.model, key, patcher.object_patches_backup.pop(key))
+        return
+    obj = torch.nn.Parameter(value, requires_grad=False) if isinstance(current, torch.nn.Parameter) else value
+    setattr(obj, marker, True)
+    patcher.add_object_patch(key, obj)
+    if applied:
+        live = obj if obj.device == current.device else (
+            torch.nn.Parameter(value.to(current.device), requires_grad=False)
+            if isinstance(obj, torch.nn.Parameter) else value.to(current.device))
+        comfy.utils.set_attr(patcher.model, key, live)

@@ -16,7 +16,9 @@ Which keys change and how shapes are handled is decided per key in merge_core/me
 the file-to-file merge; shape rules in plan.py); a calc mode
 follows its own rule (`merge_core.calc_modes.keeps_a`: keys outside every block or not a weight/bias keep A;
 ratio 0 keeps A only where the mode says so). `plan_merge` returns the patches as data; `apply_to` adds them.
-A key that keeps A gets no patch and is never recomputed by the XY re-merge.
+A key that keeps A gets no patch and is never recomputed by the XY re-merge. A merged key that ComfyUI's load
+path never patches (a buffer, or a parameter of a module with parameter-holding sub-modules) also gets its merged
+tensor as an object patch (`unpatchable`), so the live model holds what the save writes.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from ...merge_core.merge.plan import MergeNotes
 from .comfy_internals import Patch
 from .load_contract import require_load_paths
 from .merge_adapter import make_patch
+from .unpatchable import refresh_object_patches
 
 
 def _shape_reader(sources: dict):
@@ -70,6 +73,7 @@ class MergePlan:
         walks the whole model's state dict: one call per key cost ~2 s of bookkeeping on SD1, one call ~10 ms)."""
         if self.patches:
             target.add_patches(self.patches, 1.0, 1.0)
+            refresh_object_patches(target, {k if isinstance(k, str) else k[0] for k in self.patches})
         return self.notes
 
 

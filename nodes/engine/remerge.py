@@ -9,7 +9,9 @@ moves one element would pay a full re-patch (every key of the UNet through `calc
 What this module does instead: for the keys whose patch lists change, when the model is loaded with this
 patcher's own patches, `comfy_internals.recompute_in_place` restores each key from ComfyUI's backup, swaps
 its patch list and recomputes it with ComfyUI's own code, so the bits are those of a full load; otherwise
-only the patch lists change and ComfyUI's next load patches everything: slower, never wrong. Every access to
+only the patch lists change and ComfyUI's next load patches everything: slower, never wrong. A key ComfyUI's
+load path never patches (`unpatchable`) gets its new patch list without a new `patches_uuid` (the loaded
+weights do not depend on it) and its object patch recomputed at once, set on the model too where it is applied. Every access to
 ModelPatcher internals is in `comfy_internals`.
 
 The patch lists come from `merge_patches.plan_merge` (the ElementalMerge engine's plan), so a cell's patches are
@@ -26,6 +28,7 @@ import comfy.utils
 from . import comfy_internals
 from ..sockets.merge_inputs import MergeInputs, MergeTarget
 from .merge_patches import CalcSettings, TaskSettings, plan_merge
+from .unpatchable import refresh_object_patches
 from ...merge_core.merge.calc_modes import NORMAL
 from ...merge_core.merge.params import GAMMA
 
@@ -113,6 +116,13 @@ class IncrementalMerge:
             target.current[k] = plans[k]
             new_lists[k] = target.base.get(k, []) + plans[k]
         patcher = target.target.patcher
+        unreached = comfy_internals.unpatchable_keys(patcher, new_lists)
+        if unreached:  # live value: an object patch, recomputed from the new lists (unpatchable)
+            comfy_internals.set_unreached_patch_lists(patcher, {k: new_lists.pop(k) for k in unreached})
+            refresh_object_patches(patcher, unreached)
+            if not new_lists:
+                in_place[target.name] = len(changed)
+                return changed
         if self._applied and comfy_internals.is_loaded_with_own_patches(patcher):
             comfy_internals.recompute_in_place(patcher, new_lists)
             in_place[target.name] = len(changed)

@@ -210,7 +210,8 @@ def test_missing_internals_names_what_is_gone():
     from types import SimpleNamespace
 
     patcher = SimpleNamespace(patches={"w": [(1.0, None, 1.0)]}, patches_uuid=None, backup={},
-                              use_ejected=None, model=SimpleNamespace(current_weight_patches_uuid=None))
+                              use_ejected=None, _load_list=None, object_patches={}, object_patches_backup={},
+                              model=SimpleNamespace(current_weight_patches_uuid=None))
     assert internals.missing_internals(patcher) == [
         "ModelPatcher.patch_weight_to_device", "ModelPatcher.model.model_lowvram",
         "ModelPatcher.model.model_loaded_weight_memory",
