@@ -42,7 +42,8 @@ def raw_request(server, method, path, data: bytes, headers=None):
 def test_architectures_list_blocks_and_presets(comfy_server):
     data = comfy_server.get_json("/elemental/architectures")
     by_name = {a["name"]: a for a in data["architectures"]}
-    assert list(by_name) == ["sd1", "sd2", "sdxl", "flux", "sd3"]
+    assert list(by_name) == list(ARCHITECTURES)  # every record, in the table's order
+    assert list(by_name)[:3] == ["sd1", "sd2", "sdxl"] and {"flux", "sd3", "wan", "sdxl_ext"} <= set(by_name)
     assert by_name["sd1"]["blocks"][:3] == ["BASE", "IN00", "IN01"]
     assert len(by_name["sd1"]["blocks"]) == 26 and len(by_name["sdxl"]["blocks"]) == 20
     assert len(by_name["flux"]["blocks"]) == 61 and len(by_name["sd3"]["blocks"]) == 42
@@ -152,7 +153,7 @@ BAD_JSON_REQUESTS = [
     ("/elemental/validate", {}, 400, "missing field(s) 'text'"),
     ("/elemental/validate", {"text": 3}, 400, "'text' must be a string, not int"),
     ("/elemental/validate", {"text": "", "arch": "sd9"}, 400,
-     "unknown architecture 'sd9'; valid: auto, sd1, sd2, sdxl, flux, sd3"),
+     "unknown architecture 'sd9'; valid: auto, " + ", ".join(ARCHITECTURES)),
     ("/elemental/validate", {"text": "", "arch": ["sd1"]}, 400, "'arch' must be a string, not list"),
     ("/elemental/validate", {"text": "", "kind": "lora"}, 400, "'kind' must be 'spec' or 'block_weights', not 'lora'"),
     ("/elemental/validate", {"text": "", "spec": ""}, 400,
