@@ -1,4 +1,4 @@
-"""Seeded diffusion models of Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2, Chroma and Z-Image, built from ComfyUI's
+"""Seeded diffusion models of Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Cosmos Predict2, Anima, Flux.2, Chroma and Z-Image, built from ComfyUI's
 own classes, in memory (no files), for the in-process family tests.
 
 Each family has two configurations, both handed to ComfyUI's own model-config class
@@ -35,6 +35,14 @@ _FLUX2 = dict(image_model="flux2", axes_dim=[32, 32, 32, 32], mlp_ratio=3.0, the
 _ZIMAGE = dict(image_model="lumina2", patch_size=2, in_channels=16, qk_norm=True, axes_dims=[32, 48, 48],
                axes_lens=[1536, 512, 512], rope_theta=256.0, ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
                time_scale=1000.0, pad_tokens_multiple=32)
+# Cosmos Predict2 / Anima, as ComfyUI's detection fills it (comfy/model_detection.py) for 16 input channels.
+_COSMOS2 = dict(image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+                out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True,
+                crossattn_emb_channels=1024, pos_emb_cls="rope3d", pos_emb_learnable=True,
+                pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True, adaln_lora_dim=256,
+                extra_per_block_abs_pos_emb=False, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+                rope_t_extrapolation_ratio=1.0, extra_h_extrapolation_ratio=1.0, extra_w_extrapolation_ratio=1.0,
+                extra_t_extrapolation_ratio=1.0, rope_enable_fps_modulation=False)
 _CHROMA = dict(image_model="chroma", axes_dim=[16, 56, 56], mlp_ratio=4.0, theta=10000, out_channels=64,
                qkv_bias=True, txt_ids_dims=[], in_channels=64, patch_size=2, vec_in_dim=None, in_dim=64)
 
@@ -88,6 +96,18 @@ FAMILIES = {f.name: f for f in (
            tiny=dict(_CHROMA, hidden_size=128, num_heads=1, context_in_dim=64, depth=2, depth_single_blocks=2,
                      out_dim=128, hidden_dim=64, n_layers=2),
            detected_tiny=False, native_node=None),
+    # The 14B layout (ModelMergeCosmosPredict2_14B's 36 blocks) and the 2B one (28 blocks, B28-B35 empty).
+    Family("cosmos_predict2", "CosmosT2IPredict2",
+           full=dict(_COSMOS2, model_channels=5120, num_blocks=36, num_heads=40),
+           tiny=dict(_COSMOS2, model_channels=256, num_blocks=3, num_heads=16),
+           detected_tiny=True, native_node="ModelMergeCosmosPredict2_14B",
+           extra={"cosmos_predict2_2b": ("CosmosT2IPredict2",
+                                         dict(_COSMOS2, model_channels=2048, num_blocks=28, num_heads=16))}),
+    # Anima: Cosmos Predict2 2B and its LLM adapter (fixed at width 1024, 6 blocks: 266 MiB of the tiny model).
+    Family("anima", "Anima",
+           full=dict(_COSMOS2, image_model="anima", model_channels=2048, num_blocks=28, num_heads=16),
+           tiny=dict(_COSMOS2, image_model="anima", model_channels=256, num_blocks=2, num_heads=16),
+           detected_tiny=True, native_node=None),
     # Z-Image with the SigLIP image-conditioning modules, so every block has keys; Turbo has none of them.
     Family("zimage", "ZImage",
            full=dict(_ZIMAGE, dim=3840, n_heads=30, n_kv_heads=30, cap_feat_dim=2560, n_layers=30,

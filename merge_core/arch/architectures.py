@@ -17,7 +17,8 @@ Block names follow SuperMerger where it has them:
   ``joint_blocks.N`` -> ``Jnn`` (SD3/3.5 medium use J00..J23, SD3.5 large J00..J37); ``IN`` = x_embedder,
   pos_embed, t_embedder, y_embedder, context_embedder; ``OUT`` = final_layer; ``CLIP`` = both
   ``text_encoders.clip_l`` and ``text_encoders.clip_g``; ``T5`` = ``text_encoders.t5xxl``.
-* **Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow**: one block per input of ComfyUI's block-merge node for the
+* **Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Cosmos Predict2** (and **Anima**, its 2B layout plus ``LLM``, the
+  LLM adapter): one block per input of ComfyUI's block-merge node for the
   family, in the node's order (``_native``); **Flux.2** and **Chroma**: Flux's layout plus ``MOD`` (their shared
   modulation layers); **Z-Image**: its refiners and layers. Diffusion model only; see `_FAMILIES` and
   docs/architectures.md.
@@ -198,7 +199,12 @@ _KREA2_BLOCKS = (("IN", "TMLP", "TXTMLP", "TPROJ") + _numbered("L", 2) + ("PROJ"
 _AURA_BLOCKS = ("IN", "POS", "COND", "REG", "TIME") + _numbered("D", 4) + _numbered("S", 32) + ("MOD", "OUT")
 _FLUX2_BLOCKS = ("IN", "MOD") + _numbered("D", 8) + _numbered("S", 48) + ("OUT",)
 _CHROMA_BLOCKS = ("IN", "MOD") + _numbered("D", 19) + _numbered("S", 38) + ("OUT",)
+_COSMOS2_BLOCKS = ("POS", "IN", "TIME", "TNORM") + _numbered("B", 36) + ("OUT",)
+_ANIMA_BLOCKS = ("POS", "IN", "TIME", "TNORM") + _numbered("B", 28) + ("OUT", "LLM")
 _ZIMAGE_BLOCKS = ("IN",) + _numbered("N", 2) + _numbered("C", 2) + _numbered("S", 2) + _numbered("L", 30) + ("OUT",)
+
+_COSMOS2_NAMED = ((r"pos_embedder\.", "POS"), (r"x_embedder\.", "IN"), (r"t_embedder\.", "TIME"),
+                  (r"t_embedding_norm\.", "TNORM"), (r"blocks\.(\d+)\.", "B{:02d}"), (r"final_layer\.", "OUT"))
 
 _FAMILIES = (
     # ModelMergeWAN2_1: patch_embedding, time_embedding, time_projection, text_embedding, img_emb, blocks.0-39,
@@ -268,6 +274,20 @@ _FAMILIES = (
               r"(?:\.|$)", "IN"),
         (_U + r"final_layer\.", "OUT"),
     )),
+    # ModelMergeCosmosPredict2_14B: pos_embedder, x_embedder, t_embedder, t_embedding_norm, blocks.0-35,
+    # final_layer (the 2B node stops at blocks.27: B28-B35 stay empty on 2B models). The rotary position
+    # embedding has no parameter: POS holds what no input names.
+    Architecture("cosmos_predict2", "Cosmos Predict2", _COSMOS2_BLOCKS,
+                 config_classes=("CosmosT2IPredict2", "CosmosI2VPredict2"),
+                 markers=(("t_embedding_norm.", "x_embedder.proj."),),
+                 rules=_native("POS", _COSMOS2_NAMED)),
+    # Anima: Cosmos Predict2 2B plus an LLM adapter (llm_adapter: 6 transformer blocks that turn the Qwen3 text
+    # encoder's output into cross-attention context). No node of its own: ModelMergeCosmosPredict2_2B's blocks
+    # and, after them, LLM for the adapter (that node gives the adapter its first input's ratio; Block Weights
+    # with the node's values and POS's value again for LLM give the node's weights).
+    Architecture("anima", "Anima", _ANIMA_BLOCKS, config_classes=("Anima",),
+                 markers=(("llm_adapter.", "t_embedding_norm."),),
+                 rules=_native("POS", ((r"llm_adapter\.", "LLM"),) + _COSMOS2_NAMED)),
 )
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
@@ -331,7 +351,7 @@ _ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd1x": "sd1", "sd21": "sd2", "sd2.1"
             "xl": "sdxl", "sd3.5": "sd3", "sd35": "sd3", "wan21": "wan", "wan2.1": "wan", "wan22": "wan",
             "wan2.2": "wan", "qwen": "qwen_image", "qwenimage": "qwen_image", "qwen-image": "qwen_image",
             "krea 2": "krea2", "aura": "auraflow", "flux.2": "flux2", "klein": "flux2", "z-image": "zimage",
-            "z_image": "zimage"}
+            "z_image": "zimage", "cosmos": "cosmos_predict2", "predict2": "cosmos_predict2"}
 # Other block tables of the same models (same keys, another block list), picked by the text, never by keys:
 # detected architecture -> the tables a spec or weight string written for them is resolved with instead.
 ALTERNATE_TABLES = {"sdxl": ("sdxl_ext",)}
@@ -355,13 +375,14 @@ def get_architecture(name) -> Architecture:
 # Most specific first: the first architecture whose markers the key set shows is the answer; text-encoder
 # markers are read only when no diffusion-model marker decided.
 # Flux.2 and Chroma show Flux.1's double_blocks/single_blocks too, so they are asked first.
-DETECTION_ORDER = ("flux2", "chroma", "flux", "sd3", "wan", "qwen_image", "krea2", "auraflow", "zimage", "sdxl",
-                   "sd2", "sd1")
+DETECTION_ORDER = ("flux2", "chroma", "flux", "sd3", "wan", "qwen_image", "krea2", "auraflow", "anima",
+                   "cosmos_predict2", "zimage", "sdxl", "sd2", "sd1")
 TEXT_DETECTION_ORDER = ("sd3", "flux", "sdxl", "sd2", "sd1")
 _MARKERS = ("double_blocks.", "single_blocks.", "joint_blocks.", "label_emb.", "input_blocks.", "middle_block.",
             "double_stream_modulation_img.", "single_stream_modulation.", "distilled_guidance_layer.",
             "head.modulation", "patch_embedding.", "time_text_embed.", "txt_norm.", "txtfusion.", "double_layers.",
-            "single_layers.", "register_tokens", "cap_pad_token", "noise_refiner.",
+            "single_layers.", "register_tokens", "cap_pad_token", "noise_refiner.", "llm_adapter.", "t_embedding_norm.",
+            "x_embedder.proj.",
             "conditioner.embedders.", "cond_stage_model.model.", "cond_stage_model.transformer.",
             "first_stage_model.")
 _TEXT_PREFIXES = ("clip_l.", "clip_g.", "clip_h.", "t5xxl.")

@@ -33,15 +33,24 @@ def element_of(canon: str) -> str | None:
 
     The path after the innermost numbered container (``transformer_blocks.0``, ``layers.5``, ``input_blocks.4``),
     without leading module indices, cut before the next index, without ``.weight``/``.bias``. A parameter
-    outside any container gives its last two named segments (``embeddings.token_embedding``, ``time_embed``).
+    outside any container gives its last two named segments with no index between them
+    (``embeddings.token_embedding``, ``time_embed``; Cosmos' ``t_embedder.1.linear_1`` gives ``linear_1``).
     """
     segs = canon.split(".")
     if len(segs) > 1 and segs[-1] in _PARAM_SUFFIXES:
         segs = segs[:-1]
     start = _inner_start(segs)
-    if start is None:
-        named = [s for s in segs if not s.isdigit() and s not in _ROOTS]
-        return ".".join(named[-2:]) or None
+    if start is None:  # the last two named segments, when no index stands between them (a substring of the key)
+        named = []
+        for s in reversed(segs):
+            if s.isdigit() or s in _ROOTS:
+                if named:
+                    break
+                continue
+            named.insert(0, s)
+            if len(named) == 2:
+                break
+        return ".".join(named) or None
     tail = segs[start:]
     while tail and tail[0].isdigit():
         tail = tail[1:]

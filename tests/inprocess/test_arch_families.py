@@ -1,4 +1,4 @@
-"""Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Flux.2, Chroma and Z-Image: detection, block tables, and merges that match
+"""Wan 2.1/2.2, Qwen-Image, Krea 2, AuraFlow, Cosmos Predict2, Anima, Flux.2, Chroma and Z-Image: detection, block tables, and merges that match
 ComfyUI's own block-merge nodes bit for bit.
 
 Models come from devkit.fixtures_families (ComfyUI's own classes). The published layouts are checked on the meta
@@ -24,6 +24,7 @@ import torch
 from devkit.fixtures_families import FAMILIES, full_keys, meta_state_dict, tiny_model
 from tests.helpers.arch_checks import assert_rounded_formula
 from tests.helpers.pack import pack_module
+from tests.unit.conftest import EMPTY_BLOCKS
 
 U = "model.diffusion_model."
 NATIVE = [n for n, f in FAMILIES.items() if f.native_node]
@@ -74,6 +75,7 @@ EXPECTED = {
                                    "single_stream_modulation")),
     "chroma": lambda k: _flux_like(k, ("img_in", "txt_in"), ("distilled_guidance_layer",)),
     "zimage": lambda k: _zimage(k),
+    "anima": lambda k: _anima(k),
 }
 ZIMAGE_IN = ("x_embedder", "t_embedder", "cap_embedder", "siglip_embedder", "x_pad_token", "cap_pad_token",
              "siglip_pad_token")
@@ -86,6 +88,14 @@ def _zimage(key: str) -> str | None:
             f"{int(m.group(2)):02d}"
     head = key.split(".")[0]
     return "IN" if head in ZIMAGE_IN else "OUT" if head == "final_layer" else None
+
+
+def _anima(key: str) -> str:
+    """ModelMergeCosmosPredict2_2B's input, its adapter in LLM."""
+    if key.startswith("llm_adapter."):
+        return "LLM"
+    import merge_core as mc
+    return mc.get_architecture("anima").blocks[native_index(native_inputs("ModelMergeCosmosPredict2_2B"), key)]
 
 
 def expected_block(name: str, key: str) -> str | None:
@@ -129,7 +139,7 @@ def test_published_layout_detected_and_partitioned(name, config_class, layout):
     assert not wrong, f"{len(wrong)} of {len(meta)} keys in the wrong block, e.g. {wrong[:5]}"
     assert None not in {arch.block_of(U + k) for k in meta}
     if layout is FAMILIES[name].full:
-        assert {arch.block_of(U + k) for k in meta} == set(arch.blocks)
+        assert {arch.block_of(U + k) for k in meta} == set(arch.blocks) - EMPTY_BLOCKS.get(name, set())
         assert arch.default_keys() == full_keys(name), "key list differs from ComfyUI's layout: rewrite it"
 
 
@@ -138,7 +148,7 @@ def test_block_counts_and_native_order():
     import merge_core as mc
     counts = {n: len(mc.get_architecture(n).blocks) for n in FAMILIES}
     assert counts == {"wan": 46, "qwen_image": 66, "krea2": 38, "auraflow": 43, "flux2": 59, "chroma": 60,
-                      "zimage": 38}
+                      "zimage": 38, "cosmos_predict2": 41, "anima": 34}
     for name in NATIVE:
         assert len(native_inputs(FAMILIES[name].native_node)) == counts[name]
     assert mc.get_architecture("qwen_image").block_of(U + "norm_out.linear.weight") == "POS"  # the node's default
@@ -237,7 +247,7 @@ def test_block_weights_merge_every_key(name):
         assert_rounded_formula(got[k], wa[k], wb[k], values[block], k)  # unpatched ones too: object patches
     assert blocks == {expected_block(name, k) for k in meta_state_dict(FAMILIES[name].config_class,
                                                                        FAMILIES[name].tiny)}
-    assert None not in blocks and ("MOD" in blocks or name == "zimage")
+    assert None not in blocks and ("MOD" in blocks or "LLM" in blocks or name == "zimage")
 
 
 def test_sd35_large_blocks_follow_the_native_node():
@@ -253,3 +263,23 @@ def test_sd35_large_blocks_follow_the_native_node():
     wrong = [k for k in keys if arch.block_of(k) != node_blocks[native_index(inputs, k[len(U):])]]
     assert not wrong, wrong[:5]
     assert {arch.block_of(k) for k in keys} == set(node_blocks)
+
+
+def test_anima_block_weights_equal_the_cosmos_predict2_2b_node():
+    """Anima under ModelMergeCosmosPredict2_2B (its 2B layout's node): Block Weights with the node's values in its
+    order, then the node's first value again for LLM (the node gives the adapter its first input's ratio), give
+    every weight the node gives, to the bit; the adapter follows LLM's own value otherwise."""
+    import comfy_extras.nodes_model_merging_model_specific as specific
+    a, b = _models("anima")
+    inputs = native_inputs("ModelMergeCosmosPredict2_2B")
+    values = ratio_values(len(inputs))
+    (native,) = specific.NODE_CLASS_MAPPINGS["ModelMergeCosmosPredict2_2B"]().merge(a, b, **dict(zip(inputs, values)))
+    mine = ours("anima", ",".join(str(1 - v) for v in values + [values[0]]))
+    got_native, got_ours = patched_weights(native), patched_weights(mine)
+    wa, wb = a.model.diffusion_model.state_dict(), b.model.diffusion_model.state_dict()
+    assert set(got_native) == set(got_ours) == set(wa)
+    differ = [k for k in wa if not torch.equal(got_native[k], got_ours[k])]
+    assert not differ, f"{len(differ)} of {len(wa)} weights differ from the node's, e.g. {differ[:5]}"
+    for k in wa:
+        assert_rounded_formula(got_ours[k], wa[k], wb[k], 1 - values[native_index(inputs, k)], k)
+    assert any(k.startswith("llm_adapter.") for k in wa)

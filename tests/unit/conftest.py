@@ -12,7 +12,9 @@ KEYLIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "merge_core", 
 REFERENCE_TSV = os.path.join(os.path.dirname(__file__), "..", "data", "supermerger_presets_sd1.tsv")
 ARCHS = ("sd1", "sd2", "sdxl", "flux", "sd3")
 # Diffusion-model-only families: a checkpoint-form key list each, no ComfyUI-form list (no text encoders).
-FAMILIES = ("wan", "qwen_image", "krea2", "auraflow", "flux2", "chroma", "zimage")
+FAMILIES = ("wan", "qwen_image", "krea2", "auraflow", "cosmos_predict2", "anima", "flux2", "chroma", "zimage")
+# Blocks that hold no parameter in any layout (a native node's input for the parameter-less rotary embedding).
+EMPTY_BLOCKS = {"cosmos_predict2": {"POS"}, "anima": {"POS"}}
 
 
 def read_keylist(name: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from merge_core import detect_architecture, get_architecture
-from tests.unit.conftest import ARCHS, FAMILIES
+from tests.unit.conftest import ARCHS, EMPTY_BLOCKS, FAMILIES
 
 U = "model.diffusion_model."
 
@@ -19,7 +19,7 @@ def test_family_key_list_detected_and_every_key_in_a_block(name, keylists):
     assert detect_architecture(["diffusion_model." + k[len(U):] for k in keys]).name == name
     arch = get_architecture(name)
     blocks = {arch.block_of(k) for k in keys}
-    assert None not in blocks and blocks == set(arch.blocks)
+    assert None not in blocks and blocks == set(arch.blocks) - EMPTY_BLOCKS.get(name, set())
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -34,6 +34,9 @@ def test_first_block_takes_what_no_native_input_names():
     assert get_architecture("wan").block_of(U + "control_adapter.conv.weight") == "IN"
     assert get_architecture("qwen_image").block_of(U + "norm_out.linear.weight") == "POS"
     assert get_architecture("auraflow").block_of(U + "register_tokens") == "REG"
+    assert get_architecture("cosmos_predict2").block_of(U + "extra_pos_embedder.pos_emb_t") == "POS"
+    assert get_architecture("anima").block_of(U + "llm_adapter.blocks.0.mlp.0.weight") == "LLM"
+    assert get_architecture("anima").block_of(U + "blocks.27.mlp.layer1.weight") == "B27"
     assert get_architecture("flux2").block_of(U + "something_new.weight") is None
     assert get_architecture("wan").block_of("umt5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight") is None
 

@@ -33,7 +33,7 @@ def test_block_tables():
     assert [a.label for a in ARCHITECTURES.values()] == ["SD1.x", "SD2.x", "SDXL", "SDXL (extended, 110 blocks)",
                                                          "Flux", "SD3", "Wan 2.1/2.2", "Qwen-Image", "Krea 2",
                                                          "AuraFlow", "Flux.2", "Chroma",
-                                                         "Z-Image"]
+                                                         "Z-Image", "Cosmos Predict2", "Anima"]
 
 
 def test_block_counts_are_sane(keylists):
@@ -117,7 +117,8 @@ def test_config_classes_come_from_the_records():
         "SDXL": "sdxl", "SDXL_instructpix2pix": "sdxl", "SD3": "sd3", "Flux": "flux", "FluxInpaint": "flux",
         "FluxSchnell": "flux", "WAN21_T2V": "wan", "WAN21_I2V": "wan", "WAN22_T2V": "wan",
         "QwenImage": "qwen_image", "Krea2": "krea2", "AuraFlow": "auraflow", "Flux2": "flux2", "Chroma": "chroma",
-        "ZImage": "zimage"}
+        "ZImage": "zimage", "CosmosT2IPredict2": "cosmos_predict2", "CosmosI2VPredict2": "cosmos_predict2",
+        "Anima": "anima"}
     detected = [a for a in ARCHITECTURES.values() if a.name != "sdxl_ext"]  # a text picks sdxl_ext, never keys
     assert all(a.markers for a in detected)
     assert all(a.text_markers for a in detected if a.text_encoders)

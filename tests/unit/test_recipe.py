@@ -99,7 +99,7 @@ def test_every_problem_listed_with_its_path():
     ({"mode": "Weight sum", "calc_mode": "normal"}, ("model.sources", "mode 'Weight sum' uses sources A, B only; not C")),
     ({"architecture": "sd9"}, ("model.architecture", "unknown architecture 'sd9' (valid: sd1, sd2, sdxl, sdxl_ext, "
                                                      "flux, sd3, wan, qwen_image, krea2, auraflow, flux2, chroma, "
-                                                     "zimage)")),
+                                                     "zimage, cosmos_predict2, anima)")),
     ({"alpha": float("nan")}, ("model.alpha", "expected a finite number, got NaN")),
     ({"text_encoder_merged": 1}, ("model.text_encoder_merged", "expected true or false, got 1")),
 ])

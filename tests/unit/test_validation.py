@@ -69,7 +69,8 @@ def test_invalid_everywhere_picks_the_fewest_errors():
     text = "D03::1, S05::1, IN10::1"  # SD1/SD2: D03, S05 unknown (2); SDXL: 3; Flux: only IN10 (1); SD3: 3
     counts = {a.name: len(_errors(validate_spec(text, a))) for a in ARCHITECTURES.values()}
     assert counts == {"sd1": 2, "sd2": 2, "sdxl": 3, "sdxl_ext": 2, "flux": 1, "sd3": 3, "wan": 3, "qwen_image": 3,
-                      "krea2": 3, "auraflow": 1, "flux2": 1, "chroma": 1, "zimage": 3}
+                      "krea2": 3, "auraflow": 1, "flux2": 1, "chroma": 1, "zimage": 3,
+                      "cosmos_predict2": 3, "anima": 3}
     # table order: Flux comes first of the 1s
     fit = closest_architecture(text, validate_spec)
     assert fit.architecture.name == "flux" and not fit.valid
