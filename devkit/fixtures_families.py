@@ -56,6 +56,12 @@ class Family:
     detected_tiny: bool       # whether ComfyUI's detection reads every size of the tiny layout from its keys
     native_node: str | None   # comfy_extras block-merge node with the same blocks, if any
     extra: dict = field(default_factory=dict)  # other configurations: name -> (config class, layout)
+    # The smallest layout ComfyUI's detection reads back from a file as this family (for the server tests); None:
+    # the tiny one is (detected_tiny). Widths detection fixes stay full (RUNTIME.md: 0.5-1.7 GiB).
+    served: dict | None = None
+
+    def served_layout(self) -> dict:
+        return self.tiny if self.served is None else self.served
 
 
 FAMILIES = {f.name: f for f in (
@@ -72,7 +78,8 @@ FAMILIES = {f.name: f for f in (
            full=dict(image_model="qwen_image", in_channels=64, num_layers=60),
            tiny=dict(image_model="qwen_image", in_channels=64, num_layers=3, attention_head_dim=32,
                      num_attention_heads=2, joint_attention_dim=64, axes_dims_rope=(8, 12, 12)),
-           detected_tiny=False, native_node="ModelMergeQwenImage"),
+           detected_tiny=False, native_node="ModelMergeQwenImage",
+           served=dict(image_model="qwen_image", in_channels=64, num_layers=1)),
     Family("krea2", "Krea2",
            full=dict(image_model="krea2", features=6144, channels=16, patch=2, layers=28, heads=48, kvheads=12,
                      txtlayers=12, txtdim=2560),
@@ -83,7 +90,8 @@ FAMILIES = {f.name: f for f in (
            full=dict(max_seq=1024, cond_seq_dim=2048, n_double_layers=4, n_layers=36),
            tiny=dict(max_seq=16, cond_seq_dim=32, n_double_layers=2, n_layers=4, dim=64, n_heads=2,
                      global_conddim=64),
-           detected_tiny=False, native_node="ModelMergeAuraflow"),
+           detected_tiny=False, native_node="ModelMergeAuraflow",
+           served=dict(max_seq=16, cond_seq_dim=2048, n_double_layers=1, n_layers=2)),
     Family("flux2", "Flux2",
            full=dict(_FLUX2, hidden_size=6144, num_heads=48, context_in_dim=15360, depth=8, depth_single_blocks=48),
            tiny=dict(_FLUX2, hidden_size=256, num_heads=2, context_in_dim=64, depth=2, depth_single_blocks=2),
@@ -95,7 +103,9 @@ FAMILIES = {f.name: f for f in (
                      depth_single_blocks=38, out_dim=3072, hidden_dim=5120, n_layers=5),
            tiny=dict(_CHROMA, hidden_size=128, num_heads=1, context_in_dim=64, depth=2, depth_single_blocks=2,
                      out_dim=128, hidden_dim=64, n_layers=2),
-           detected_tiny=False, native_node=None),
+           detected_tiny=False, native_node=None,
+           served=dict(_CHROMA, hidden_size=128, num_heads=1, context_in_dim=64, depth=1, depth_single_blocks=1,
+                       out_dim=3072, hidden_dim=5120, n_layers=5)),
     # The 14B layout (ModelMergeCosmosPredict2_14B's 36 blocks) and the 2B one (28 blocks, B28-B35 empty).
     Family("cosmos_predict2", "CosmosT2IPredict2",
            full=dict(_COSMOS2, model_channels=5120, num_blocks=36, num_heads=40),
@@ -114,6 +124,7 @@ FAMILIES = {f.name: f for f in (
                      siglip_feat_dim=1152),
            tiny=dict(_ZIMAGE, dim=128, n_heads=1, n_kv_heads=1, cap_feat_dim=64, n_layers=2, siglip_feat_dim=32),
            detected_tiny=False, native_node=None,
+           served=dict(_ZIMAGE, dim=3840, n_heads=30, n_kv_heads=30, cap_feat_dim=64, n_layers=1),
            extra={"zimage_turbo": ("ZImage", dict(_ZIMAGE, dim=3840, n_heads=30, n_kv_heads=30, cap_feat_dim=2560,
                                                   n_layers=30))}),
 )}
@@ -162,6 +173,37 @@ def tiny_model(name: str, who: str = "A"):
     model.load_model_weights(sd, "")
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def ensure_family_file(out_dir: str, name: str, who: str = "A") -> str:
+    """A diffusion-model file (the published names, no prefix, fp16, seeded `who`) of family `name`'s served
+    layout in out_dir, for Load Diffusion Model; written once per content (older versions removed)."""
+    import glob
+    import sys
+    import time
+    from devkit.fixtures_arch import content_hash, file_name
+    from merge_core.arch.flux_names import file_name as flux_file_name
+    from merge_core.files.safetensors_stream import write_streaming
+    fam = FAMILIES[name]
+    seed = SEEDS[who]
+    meta = meta_state_dict(fam.config_class, fam.served_layout())
+    # published names: Flux.2's and Chroma's q/k norms are `.scale` in files (`.weight` inside ComfyUI 0.33)
+    shapes = {flux_file_name(k): (tuple(v.shape), torch.float16 if v.is_floating_point() else v.dtype)
+              for k, v in meta.items()}
+    kind = f"family_{name}"
+    path = os.path.join(out_dir, file_name(kind, who, content_hash(kind, seed, shapes)))
+    if os.path.exists(path):
+        return path
+    os.makedirs(out_dir, exist_ok=True)
+    for old in glob.glob(os.path.join(out_dir, f"{kind}_{who}_*.safetensors")):
+        os.remove(old)
+    t = time.time()
+    write_streaming(path, {k: (dt, shape) for k, (shape, dt) in shapes.items()},
+                    lambda k: random_value(k, torch.Size(shapes[k][0]), seed, shapes[k][1]),
+                    {"format": "pt", "elemental_test_seed": str(seed), "elemental_fixture": kind})
+    print(f"[fixtures] wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB) in {time.time() - t:.1f} s",
+          file=sys.stderr)
+    return path
 
 
 def full_keys(name: str) -> list[str]:
