@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..arch.architectures import ALTERNATE_TABLES, get_architecture
+from ..arch.architectures import ALTERNATE_TABLES, ARCHITECTURES, get_architecture
 from ..text.block_weights import parse_block_weights
 from ..text.spec import parse_spec
 from ..text.spec import validate_spec
-from ..text.validation import validate_block_weights
+from ..text.validation import AUTO, validate_block_weights
 from ..text.written import TextInput, check_written_for, parse_text
 from .resolve import Resolution, resolve_ratios
 
@@ -58,11 +58,37 @@ def resolve_side(keys, arch, ratio: float, weights: TextInput | None, spec: Text
     check_written_for(f"elemental_{label}", spec, arch)
     bw = None
     if weights is not None:
-        bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
+        with _named_other_architecture(f"block_weights_{label}", weights, arch,
+                                       lambda text, a: validate_block_weights(text, a, alpha=ratio)):
+            bw = parse_text(f"block_weights_{label}", parse_block_weights, weights.text, arch, alpha=ratio)
     parsed = None
     if spec is not None and spec.text.strip():
-        parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
+        with _named_other_architecture(f"elemental_{label}", spec, arch, validate_spec):
+            parsed = parse_text(f"elemental_{label}", parse_spec, spec.text, arch, keys=keys)
     return resolve_ratios(keys, arch, ratio, block_weights=bw, spec=parsed)
+
+
+class _named_other_architecture:
+    """Around the parse of an `auto` text: when it fails for the models' architecture but is valid for another
+    record, the error says so, naming both ("written for Wan 2.1/2.2 but the models are Qwen-Image: ...")."""
+
+    def __init__(self, what: str, given: TextInput, arch, validate):
+        self.what, self.given, self.arch, self.validate = what, given, arch, validate
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not ValueError or self.given.architecture != AUTO or not self.given.text.strip():
+            return False
+        fits = [a.label for a in ARCHITECTURES.values() if a.name != self.arch.name
+                and not any(d.is_error for d in self.validate(self.given.text, a))]
+        if not fits:
+            return False
+        written = fits[0] if len(fits) == 1 else f"another architecture (it fits {', '.join(fits)})"
+        detail = str(exc)[len(self.what) + 2:] if str(exc).startswith(self.what + ": ") else str(exc)
+        raise ValueError(f"{self.what} was written for {written} but the models are {self.arch.label}: "
+                         f"{detail}") from None
 
 
 def resolve(arch, keys, alpha: float, beta: float, with_beta: bool, block_weights_alpha=None,

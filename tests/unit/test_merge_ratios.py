@@ -36,3 +36,22 @@ def test_texts_for_another_architecture_and_spec_errors_name_the_input():
     check_written_for("x", TextInput("IN01::0", "auto"), SD1)  # auto: fine for any architecture
     check_written_for("x", None, SD1)
     assert parse_text("x", lambda v: v * 2, 21) == 42
+
+
+def test_auto_text_for_another_family_names_both():
+    """An `auto` spec or weight string that fails for the models' family but fits other records names them and
+    the models' family; a text that fits no record keeps the plain message."""
+    from merge_core import get_architecture
+    qwen = get_architecture("qwen_image")
+    keys = qwen.default_keys()
+    with pytest.raises(ValueError, match=r"^elemental_alpha was written for Anima but the models are Qwen-Image: "
+                                         r"line 1, column 1: unknown block 'LLM'"):
+        resolve(qwen, keys, 0.25, 0.5, False, elemental_alpha=TextInput("LLM::0.5"))
+    with pytest.raises(ValueError, match=r"^block_weights_alpha was written for Wan 2\.1/2\.2 but the models are "
+                                         r"Qwen-Image: .*need 66 values"):
+        resolve(qwen, keys, 0.25, 0.5, False, block_weights_alpha=TextInput(",".join(["0.5"] * 46)))
+    with pytest.raises(ValueError, match=r"^elemental_alpha was written for another architecture \(it fits Wan "
+                                         r"2\.1/2\.2, Krea 2, .*\) but the models are Qwen-Image"):
+        resolve(qwen, keys, 0.25, 0.5, False, elemental_alpha=TextInput("B05:attn:0.3"))
+    with pytest.raises(ValueError, match=r"^elemental_alpha: line 1, column 1: unknown block 'T77'"):
+        resolve(qwen, keys, 0.25, 0.5, False, elemental_alpha=TextInput("T77::1"))
