@@ -33,6 +33,21 @@ M00, OUT00-OUT05) the first transformer block's attn1/attn2 ``to_q/to_k/to_v/to_
 Names and shapes from ComfyUI's SDXL classes on the meta device, every kohya and diffusers name checked as
 above.
 
+Qwen-Image, Wan 2.1/2.2 and Z-Image (``FAMILY_FORMATS``, for the in-memory models of
+devkit.fixtures_families): one file per format ComfyUI 0.33's loader reads for the family, over every 2-D
+weight its key map names in that format, every name taken from `comfy.lora.model_lora_keys_unet` of the model
+given (Wan Fun's ``lora_unet__`` names are the kohya ones, which `comfy.lora_convert` renames back):
+
+* ``wan_comfy``: ``diffusion_model.blocks.N.self_attn.q.lora_down.weight`` / ``lora_up`` / ``alpha``;
+* ``wan_kohya``: ``lora_unet_blocks_N_self_attn_q.lora_down.weight`` / ``lora_up`` / ``alpha`` (musubi-tuner);
+* ``wan_fun``: ``lora_unet__blocks_N_self_attn_q...`` (VideoX-Fun);
+* ``qwen_diffusers``: ``transformer.transformer_blocks.N.attn.to_q.lora_A.weight`` / ``lora_B`` (no alpha);
+* ``qwen_kohya``: ``lora_unet_transformer_blocks_N_attn_to_q.lora_down.weight`` / ``lora_up`` / ``alpha``;
+* ``zimage_diffusers``: ``transformer.layers.N.attention.to_q.lora_A.weight`` / ``lora_B``, the diffusers
+  names, ``to_q``/``to_k``/``to_v`` patching a third of ComfyUI's fused ``attention.qkv`` each;
+* ``zimage_comfy``: ``diffusion_model.layers.N.attention.qkv.lora_down.weight`` / ``lora_up`` / ``alpha``
+  (ComfyUI's own names).
+
 The SD1.5 UNet modules are those a kohya LoRA trains (transformer projections, attention, feed-forward) plus
 ``conv_in``, the down/upsampler convolutions, ``time_embedding`` and ``conv_out``: every block but the
 resnet-only IN10, IN11, OUT00 and OUT01 has keys, and so do the keys LoRA Block Weight assigns no block.
@@ -47,6 +62,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -233,6 +249,88 @@ def write_flux_lora(path: str, seed: int = 21) -> None:
     tmp = path + ".partial"
     save_file({k: v.contiguous() for k, v in sd.items()}, tmp,
               metadata={"elemental_test_layout": "flux", "elemental_lora_version": VERSION})
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class FamilyFormat:
+    """One LoRA key format ComfyUI reads for a family of devkit.fixtures_families."""
+    family: str           # devkit.fixtures_families family
+    prefix: str           # the key-map names' prefix
+    names: str            # "dots": prefix + the model key (no ``diffusion_model.``, no ``.weight``);
+    #                       "underscores": the same with "." as "_" (kohya); "mapped": every name under prefix
+    factors: str          # "kohya" (lora_up, lora_down, alpha) or "peft" (lora_B, lora_A, no alpha)
+    written_prefix: str = ""  # the prefix the file has instead of `prefix` ("" = the same)
+
+
+FAMILY_FORMATS = {
+    "wan_comfy": FamilyFormat("wan", "diffusion_model.", "dots", "kohya"),
+    "wan_kohya": FamilyFormat("wan", "lora_unet_", "underscores", "kohya"),
+    "wan_fun": FamilyFormat("wan", "lora_unet_", "underscores", "kohya", written_prefix="lora_unet__"),
+    "qwen_diffusers": FamilyFormat("qwen_image", "transformer.", "dots", "peft"),
+    "qwen_kohya": FamilyFormat("qwen_image", "lora_unet_", "underscores", "kohya"),
+    "zimage_diffusers": FamilyFormat("zimage", "transformer.", "mapped", "peft"),
+    "zimage_comfy": FamilyFormat("zimage", "diffusion_model.", "dots", "kohya"),
+}
+FAMILY_SEED = 31
+
+
+def _model_name(fmt: FamilyFormat, key: str) -> str:
+    """The LoRA module name `fmt` gives the model key ``diffusion_model.<stem>.weight``."""
+    stem = key[len("diffusion_model."):-len(".weight")]
+    return fmt.prefix + (stem.replace(".", "_") if fmt.names == "underscores" else stem)
+
+
+def _part_shape(weight_shape, target) -> tuple[int, ...]:
+    """The shape a patch covers: the whole weight, or the slice a (key, (dim, start, size)) target names."""
+    shape = list(weight_shape)
+    if not isinstance(target, str) and target[1] is not None:
+        dim, _start, size = target[1]
+        shape[dim] = size
+    return tuple(shape)
+
+
+def family_targets(model, format_name: str) -> list[tuple[str, tuple[int, ...], object]]:
+    """(LoRA module name as written, shape of the part it patches, ComfyUI patch key: a key or (key, offset))
+    for every 2-D weight ComfyUI's key map for `model` (a ModelPatcher) names in `format_name`."""
+    import comfy.lora
+
+    fmt = FAMILY_FORMATS[format_name]
+    weights = {k: v for k, v in model.model_state_dict().items() if k.endswith(".weight") and v.ndim == 2}
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    out = []
+    for name, target in sorted(key_map.items()):
+        key = target if isinstance(target, str) else target[0]
+        if not name.startswith(fmt.prefix) or key not in weights:
+            continue
+        if fmt.names != "mapped" and name != _model_name(fmt, key):
+            continue
+        written = fmt.written_prefix + name[len(fmt.prefix):] if fmt.written_prefix else name
+        out.append((written, _part_shape(weights[key].shape, target), target))
+    if not out:
+        raise AssertionError(f"ComfyUI's key map names no 2-D weight in format {format_name}")
+    return out
+
+
+def family_lora_state_dict(model, format_name: str, seed: int = FAMILY_SEED) -> dict[str, torch.Tensor]:
+    """The tensors of a `format_name` LoRA for `model`: rank RANK, fp16, alpha ALPHA where the format has one."""
+    fmt = FAMILY_FORMATS[format_name]
+    up_name, down_name = ("lora_up", "lora_down") if fmt.factors == "kohya" else ("lora_B", "lora_A")
+    sd = {}
+    for name, shape, _ in family_targets(model, format_name):
+        sd[f"{name}.{up_name}.weight"], sd[f"{name}.{down_name}.weight"] = _factors(seed, name, shape, "")
+        if fmt.factors == "kohya":
+            sd[f"{name}.alpha"] = torch.tensor(ALPHA, dtype=torch.float16)
+    return sd
+
+
+def write_family_lora(path: str, model, format_name: str, seed: int = FAMILY_SEED) -> None:
+    """A `format_name` LoRA for `model` at `path` (see FAMILY_FORMATS)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in family_lora_state_dict(model, format_name, seed).items()}
+    tmp = path + ".partial"
+    save_file(sd, tmp, metadata={"elemental_test_layout": format_name, "elemental_lora_version": VERSION})
     os.replace(tmp, path)
 
 

@@ -97,7 +97,8 @@ class ElementalLoRA(io.ComfyNode):
                 io.String.Input("lbw_weights", default="", optional=True,
                                 tooltip="a LoRA Block Weight list or preset (SD1/SD2: 17 or 26 values, SDXL: "
                                         "12 or 20, Flux: 61; blocks a short list leaves out get 0), instead "
-                                        "of block_weights"),
+                                        "of block_weights; other models (SD3, Wan, Qwen-Image, Z-Image, ...) "
+                                        "have none: use block_weights"),
             ],
             outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
                      io.String.Output(display_name="report")],
@@ -115,7 +116,7 @@ class ElementalLoRA(io.ComfyNode):
         arch = model_info.architecture_of(model)
         lora_sd, metadata = read_lora(folder_paths.get_full_path_or_raise("loras", lora_name))
         lora = parse_lora(lora_sd, model, clip)
-        lora_keys = [k if isinstance(k, str) else k[0] for k in list(lora.unet) + list(lora.clip)]
+        lora_keys = lora.model_keys()
         model_keys = list(model.model_state_dict()) + (list(clip.patcher.model_state_dict()) if clip else [])
         res = resolve_lora_ratios(lora_keys, model_keys, arch, block_weights, lbw_weights or "", elemental)
         ratio_of = lambda key: res.ratios.get(key, 1.0)  # noqa: E731 - keys outside every block: 1

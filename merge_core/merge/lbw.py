@@ -13,7 +13,9 @@ docs/lora-block-weight.md for the whole comparison):
   says which keys LBW leaves alone.
 * LBW accepts every length for every model and fills the blocks a form lacks with 0. We accept, per
   architecture, only the forms written for it (SD1/SD2: 17 or 26; SDXL: 12 or 20; Flux: 61): a list of
-  another architecture's length puts values on other blocks than the user read them for.
+  another architecture's length puts values on other blocks than the user read them for. LBW has no form for
+  the other architectures (SD3, Wan, Qwen-Image, Z-Image, ...): `lbw_forms` refuses them, naming
+  block_weights and the elemental spec instead.
 * LBW's random (``R``, ``U``) and inherited (``X``) values are refused: a LoRA setting must be reproducible.
 
 Pure: no ComfyUI import.

@@ -2,10 +2,10 @@
 
 ComfyUI's `LoraLoader` parses a LoRA file into one patch per model key (`comfy.lora.load_lora` with the key
 maps of the model and the text encoder) and adds them all at one strength. Here the same parse is used, so
-every format ComfyUI loads works (kohya, LyCORIS LoHa/LoKr/LoCon, diffusers/PEFT, Flux and the rest), and
-each key's patch is added at ``strength x ratio(key)``. The patch tuples are exactly `LoraLoader`'s, so at
-ratio 1 a key's weight is bit for bit what `LoraLoader` gives; a key at strength 0 gets no patch at all and
-keeps the base weight exactly.
+every format ComfyUI loads works (kohya, LyCORIS LoHa/LoKr/LoCon, diffusers/PEFT, Flux, the Qwen-Image, Wan
+and Z-Image formats listed in docs/lora-block-weight.md, and the rest), and each key's patch is added at
+``strength x ratio(key)``. The patch tuples are exactly `LoraLoader`'s, so at ratio 1 a key's weight is bit
+for bit what `LoraLoader` gives; a key at strength 0 gets no patch at all and keeps the base weight exactly.
 """
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ class ParsedLoRA:
     unet: dict = field(default_factory=dict)     # patch key -> adapter, for the MODEL
     clip: dict = field(default_factory=dict)     # patch key -> adapter, for the CLIP
     unmatched: list = field(default_factory=list)  # patch keys that are in neither
+
+    def model_keys(self) -> list[str]:
+        """The model keys patched, each once, in patch order: the slices of one fused weight (Flux's and
+        Z-Image's q/k/v LoRAs on ComfyUI's fused qkv) are one key, with one block and one strength."""
+        return list(dict.fromkeys(patch_key(k) for k in list(self.unet) + list(self.clip)))
 
 
 def parse_lora(lora_sd: dict, model, clip) -> ParsedLoRA:
