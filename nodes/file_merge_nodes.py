@@ -16,7 +16,8 @@ import os
 
 import folder_paths
 
-from ..merge_core.file_merge.merge import SOURCE_NAMES, FileMergeSettings, merge_files, open_sources
+from ..merge_core.file_merge.merge import (SOURCE_NAMES, FileMergeSettings, close_sources, merge_files, open_sources,
+                                           text_encoders_in_all)
 from ..merge_core.file_merge.recipe_io import merge_recipe, recipe_metadata
 from ..merge_core.files.save_dtypes import PRECISIONS
 from ..merge_core.merge.calc_modes import NORMAL
@@ -76,27 +77,27 @@ def merge_to_file(folder: str, kwargs: dict) -> str:
         text_of(kwargs.get("block_weights_beta")), text_of(kwargs.get("elemental_alpha")),
         text_of(kwargs.get("elemental_beta")), kwargs.get("calc_mode") or NORMAL,
         float(kwargs.get("calc_option", GAMMA.default)), values, texts)
-    probe = open_sources(paths, names)
-    a = probe["a"]
-    arch = a.arch
-    unet = [c for c in a.by_canonical if c.startswith("model.diffusion_model.")]
-    params = sum(_numel(a.shape(c)) for c in unet)
-    file_dtype = a.file.entries[a.by_canonical[unet[0]]].dtype if unet else None
-    prefixes = tuple(te.checkpoint_prefix for te in arch.text_encoders)
-    text_merged = all(any(c.startswith(prefixes) for c in s.by_canonical) for s in probe.values())
-    for s in probe.values():
-        s.file.close()
-    dtypes = runtime.load_dtypes(arch.config_classes[0] if arch.config_classes else None, params, file_dtype)
-    hash_cache = model_info.hash_cache_path()
-    node = merge_recipe(paths, settings, arch.name, text_merged, hash_cache=hash_cache, names=names)
-    metadata = recipe_metadata(node, kwargs["precision"])
-    output_dir = folder_paths.get_output_directory()
-    path = unused_checkpoint_path(kwargs["filename_prefix"], output_dir)
+    sources = open_sources(paths, names)
+    try:
+        a = sources["a"]
+        arch = a.arch
+        unet = [c for c in a.by_canonical if c.startswith("model.diffusion_model.")]
+        params = sum(_numel(a.shape(c)) for c in unet)
+        file_dtype = a.file.entries[a.by_canonical[unet[0]]].dtype if unet else None
+        dtypes = runtime.load_dtypes(arch.config_classes[0] if arch.config_classes else None, params, file_dtype)
+        node = merge_recipe(paths, settings, arch.name, text_encoders_in_all(sources),
+                            hash_cache=model_info.hash_cache_path(), names=names)
+        output_dir = folder_paths.get_output_directory()
+        path = unused_checkpoint_path(kwargs["filename_prefix"], output_dir)
+    except BaseException:
+        close_sources(sources)
+        raise
     bar = runtime.progress_bar(1)
 
     def progress(p):
         bar.update_absolute(p.done, p.total)
-    result = merge_files(paths, path, settings, kwargs["precision"], metadata, dtypes, progress, names)
+    result = merge_files(paths, path, settings, kwargs["precision"], recipe_metadata(node, kwargs["precision"]),
+                         dtypes, progress, names, sources=sources)
     log.info("[Elemental Merge] merged files into %s: %.2f GB in %.1f s", path, result.written_bytes / 1e9,
              result.seconds)
     return os.path.relpath(path, output_dir)

@@ -127,16 +127,16 @@ def summary(result, settings: FileMergeSettings) -> str:
 def run_merge(paths: dict, output: str, settings: FileMergeSettings, precision: str, weight_dtypes=None,
               hashes: bool = True, quiet: bool = False, names: dict | None = None):
     """One file merge with its recipe in the output's metadata; returns the FileMergeResult."""
-    from .merge import open_sources
-    probe = open_sources(paths)
-    arch = probe["a"].arch
-    text_merged = all(any(c.startswith(tuple(te.checkpoint_prefix for te in arch.text_encoders))
-                          for c in s.by_canonical) for s in probe.values())
-    for s in probe.values():
-        s.file.close()
-    metadata = recipe_metadata(merge_recipe(paths, settings, arch.name, text_merged, hashes=hashes, names=names),
-                               precision)
-    return merge_files(paths, output, settings, precision, metadata, weight_dtypes, _Meter(quiet))
+    from .merge import close_sources, open_sources, text_encoders_in_all
+    sources = open_sources(paths)
+    try:
+        node = merge_recipe(paths, settings, sources["a"].arch.name, text_encoders_in_all(sources), hashes=hashes,
+                            names=names)
+    except BaseException:
+        close_sources(sources)
+        raise
+    return merge_files(paths, output, settings, precision, recipe_metadata(node, precision), weight_dtypes,
+                       _Meter(quiet), sources=sources)
 
 
 def rebuild(saved: str, output: str, folders: list, weight_dtypes=None, quiet: bool = False):

@@ -150,6 +150,18 @@ def open_sources(paths: dict, labels: dict | None = None) -> dict:
     return sources
 
 
+def text_encoders_in_all(sources: dict) -> bool:
+    """Whether every source holds its architecture's text encoders (the recipe's text_encoder_merged)."""
+    arch = sources["a"].arch
+    prefixes = tuple(te.checkpoint_prefix for te in arch.text_encoders)
+    return bool(prefixes) and all(any(c.startswith(prefixes) for c in s.by_canonical) for s in sources.values())
+
+
+def close_sources(sources: dict) -> None:
+    for s in sources.values():
+        s.file.close()
+
+
 def _text(value) -> TextInput | None:
     return TextInput(value) if value is not None and str(value).strip() else None
 
@@ -233,9 +245,10 @@ def cosine_stat_of_files(sources: dict, keys: list, mode: str):
 def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precision: str = "fp16",
                 metadata: dict | None = None, weight_dtypes: dict | None = None,
                 on_progress: Callable[[Progress], None] | None = None, labels: dict | None = None,
-                overwrite: bool = False) -> FileMergeResult:
+                overwrite: bool = False, sources: dict | None = None) -> FileMergeResult:
     """Merges the files `paths` ("a".."e" -> path) into `out_path` (never partially: written under a
-    temporary name, renamed at the end). `metadata`: the output's safetensors metadata (the recipe)."""
+    temporary name, renamed at the end). `metadata`: the output's safetensors metadata (the recipe).
+    `sources`: `open_sources(paths, labels)` already made by the caller (closed here, like those opened here)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})")
     if os.path.exists(out_path) and not overwrite:
@@ -244,7 +257,8 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
         raise ValueError("a merge needs model A and model B")
     started = time.monotonic()
     weight_dtypes = weight_dtypes or {}
-    sources = open_sources(paths, labels)
+    if sources is None:
+        sources = open_sources(paths, labels)
     try:
         arch, method, ratios, task, calc, keys = plan_merge_files(sources, settings)
         a = sources["a"]
@@ -319,7 +333,6 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
 
         write_planned(out_path, plan, produce, progress)
     finally:
-        for s in sources.values():
-            s.file.close()
+        close_sources(sources)
     return FileMergeResult(out_path, arch, notes, ratios, task, sum(s.read_bytes for s in sources.values()),
                            counters["written"], time.monotonic() - started)
