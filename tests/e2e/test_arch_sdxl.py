@@ -175,3 +175,53 @@ def test_detect_route_on_sdxl_checkpoints(sdxl):
         answer = server.get_json("/elemental/detect?" + urllib.parse.urlencode(
             {"ckpt_name": os.path.basename(path)}))
         assert answer["arch"] == "sdxl", answer
+
+
+def test_sdxl_file_merge_equals_the_live_save(sdxl, request, tmp_path):
+    """Merge Checkpoint Files and the command line write the tensors Save Merged Checkpoint writes for the same
+    full-size SDXL merge (block weights and the spec above, fp16), bit for bit, with the same recipe."""
+    import subprocess
+    import sys
+    from tests.e2e.test_file_merge import assert_same_tensors, recipe
+    paths, server, _ = sdxl
+    a, b = os.path.basename(paths["A"]), os.path.basename(paths["B"])
+    weights = ",".join(str(WEIGHTS.get(x, 0.0)) for x in BLOCKS)
+    with PeakProbe([server.proc.pid, os.getpid()]) as probe:
+        prompt = {"1": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": a}},
+                  "2": {"class_type": "MergeCheckpointLoader", "inputs": {"ckpt_name": b}},
+                  **merge_node(["1", 0], ["2", 0], ["1", 1], ["2", 1], weights, SPEC, arch="sdxl"),
+                  "53": {"class_type": "SaveMergedCheckpoint", "inputs": {
+                      "model": ["52", 0], "clip": ["52", 1], "vae": ["1", 2],
+                      "filename_prefix": "checkpoints/sdxl_live", "precision": "fp16"}},
+                  "60": {"class_type": "MergeCheckpointFiles", "inputs": {
+                      "ckpt_a": a, "ckpt_b": b, "mode": "Weight sum", "alpha": 0.5, "beta": 0.0,
+                      "block_weights_alpha": ["50", 0], "elemental_alpha": ["51", 0],
+                      "filename_prefix": "checkpoints/sdxl_files", "precision": "fp16"}}}
+        prompt["52"]["inputs"]["print_change"] = False
+        run_patient(server, prompt, timeout=2400)
+        folder = os.path.join(server.output_dir, "checkpoints")
+        live, node = newest_file(folder, "sdxl_live"), newest_file(folder, "sdxl_files")
+        out = str(tmp_path / "sdxl_cli.safetensors")
+        try:  # one copy beside the live save at a time: three 6.6 GB files do not fit the shared disk
+            assert_same_tensors(live, node)
+            node_recipe = recipe(node)
+            os.remove(node)
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            done = subprocess.run([sys.executable, "-m", "merge_core", "merge", paths["A"], paths["B"], "-o", out,
+                                   "--mode", "Weight sum", "--alpha", "0.5", "--block-weights", weights,
+                                   "--spec", SPEC, "--precision", "fp16", "--quiet", "--no-hash",
+                                   "--unet-dtype", "fp16", "--text-encoder-dtype", "fp16"],
+                                  cwd=root, capture_output=True, text=True, timeout=1200)
+            assert done.returncode == 0, done.stderr
+            assert_same_tensors(live, out)
+            live_recipe, file_recipe = recipe(live), recipe(out)
+            assert node_recipe == live_recipe
+            for s in live_recipe["sources"].values():
+                assert len(s.pop("sha256")) == 64
+            assert [s.pop("sha256") for s in file_recipe["sources"].values()] == [None, None]
+            assert file_recipe == live_recipe
+        finally:
+            for p in (live, node, out):
+                if os.path.exists(p):
+                    os.remove(p)
+    record_peak(request.node.nodeid, probe)
