@@ -32,6 +32,7 @@ import torch
 
 from ..arch.architectures import Architecture, detect_architecture
 from ..arch.keys import UNET_PREFIX, canonical_key
+from ..files.produce_ahead import ProducedAhead
 from ..files.safetensors_stream import plan_file, write_planned
 from ..files.save_dtypes import PRECISIONS, VAE_PREFIXES, cast_for_save, stored_dtype
 from ..files.tensor_file import TensorFile, TensorFileError
@@ -331,7 +332,8 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
                 on_progress(Progress(i + 1, len(plan.tensors), sum(s.read_bytes for s in sources.values()),
                                      counters["written"], time.monotonic() - started))
 
-        write_planned(out_path, plan, produce, progress)
+        with ProducedAhead(plan.order, produce) as ahead:
+            write_planned(out_path, plan, ahead, progress)
     finally:
         close_sources(sources)
     return FileMergeResult(out_path, arch, notes, ratios, task, sum(s.read_bytes for s in sources.values()),
