@@ -21,7 +21,7 @@ from ..merge_core.file_merge.merge import (SOURCE_NAMES, FileMergeSettings, clos
 from ..merge_core.file_merge.recipe_io import merge_recipe, recipe_metadata
 from ..merge_core.files.save_dtypes import PRECISIONS
 from ..merge_core.merge.calc_modes import NORMAL
-from ..merge_core.merge.merge_checks import calc_queue_problem
+from ..merge_core.merge.merge_checks import calc_queue_problem, model_count_queue_problem
 from ..merge_core.merge.params import ALPHA, BETA, GAMMA, TASK_ONLY_PARAMS
 from ..merge_core.merge.task_params import MODEL_WEIGHTS, text_socket_names
 from .engine import model_info, runtime
@@ -121,18 +121,32 @@ class MergeCheckpointFiles(io.ComfyNode):
                        "as Elemental Merge (link Elemental Spec and Block Weights nodes); the recipe is in the "
                        "file. Never overwrites.")
 
+    FOLDER = "checkpoints"
+
     @classmethod
-    def validate_inputs(cls, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
-        return calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or True
+    def validate_inputs(cls, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None, ckpt_c=NONE,
+                        ckpt_d=NONE, ckpt_e=NONE):
+        # Declaring the optional sources makes ComfyUI leave their choice check to the node (redone here), and
+        # lets a method given too few sources be refused at queue time.
+        picks = {"ckpt_c": ckpt_c, "ckpt_d": ckpt_d, "ckpt_e": ckpt_e}
+        files = set(folder_paths.get_filename_list(cls.FOLDER))
+        for name, pick in picks.items():
+            if pick is not None and pick != NONE and pick not in files:
+                return f"{name}: '{pick}' is not in models/{cls.FOLDER} (or pick {NONE})"
+        chosen = ["ckpt_b"] + [n for n, pick in picks.items() if pick not in (None, NONE)]
+        return (calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
+                or model_count_queue_problem(mode, chosen, "ckpt_") or True)
 
     @classmethod
     def execute(cls, **kwargs):
-        rel = merge_to_file("checkpoints", kwargs)
+        rel = merge_to_file(cls.FOLDER, kwargs)
         return io.NodeOutput(rel, ui={"text": [rel]})
 
 
 class MergeDiffusionModelFiles(MergeCheckpointFiles):
     """Merges diffusion-model files (models/diffusion_models) into a new one, one tensor at a time."""
+
+    FOLDER = "diffusion_models"
 
     @classmethod
     def define_schema(cls):
@@ -141,11 +155,5 @@ class MergeDiffusionModelFiles(MergeCheckpointFiles):
                        "Merges diffusion-model files (Load Diffusion Model's folder) into a new file in "
                        "output/diffusion_models, one tensor at a time, with Elemental Merge's settings and the "
                        "recipe in the file. Never overwrites.")
-
-    @classmethod
-    def execute(cls, **kwargs):
-        rel = merge_to_file("diffusion_models", kwargs)
-        return io.NodeOutput(rel, ui={"text": [rel]})
-
 
 NODES = [MergeCheckpointFiles, MergeDiffusionModelFiles]

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import folder_paths
 
-from .engine import model_info, runtime
+from .engine import comfy_internals, model_info, runtime
 from .sockets.common import (ARCH_CHOICES, AUTO, CATEGORY, BlockWeightsType, ElementalSpecType,
                      TextInput, io, log, text_of)
 from .sockets.merge_inputs import MergeInputs, calc_sockets, merge_sockets, task_sockets
 from ..merge_core.merge.methods import TASK_METHODS
 from ..merge_core.merge.task_params import text_socket_names
-from ..merge_core.merge.merge_checks import calc_queue_problem
+from ..merge_core.merge.merge_checks import calc_queue_problem, model_count_queue_problem
+from ..merge_core.merge.methods import MODEL_INPUTS
 from .engine.merge_patches import MergeNotes, apply_merge
 from ..merge_core import format_change_report, text_problem, validate_block_weights, validate_spec
 from ..merge_core.arch.derived import is_derived
+from ..merge_core.text.validation import spec_queue_warnings
 from ..merge_core.plot.plot_labels import loaded_checkpoints, loaded_diffusion_models
 from ..merge_core.recipes import recipe as recipes
 from ..merge_core.merge.params import GAMMA, NORMAL
@@ -84,6 +86,8 @@ class ElementalSpec(io.ComfyNode):
         # `spec` is None when it comes from a link: then only the merge can check it.
         if spec is None:
             return True
+        for warning in spec_queue_warnings(spec, architecture or AUTO):  # a warning passes: logged only
+            log.warning("[Elemental Merge] ElementalSpec: %s", warning)
         return validate_text("elemental spec", spec, architecture or AUTO, validate_spec)
 
     @classmethod
@@ -141,10 +145,15 @@ class ElementalMerge(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None):
+    def validate_inputs(cls, mode=None, calc_mode=None, calc_option=None, alpha=None, beta=None, input_types=None):
         # Declaring these makes ComfyUI skip its own range/choice checks for them: calc_queue_problem redoes
-        # them, then refuses a calc mode that does not go with the mode, and out-of-range ratios.
-        return calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) or True
+        # them, then refuses a calc mode that does not go with the mode, and out-of-range ratios. Declaring
+        # input_types (the types of the linked inputs) tells which models are connected, so a method given too
+        # few is refused at queue time; ComfyUI then leaves the link type check to the node.
+        linked = input_types or {}
+        return (calc_queue_problem(mode, calc_mode, calc_option, alpha, beta)
+                or comfy_internals.linked_type_problem(cls, linked)
+                or model_count_queue_problem(mode, [k for k in MODEL_INPUTS if k in linked]) or True)
 
     @classmethod
     def execute(cls, model_a, model_b, mode, alpha, beta, print_change, model_c=None, clip_a=None,

@@ -44,3 +44,13 @@ def calc_queue_problem(mode, calc_mode, calc_option, alpha, beta) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def model_count_queue_problem(mode, connected_models, prefix: str = "model_") -> str | None:
+    """Why the models connected besides A (`connected_models`: input names such as "model_b" or "ckpt_c") are
+    too few for `mode`, or None; None while the mode itself is linked (unknown). `prefix`: the node's input
+    names are prefix + a..e."""
+    if mode is None or mode not in MODES:
+        return None
+    inputs = tuple(prefix + s for s in "bcde")
+    return get_merge_method(mode).count_problem(len(list(connected_models)), inputs, prefix + "a")

@@ -51,13 +51,16 @@ class MergeMethod:
     def random(self) -> bool:
         return MERGE_SEED in self.params
 
-    def count_problem(self, n_models: int) -> str | None:
-        """Why `n_models` connected models besides A (B, C, D, E) are too few for this method, or None."""
+    def count_problem(self, n_models: int, inputs: tuple[str, ...] | None = None, base: str = "model_a"
+                      ) -> str | None:
+        """Why `n_models` connected models besides A (B, C, D, E) are too few for this method, or None.
+        `inputs`/`base`: the node's names for B..E and A (default ElementalMerge's)."""
+        inputs = MODEL_INPUTS if inputs is None else inputs
         if n_models < self.min_models:
             need = self.min_models + (0 if self.base_is_a else 1)
-            role = "models besides the base model_a" if self.base_is_a else "models including model_a"
+            role = f"models besides the base {base}" if self.base_is_a else f"models including {base}"
             return (f"mode '{self.name}' needs at least {need} {role}; connect "
-                    f"{', '.join(MODEL_INPUTS[:self.min_models])}")
+                    f"{', '.join(inputs[:self.min_models])}")
         return None
 
 

@@ -298,3 +298,20 @@ def set_object_patch(patcher, key: str, value, marker: str) -> None:
             torch.nn.Parameter(value.to(current.device), requires_grad=False)
             if isinstance(obj, torch.nn.Parameter) else value.to(current.device))
         comfy.utils.set_attr(patcher.model, key, live)
+
+
+def linked_type_problem(node_cls, received_types: dict) -> str | None:
+    """ComfyUI's own check that each linked input receives its declared type, which ComfyUI skips for a node
+    whose validate_inputs takes `input_types` (`execution.validate_inputs`, 0.33.0 and 0.3.75): the node then
+    asks it here. Uses `comfy_execution.validation.validate_node_input` (both versions)."""
+    from comfy_execution.validation import validate_node_input
+    declared = {}
+    for section in ("required", "optional"):
+        declared.update(node_cls.INPUT_TYPES().get(section, {}))
+    for name, received in received_types.items():
+        spec = declared.get(name)
+        if spec is None or not isinstance(spec[0], str):
+            continue  # a combo's list of choices: ComfyUI checks the value, not a link type
+        if not validate_node_input(received, spec[0]):
+            return f"{name}: the link gives {received}, the input takes {spec[0]}"
+    return None

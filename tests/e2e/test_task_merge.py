@@ -154,16 +154,33 @@ def test_out_of_range_parameter_refused_at_queue_time(comfy_server, name, value)
     assert name in text and "1" in text, text
 
 
-def test_too_few_models_refused_naming_the_inputs(comfy_server):
-    from devkit.server import ComfyError
-
+def test_too_few_models_refused_at_queue_time_naming_the_inputs(comfy_server):
+    """Which models are linked is known at queue time (the node asks ComfyUI for its linked inputs' types):
+    a method given too few is refused by /prompt, naming the inputs to connect; ComfyUI's own link type
+    check, which it then leaves to the node, still refuses a wrong link; Merge Checkpoint Files counts its
+    picked sources the same way."""
     prompt = _bad({})
     prompt["4"]["inputs"]["mode"] = "Model Stock"
     status, body = comfy_server.post_prompt(prompt)
-    assert status == 200, body  # which models are linked is only known when the node runs
-    with pytest.raises(ComfyError, match="mode 'Model Stock' needs at least 2 models besides the base model_a; "
-                                         "connect model_b, model_c"):
-        comfy_server.wait(body["prompt_id"])
+    assert status == 400, body
+    text = json.dumps(body["node_errors"]["4"])
+    assert ("mode 'Model Stock' needs at least 2 models besides the base model_a; connect model_b, model_c"
+            in text), text
+    wrong = _bad({"model_c": ["1", 1]})  # a CLIP into a MODEL input
+    status, body = comfy_server.post_prompt(wrong)
+    assert status == 400 and "model_c: the link gives CLIP, the input takes MODEL" in json.dumps(
+        body["node_errors"]["4"]), body
+    files = {"3": {"class_type": "MergeCheckpointFiles", "inputs": {
+        "ckpt_a": "test_A.safetensors", "ckpt_b": "test_B.safetensors", "mode": "Model Stock", "alpha": 1.0,
+        "beta": 0.0,
+        "filename_prefix": "checkpoints/never", "precision": "fp16"}}}
+    status, body = comfy_server.post_prompt(files)
+    assert status == 400 and ("mode 'Model Stock' needs at least 2 models besides the base ckpt_a; connect ckpt_b, "
+                              "ckpt_c") in json.dumps(body["node_errors"]["3"]), body
+    files["3"]["inputs"]["ckpt_c"] = "no_such_file.safetensors"
+    status, body = comfy_server.post_prompt(files)
+    assert status == 400 and "ckpt_c: 'no_such_file.safetensors' is not in models/checkpoints" in json.dumps(
+        body["node_errors"]["3"]), body
 
 
 def _single_image(server, prompt: dict, merge_inputs: dict, prefix: str):

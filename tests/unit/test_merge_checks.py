@@ -31,3 +31,15 @@ def test_calc_axis_values_checked_against_mode():
     assert calc_axis_problem("Weight sum", ("calc mode", "alpha", "none"), ("normal, cosineA", "0, 1", "")) is None
     problem = calc_axis_problem("Weight sum", ("alpha", "calc mode", "none"), ("0, 1", "normal\nextract", ""))
     assert problem.startswith("y_values") and "'extract'" in problem and "'Weight sum'" in problem
+
+
+def test_model_count_at_queue_time_names_the_node_inputs():
+    from merge_core.merge.merge_checks import model_count_queue_problem
+    assert model_count_queue_problem("Model Stock", ["model_b"]) == (
+        "mode 'Model Stock' needs at least 2 models besides the base model_a; connect model_b, model_c")
+    assert model_count_queue_problem("Model Stock", ["ckpt_b"], "ckpt_") == (
+        "mode 'Model Stock' needs at least 2 models besides the base ckpt_a; connect ckpt_b, ckpt_c")
+    assert model_count_queue_problem("Model Stock", ["model_b", "model_d"]) is None
+    assert model_count_queue_problem("TIES", ["model_b"]) is None
+    assert model_count_queue_problem("Weight sum", ["model_b"]) is None
+    assert model_count_queue_problem(None, []) is None  # the mode is linked: the merge checks it
