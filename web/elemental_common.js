@@ -4,7 +4,9 @@
 // Why the graph walk: a spec's meaning depends on the models it will be applied to (block names, element
 // names, key counts), and in the graph those models are known from the loaders upstream of the merge node
 // the spec feeds, not from the spec node itself. The loader's checkpoint is asked to the server
-// (/elemental/detect reads only the safetensors header), so no model has to be loaded to edit a spec.
+// (/elemental/detect reads only the safetensors header), so no model has to be loaded to edit a spec; for a
+// model with no record the server derives its blocks from its keys as the merge will (IN, T00.., OUT), and
+// the editors show those.
 import { api } from "../../scripts/api.js";
 
 export const PACK_NODES = new Set([
@@ -40,7 +42,16 @@ export function archInfo(name) {
 }
 
 const detectCache = new Map();
-/** The architecture of a model file ({name, folder}: "checkpoints" or "diffusion_models"), from its header. */
+/** Forgets every file's answer: after a server restart a derived architecture's name is unknown there until
+ * the file is asked again (the server derives and registers it when it answers /detect). */
+export function forgetDetected() {
+  detectCache.clear();
+  infoCache.clear();
+}
+
+/** The architecture of a model file ({name, folder}: "checkpoints" or "diffusion_models"), from its header:
+ * {arch, label, reason, blocks, derived}. For a model with no record, `arch` is the architecture derived from
+ * its keys (`derived-…`, blocks IN, T00.., OUT), the one the merge will use. */
 function detectCheckpoint(source) {
   const key = `${source.folder}/${source.name}`;
   if (!detectCache.has(key)) {
@@ -129,7 +140,8 @@ export async function resolveArchitecture(node) {
       const note = chosen && chosen !== "auto" && chosen !== found.arch
         ? `the architecture widget says ${chosen} but the connected model is ${found.label}: the merge will refuse it`
         : "";
-      return { arch: found.arch, label: found.label, source: `from ${ckpt.name}`, note };
+      return { arch: found.arch, label: found.label, source: `from ${ckpt.name}`, note,
+        derived: Boolean(found.derived), detail: found.derived ? found.reason : "" };
     }
   }
   if (chosen && chosen !== "auto") return { arch: chosen, label: chosen, source: "from the architecture widget", note: "" };

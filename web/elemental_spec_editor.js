@@ -6,7 +6,8 @@
 // Validation and counts come from the server (/elemental/preview), so the editor can never disagree with
 // what the merge will do.
 import {
-  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
+  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, forgetDetected, onWidgetChange, resolveArchitecture,
+  widget,
 } from "./elemental_common.js";
 
 const DEBOUNCE_MS = 300;
@@ -168,6 +169,7 @@ class SpecEditor {
       if (seq !== this.seq) return;
       this.result = null;
       this.lastKey = null; // try again on the next check
+      if (/unknown architecture 'derived-/.test(err.message)) forgetDetected(); // the server restarted
       this.status.textContent = `cannot check: ${err.message}`;
       this.panel.dataset.state = "failed";
       return;
@@ -189,9 +191,11 @@ class SpecEditor {
     const counts = errors ? `${errors} error${errors > 1 ? "s" : ""}` : `${r.entries.length} entr${r.entries.length === 1 ? "y" : "ies"}`;
     this.status.textContent = `${archText} · ${counts}` + (warnings ? ` · ${warnings} warning${warnings > 1 ? "s" : ""}` : "");
     this.status.title = a.note || "";
+    if (a.detail) this.status.append(el("div", { class: "elemental-derived", text: a.detail }));
     if (a.note) this.status.append(el("div", { class: "elemental-note", text: a.note }));
     Object.assign(this.panel.dataset, {
       state: errors ? "error" : "ok", arch: r.arch, errors, warnings, checked: this.checkedText,
+      derived: a.derived ? "true" : "false",
     });
 
     const lines = this.text().split("\n");

@@ -5,7 +5,8 @@
 // presets, SD1 lists given for SDXL and missing BASE exactly as the merge will; sliders and presets ->
 // text write one number per block, so what the sliders show is what the text says.
 import {
-  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, onWidgetChange, resolveArchitecture, widget,
+  addPanelWidget, archInfo, fitNode, callRoute, debounce, el, forgetDetected, onWidgetChange, resolveArchitecture,
+  widget,
 } from "./elemental_common.js";
 
 /** A weight as text: up to 10 significant digits, no trailing zeros ("0.9166666667", "1", "0.25"). */
@@ -46,6 +47,7 @@ class WeightsEditor {
         kind: "block_weights" });
     } catch (err) {
       if (seq === this.seq) this.status.textContent = `cannot check: ${err.message}`;
+      if (/unknown architecture 'derived-/.test(err.message)) forgetDetected(); // the server restarted
       return;
     }
     const info = await archInfo(result.arch).catch(() => null);
@@ -53,11 +55,13 @@ class WeightsEditor {
     const archChanged = this.info?.name !== info.name;
     this.info = info;
     this.archLabel.textContent = `${info.label} ${arch.arch === "auto" ? "(auto)" : arch.source}`;
+    this.archLabel.title = arch.detail || "";
     if (archChanged) this.buildSliders();
     if (!this.fitted) { this.fitted = true; fitNode(this.node, 360); }
     const errors = result.diagnostics.filter((d) => d.severity === "error");
     this.panel.dataset.state = errors.length ? "error" : "ok";
     this.panel.dataset.arch = info.name;
+    this.panel.dataset.derived = arch.derived ? "true" : "false";
     this.status.replaceChildren(...errors.map((d) => el("div", {
       class: "elemental-diag error", dataset: { line: d.line, column: d.column }, text: d.text,
     })));
@@ -80,7 +84,7 @@ class WeightsEditor {
         dataset: { block: b }, oninput: () => this.sliderMoved(i, input),
       });
       return el("label", { class: "elemental-slot" }, el("span", { class: "elemental-value" }), input,
-        el("span", { class: "elemental-block", text: b.replace(/^(IN|OUT)0?/, (m, g) => g[0]) }));
+        el("span", { class: "elemental-block", text: b.replace(/^(IN|OUT)0?(?=\d)/, (m, g) => g[0]) }));
     }));
     this.node.setDirtyCanvas?.(true, true);
   }

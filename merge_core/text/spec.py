@@ -19,7 +19,9 @@ Grammar (one *entry* per comma and/or newline; ``#`` starts a comment that runs 
 Where SuperMerger silently ignores mistakes, we report them (see `merge_core.diagnostics`): a wrong number
 of fields, an unknown block (with the nearest valid name), a range across families, a ratio that is not a
 finite number are errors; an element that matches no key of the architecture, and an entry that selects no
-key at all, are warnings. Empty words (stray spaces) are ignored rather than matching every key.
+key at all, are warnings, and so is an element that hits keys only inside their prefix (``ff`` in
+``model.diffusion_model.``: `merge_core.text.validation.element_prefix_warning`). Empty words (stray
+spaces) are ignored rather than matching every key.
 """
 from __future__ import annotations
 
@@ -227,12 +229,16 @@ def _parse_entry(e: _Entry, body: str, keys: tuple[str, ...] | None) -> SpecEntr
     if e.failed:
         return None
     entry = SpecEntry(blocks, elements, invert_blocks, invert_elements, ratio, e.line, e.start + 1, e.source)
-    # Warnings need the key set: elements that match nothing, entries that select nothing.
+    # Warnings need the key set: elements that match nothing or only through a prefix, entries that select nothing.
+    from .validation import element_prefix_warning  # validation imports block_weights, which imports this module
     index = key_index(e.arch, keys)
     for word, col in ewords:
-        if word != "NOT" and not index.matches_any(file_element(word) if e.arch.name == "flux" else word):
+        matched = file_element(word) if e.arch.name == "flux" else word
+        if word != "NOT" and not index.matches_any(matched):
             e.diags.append(Diagnostic(e.line, col, f"element '{word}' matches no key of {e.arch.label}",
                                       WARNING, e.source))
+        elif word != "NOT" and (through := element_prefix_warning(entry, matched, e.arch, keys)) is not None:
+            e.diags.append(Diagnostic(e.line, col, through[0], WARNING, e.source, through[1]))
     if not index.select(entry):
         e.diags.append(Diagnostic(e.line, e.start + 1, "entry selects no key", WARNING, e.source))
     return entry

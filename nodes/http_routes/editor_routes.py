@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 
 import folder_paths  # ComfyUI's checkpoint folders (this module only runs inside ComfyUI's server)
 from aiohttp import web
 
 from ...merge_core.files.checkpoint_header import detect_file
-from ...merge_core.editor import route_logic
+from ...merge_core.files.safetensors_stream import read_header
+from ..engine import header_model
+from ...merge_core.editor import model_blocks, route_logic
 from ...merge_core.editor.route_logic import RequestError
 
 log = logging.getLogger("elemental_merge")
@@ -102,8 +105,9 @@ async def preview(request):
 @_handler
 async def detect(request):
     """GET /elemental/detect?ckpt_name=...[&folder=diffusion_models]: a model file's architecture from its
-    safetensors header. `folder` is the ComfyUI model folder the name is listed in: `checkpoints` (default)
-    or `diffusion_models` (UNETLoader's files, e.g. Flux)."""
+    safetensors header (`_detect`): {arch, label, reason, blocks, derived}; for a model with no record, the
+    derived architecture the merge will use. `folder` is the ComfyUI model folder the name is listed in:
+    `checkpoints` (default) or `diffusion_models` (UNETLoader's files, e.g. Flux)."""
     name = request.query.get("ckpt_name", "")
     folder = request.query.get("folder", "checkpoints")
     if folder not in DETECT_FOLDERS:
@@ -117,8 +121,47 @@ async def detect(request):
     path = folder_paths.get_full_path(folder, name)
     if path is None:
         raise RequestError(404, missing)
-    out = await _off_loop(detect_file, path)
+    out = await _off_loop(_detect_cached, path)
     return {"ckpt_name": name, "folder": folder, **out}
+
+
+_DETECTED: dict[tuple, dict] = {}  # (path, size, mtime) -> answer: the editors ask for every connected model
+
+
+def _detect_cached(path: str) -> dict:
+    try:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return detect_file(path)
+    if key not in _DETECTED:
+        if len(_DETECTED) > 256:
+            _DETECTED.clear()
+        _DETECTED[key] = _detect(path)
+    return _DETECTED[key]
+
+
+def _detect(path: str) -> dict:
+    """A model file's architecture as the merge will find it (`model_blocks.file_architecture`): a record from
+    the header's keys when it holds every diffusion-model key; else ComfyUI's own detection on the header's
+    shapes (`header_model`) says the config class and, for a model with no record, the key order its blocks
+    are derived from."""
+    if not path.lower().endswith(".safetensors"):
+        return detect_file(path)
+    try:
+        header, _ = read_header(path)
+    except (OSError, ValueError):
+        return detect_file(path)  # its reason, which never names the path
+    record = model_blocks.record_of_keys(header)
+    if record is not None:
+        return {"arch": record.name, "label": record.label, "reason": f"{len(header)} keys",
+                "blocks": list(record.blocks), "derived": False}
+    try:
+        config_class, model_keys = header_model.model_keys(header)
+    except Exception as e:  # a layout ComfyUI's detection cannot read from shapes alone: say so, never fail
+        log.debug("[Elemental Merge] detect %s: %s", os.path.basename(path), e)
+        config_class, model_keys = None, None
+    return model_blocks.file_architecture(header, model_keys, config_class)
 
 
 DETECT_FOLDERS = ("checkpoints", "diffusion_models")
