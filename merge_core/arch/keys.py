@@ -38,6 +38,8 @@ from ..cache import cached
 from .flux_names import file_name as _flux_file_name
 
 UNET_PREFIX = "model.diffusion_model."
+# Text-encoder keys no merge changes (ComfyUI's native CLIP merge leaves them alone too): buffers and scalars.
+UNMERGED_TEXT_SUFFIXES = (".position_ids", ".logit_scale")
 OPENCLIP = "openclip"  # a text encoder stored in OpenCLIP naming in checkpoint files
 
 

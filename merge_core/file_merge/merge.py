@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from ..arch.architectures import Architecture, detect_architecture
-from ..arch.keys import UNET_PREFIX, canonical_key
+from ..arch.keys import UNET_PREFIX, UNMERGED_TEXT_SUFFIXES, canonical_key
 from ..files.produce_ahead import ProducedAhead
 from ..files.safetensors_stream import plan_file, write_planned
 from ..files.save_dtypes import PRECISIONS, VAE_PREFIXES, cast_for_save, stored_dtype
@@ -193,6 +193,8 @@ def plan_merge_files(sources: dict, settings: FileMergeSettings):
     keys = {"unet": [], "clip": []}
     for canon, k in a.by_canonical.items():
         part = _part(canon, arch)
+        if part == "clip" and canon.endswith(UNMERGED_TEXT_SUFFIXES):
+            continue  # copied from A, as the live merge leaves them
         if part is not None and a.file.entries[k].dtype.is_floating_point:
             keys[part].append(canon)
     all_keys = keys["unet"] + keys["clip"]

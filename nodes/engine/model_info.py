@@ -16,6 +16,7 @@ import folder_paths
 
 from ...merge_core import detect_architecture, get_architecture
 from ...merge_core.arch import derived
+from ...merge_core.arch.keys import UNMERGED_TEXT_SUFFIXES
 from ...merge_core.arch.architectures import BY_CONFIG_CLASS
 from ...merge_core.recipes import recipe as recipes
 from ...merge_core.merge.adjust import NAMES, parse_adjust
@@ -35,7 +36,7 @@ LORAS_KEY = "elemental_merge_loras"     # model_options entry ElementalLoRA appe
 LORAS_FOLDED_KEY = "elemental_merge_loras_in_recipe"  # how many of those the recipe node already holds
 ADJUST_PENDING = "adjust"               # ElementalAdjust appends its 8-value texts to the recipe node here
 UNET_PREFIX = "diffusion_model."
-CLIP_SKIP_SUFFIXES = (".position_ids", ".logit_scale")  # buffers/scalars the native CLIP merge leaves alone
+CLIP_SKIP_SUFFIXES = UNMERGED_TEXT_SUFFIXES  # buffers/scalars the native CLIP merge leaves alone
 
 
 class ArchitectureMismatch(ValueError):

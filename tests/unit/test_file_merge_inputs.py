@@ -22,6 +22,7 @@ def sd1_like(seed: int) -> dict:
             U + "output_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.randn(6, 6, generator=g).half(),
             U + "middle_block.1.norm.bias": torch.randn(6, generator=g).half(),
             "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.randn(5, generator=g).half(),
+            "cond_stage_model.logit_scale": torch.randn((), generator=g).half(),
             "first_stage_model.decoder.conv_in.weight": torch.randn(3, 3, generator=g).half()}
 
 
@@ -87,8 +88,8 @@ def test_weight_sum_equals_the_formula_and_a_failed_merge_leaves_nothing(tmp_pat
     f = TensorFile(out)
     for k in a:
         got = f.read(k)
-        if k.startswith("first_stage_model."):
-            assert torch.equal(got, a[k].float())  # the VAE is A's
+        if k.startswith("first_stage_model.") or k.endswith("logit_scale"):
+            assert torch.equal(got, a[k].float())  # the VAE is A's; logit_scale too, as in the live merge
             continue
         r = 0.9 if "attn2" in k else 0.3
         assert torch.equal(got, torch.lerp(a[k].float(), b[k].float(), r)), k
