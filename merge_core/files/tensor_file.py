@@ -56,6 +56,9 @@ def _numel(shape) -> int:
 # metadata of the quantized layer and is not a weight of the model.
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 QUANT_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+# How far ahead of the last read the kernel is asked to read a source (page cache, not RSS): long runs of each
+# file rather than one tensor from each source in turn.
+READ_AHEAD_BYTES = 256 * 2 ** 20
 COMPANIONS = ("weight_scale", "comfy_quant", "input_scale", "pre_quant_scale", "weight_scale_2",
               "scale_weight", "scale_input")
 SCALED_FP8_MARKER = "scaled_fp8"
@@ -94,8 +97,7 @@ class TensorFile:
         for name, info in header.items():
             self.entries[name] = self._entry(name, info)
         self._check_overlaps()
-        by_offset = sorted(self.entries, key=lambda k: self.entries[k].begin)
-        self._after = dict(zip(by_offset, by_offset[1:]))  # the tensor stored next: what a merge reads next
+        self._advised_to = 0  # the file offset read-ahead has been asked up to
         self._fd = None
 
     def _entry(self, name: str, info) -> TensorEntry:
@@ -153,20 +155,22 @@ class TensorFile:
                 raise TensorFileError(f"{self.label}: tensor '{name}': read {done} of {n} bytes (the file changed "
                                       "or was truncated while merging)")
             done += got
-        self._read_ahead(self._after.get(name))
+        self._read_ahead(e.end)
         if n == 0:
             return torch.empty(e.shape, dtype=e.dtype)
         return torch.frombuffer(buf, dtype=e.dtype).reshape(e.shape)
 
-    def _read_ahead(self, name: str | None) -> None:
-        """Asks the kernel to start reading tensor `name` into the page cache (POSIX_FADV_WILLNEED) and returns
-        at once: the disk reads the next tensor while the caller merges this one (page cache, not this
+    def _read_ahead(self, offset: int) -> None:
+        """Asks the kernel to read the next READ_AHEAD_BYTES after `offset` into the page cache
+        (POSIX_FADV_WILLNEED) and returns at once, once per half window: the disk reads long runs of each file
+        while the caller merges, instead of short reads alternating between the sources (page cache, not this
         process's memory). Nothing where the call is not supported."""
-        e = self.entries.get(name)
-        if e is None or e.end == e.begin or not hasattr(os, "posix_fadvise"):
+        if offset + READ_AHEAD_BYTES // 2 <= self._advised_to or not hasattr(os, "posix_fadvise"):
             return
+        start = max(offset, self._advised_to)
+        self._advised_to = offset + READ_AHEAD_BYTES
         try:
-            os.posix_fadvise(self._descriptor(), e.begin, e.end - e.begin, os.POSIX_FADV_WILLNEED)
+            os.posix_fadvise(self._descriptor(), start, self._advised_to - start, os.POSIX_FADV_WILLNEED)
         except OSError:
             pass
 
