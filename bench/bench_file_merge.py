@@ -6,8 +6,9 @@ Run (the SDXL fixtures are built on first use, about 30 s and 1.3 GB RSS each, a
 
 Workloads, each a child process `$PYTHON -m merge_core merge ... --quiet --no-hash --precision fp16` on the
 full-size seeded SDXL fixtures (devkit.fixtures_arch sdxl A/B/C, 6.9 GB fp16 each): a Weight sum with an
-elemental spec (two sources), Add difference (three sources), and Weight sum with calc mode cosineA (its
-model-wide statistic takes a first pass over A and B), each `--reps` times (default 2). The floor of each is
+elemental spec (two sources), Add difference (three sources), Add difference with calc mode trainDifference, and
+Weight sum with calc mode cosineA (its model-wide statistic takes a first pass over A and B: two reads of each
+source, so the targets are not applied to it), each `--reps` times (default 2). The floor of each is
 bench.io_floor in a child process of its own: every tensor of the same sources read with one `os.preadv` per
 tensor (as the merge's reader does) and a file of the output's size written, no merge. Floor and merge
 alternate (floor first in even repetitions, merge first in odd ones), after --settle seconds of rest each;
@@ -29,16 +30,15 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from bench.env import CHECKPOINT_DIR, REPO_ROOT, SMOKE_DIR
 from bench.machine import describe as describe_machine
+from bench.memory_guard import MemoryGuard
 from devkit.proc_memory import available_bytes
 
 # This process imports no torch and stays small: a child's ru_maxrss starts from the RSS of the process it
@@ -55,7 +55,10 @@ WORKLOADS = {
     "weight_sum_spec": ("AB", ["--mode", "Weight sum", "--alpha", "0.3", "--spec", SPEC],
                         "Weight sum, alpha 0.3, elemental spec", True),
     "add_difference": ("ABC", ["--mode", "Add difference", "--alpha", "0.3", "--spec", SPEC],
-                       "Add difference (A + (B - C) x alpha), 3 sources, same spec", False),
+                       "Add difference (A + (B - C) x alpha), 3 sources, same spec", True),
+    "train_difference": ("ABC", ["--mode", "Add difference", "--alpha", "0.3", "--calc-mode", "trainDifference",
+                                 "--spec", SPEC],
+                         "Add difference, calc mode trainDifference, 3 sources, same spec", True),
     "cosineA": ("AB", ["--mode", "Weight sum", "--alpha", "0.3", "--calc-mode", "cosineA", "--spec", SPEC],
                 "Weight sum, calc mode cosineA (first pass for its statistic), same spec", False),
 }
@@ -86,42 +89,12 @@ def evict(paths: list[str]) -> None:
             os.close(fd)
 
 
-class MemoryGuard:
-    """Samples the machine's MemAvailable every `interval` s on a thread; SIGKILLs the process group `pid`
-    leads (a child this bench started) if it falls below `guard` bytes (this is a shared machine)."""
-
-    def __init__(self, pid: int, guard: int, interval: float = 0.2):
-        self.pid, self.guard, self.interval = pid, guard, interval
-        self.min_available, self.killed = available_bytes(), False
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.min_available = min(self.min_available, available_bytes())
-            if self.guard and self.min_available < self.guard and not self.killed:
-                self.killed = True
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    return
-
-    def __enter__(self) -> "MemoryGuard":
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        self._stop.set()
-        self._thread.join()
-        return False
-
-
 def run_child(cmd: list[str], out: str, guard: int) -> dict:
     """Runs `cmd` (which writes `out`), returns seconds, peak RSS and output size; deletes `out`."""
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would block the child
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        with MemoryGuard(proc.pid, guard) as watch:
+        with MemoryGuard(proc.pid, guard, interval=0.2) as watch:
             _, status, usage = os.wait4(proc.pid, 0)  # reaps it: ru_maxrss is this child's own peak
             seconds = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)

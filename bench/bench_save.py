@@ -1,19 +1,22 @@
-"""Peak memory of saving a merge: the ComfyUI server's RSS with the two sources loaded and merged,
-against its peak RSS while it merges again and saves with SaveMergedCheckpoint (streaming), per precision.
+"""Peak memory of saving a merge: the ComfyUI server's RSS with the two sources loaded and nothing merged,
+against its peak RSS while it merges them and saves the merge with SaveMergedCheckpoint (streaming), per
+precision.
 
 Run (needs the provisioned ComfyUI and the seeded checkpoints; SD1.5: about 2 minutes per precision):
     source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save [--stock] [--unet fp16]
     source scripts/env.sh && flock /tmp/elemental-heavy.lock $PYTHON -m bench.bench_save --sdxl
     source scripts/env.sh && $PYTHON -m bench.bench_save --smoke      # CI's bench smoke: SD1.5, fp16 only
 
-How: a fresh server (`main.py --cpu`) loads the two sources through MergeCheckpointLoader and merges them with
-an elemental spec (prompt 1, the report previewed so that everything runs). Its RSS then is the baseline:
-"sources loaded". Before each save the kernel's peak-RSS mark of the server process is reset (/proc/PID/
-clear_refs), the merge runs again with a new alpha (so the merge is part of the measured span) and the file is
-saved; VmHWM afterwards is the peak of that span. Each saved file is deleted right after it is measured.
-A thread also samples the server's RSS and the machine's MemAvailable: if the server dies (OOM killer), the
-largest RSS seen is what gets recorded, and if MemAvailable falls below --guard-gib the bench kills its own
-server first (this is a shared machine). `--stock` also measures ComfyUI's own CheckpointSave of the same
+How: a fresh server (`main.py --cpu`) loads the two sources through MergeCheckpointLoader and nothing else
+(prompt 1: the loaders and a preview of each one's name). Its RSS then is the baseline: "sources loaded",
+nothing merged. Before each save the kernel's peak-RSS mark of the server process is reset (/proc/PID/
+clear_refs), then one prompt merges the sources with an elemental spec (the report previewed, so that
+everything runs; a new alpha each time, so ComfyUI's cache skips nothing) and saves the merge; VmHWM afterwards
+is the peak of that span, the first merge included. The RSS a few seconds after each span is recorded too
+(what the session keeps). Each saved file is deleted right after it is measured. A thread
+(bench.memory_guard) also samples the server's RSS and the machine's MemAvailable: if the server dies (OOM
+killer), the largest RSS seen is what gets recorded, and if MemAvailable falls below --guard-gib the bench
+kills its own server first (this is a shared machine). `--stock` also measures ComfyUI's own CheckpointSave of the same
 merge (it builds the whole merged state dict and its serialized bytes in memory).
 
 Sources: SD1.5 test_A/test_B (devkit.checkpoints; ComfyUI's CPU default fp32 UNet, or `--unet fp16`), or with
@@ -31,15 +34,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
 from bench.env import SMOKE_DIR
 from bench.machine import describe as describe_machine
+from bench.memory_guard import MemoryGuard
 from devkit.checkpoints import ensure_checkpoints
 from devkit.comfy_env import comfyui_dir
 from devkit.proc_memory import available_bytes, peak_rss_bytes, reset_peak, rss_bytes
@@ -107,43 +109,7 @@ def stock() -> dict:
         "model": ["M", 0], "clip": ["M", 1], "vae": ["LA", 2], "filename_prefix": "checkpoints/bench_stock"}}
 
 
-class RssWatch:
-    """Samples a process's VmRSS and the machine's MemAvailable every `interval` s on a thread. Keeps the
-    largest RSS (what is left to report when the process dies: its VmHWM goes with it) and the smallest
-    MemAvailable, and SIGKILLs the process group of `pid` (a server this bench started) if MemAvailable
-    falls below `guard` bytes, so that the bench dies before anything else on the machine does."""
-
-    def __init__(self, pid: int, guard: int, interval: float = 0.1):
-        self.pid, self.guard, self.interval = pid, guard, interval
-        self.max_rss, self.min_available, self.killed = 0, available_bytes(), False
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.max_rss = max(self.max_rss, rss_bytes(self.pid))
-            except (OSError, KeyError):
-                return  # the process is gone
-            self.min_available = min(self.min_available, available_bytes())
-            if self.guard and self.min_available < self.guard and not self.killed:
-                self.killed = True
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    def __enter__(self) -> "RssWatch":
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        self._stop.set()
-        self._thread.join()
-        return False
-
-
-def failure(label: str, err: Exception, server, watch: RssWatch, baseline: int | None) -> dict:
+def failure(label: str, err: Exception, server, watch: MemoryGuard, baseline: int | None) -> dict:
     """The row of a span that did not finish: how the server ended and the largest RSS sampled before."""
     code = server.proc.poll()
     if watch.killed:
@@ -173,7 +139,7 @@ def measure(server, setup: Setup, label: str, alpha: float, save: dict, baseline
     pid = server.proc.pid
     exact = reset_peak(pid)
     t = time.time()
-    with RssWatch(pid, guard) as watch:
+    with MemoryGuard(pid, guard, track_rss=True) as watch:
         try:
             server.run(graph(setup, alpha, save), timeout=3600, poll_timeout=300)
         except (ComfyError, OSError) as err:  # OSError: a dead server refuses the /history poll
@@ -183,21 +149,31 @@ def measure(server, setup: Setup, label: str, alpha: float, save: dict, baseline
     row = {"save": label, "seconds": round(seconds, 1), "peak_gib": round(peak / GIB, 3),
            "over_loaded_pct": round(100 * (peak - baseline) / baseline, 1), "peak_exact": exact,
            "file_gb": drop_saves(server), "min_machine_available_gib": round(watch.min_available / GIB, 3)}
+    time.sleep(3)
+    row["rss_after_gib"] = round(rss_bytes(pid) / GIB, 3)
     print(f"{label:>22}: {seconds:6.1f} s, peak RSS {peak / GIB:6.2f} GiB "
-          f"({row['over_loaded_pct']:+.1f} % over sources loaded), {row['file_gb']} GB file (deleted)", flush=True)
+          f"({row['over_loaded_pct']:+.1f} % over sources loaded, nothing merged), {row['file_gb']} GB file "
+          f"(deleted); RSS afterwards {row['rss_after_gib']:.2f} GiB", flush=True)
     return row
 
 
+def loaders_only(setup: Setup) -> dict:
+    """The two loaders of `graph` and a preview of each one's checkpoint name: loads, merges nothing."""
+    prompt = {k: v for k, v in graph(setup, 0.5, None).items() if k in ("LA", "LB")}
+    prompt.update({f"P{k}": {"class_type": "PreviewAny", "inputs": {"source": [k, 3]}} for k in ("LA", "LB")})
+    return prompt
+
+
 def load_sources(server, setup: Setup, guard: int) -> tuple[int | None, dict | None]:
-    """Prompt 1 (load and merge, no save); (RSS afterwards, None), or (None, failure row)."""
-    with RssWatch(server.proc.pid, guard) as watch:
+    """Prompt 1 (load the sources, merge nothing); (RSS afterwards, None), or (None, failure row)."""
+    with MemoryGuard(server.proc.pid, guard, track_rss=True) as watch:
         try:
-            server.run(graph(setup, 0.5, None), timeout=3600, poll_timeout=300)
+            server.run(loaders_only(setup), timeout=3600, poll_timeout=300)
         except (ComfyError, OSError) as err:
-            return None, failure("load and merge sources", err, server, watch, None)
+            return None, failure("load sources", err, server, watch, None)
     time.sleep(2)
     baseline = rss_bytes(server.proc.pid)
-    print(f"sources loaded and merged: RSS {baseline / GIB:.2f} GiB", flush=True)
+    print(f"sources loaded, nothing merged: RSS {baseline / GIB:.2f} GiB", flush=True)
     return baseline, None
 
 
@@ -212,10 +188,22 @@ def run_all(setup: Setup, precisions: list, with_stock: bool, guard: int) -> tup
         saves += [("stock CheckpointSave", stock())] if with_stock else []
         rows = []
         for i, (label, node) in enumerate(saves):
-            rows.append(measure(server, setup, label, 0.5 + 0.01 * (i + 1), node, baseline, guard))
+            rows.append(measure(server, setup, label, 0.5 + 0.01 * i, node, baseline, guard))
             if server.proc.poll() is not None:
                 break
+            if i == 0:  # the state an earlier version of this bench took as its baseline
+                after = rows[0]["rss_after_gib"] * GIB
+                print(f"sources loaded and merged: RSS {after / GIB:.2f} GiB (after the first merge and save; "
+                      f"{100 * (after - baseline) / baseline:+.1f} % over nothing merged)", flush=True)
     return baseline, rows
+
+
+def comfyui_version() -> str:
+    try:
+        with open(os.path.join(comfyui_dir(), "comfyui_version.py")) as f:
+            return f.read().split("=")[-1].strip().strip("\"'")
+    except OSError:
+        return "unknown"
 
 
 def wait_for_memory(min_gib: float, minutes: float) -> None:
@@ -269,8 +257,10 @@ def main() -> int:
     else:
         setup = sd1_setup(args.unet)
     baseline, rows = run_all(setup, args.precisions.split(","), args.stock, int(args.guard_gib * GIB))
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": describe_machine(), "models": setup.models,
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": describe_machine(), "comfyui": comfyui_version(),
+              "models": setup.models,
               "unet_dtype": setup.unet_dtype, "server_args": ["--cpu", *setup.server_args],
+              "baseline": "sources loaded, nothing merged",
               "sources_loaded_gib": round(baseline / GIB, 3) if baseline else None,
               "completed": all("failed" not in r for r in rows), "saves": rows}
     out_dir = SMOKE_DIR if args.smoke else os.path.join(HERE, "results")

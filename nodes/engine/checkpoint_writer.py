@@ -14,7 +14,8 @@ What stays ComfyUI's:
 - the names and layout: each part's `process_*_state_dict_for_saving` of the model config, run first on
   meta tensors. An output that is the very input object is a rename; any other output (SD2/SDXL's fused
   q/k/v `in_proj`, the transposed `text_projection`, new `position_ids`) is rebuilt by running the same
-  function on the patched inputs, once, when the first such key is written.
+  function on the patched inputs it is made of (found by tracing that meta run), a few such outputs at a
+  time in file order, with every other input left on the meta device.
 - except Flux's q/k RMSNorms: ComfyUI 0.33 holds them as ``_norm.weight`` and its own save writes that, which
   0.3.75 cannot load; they are written under their file names ``_norm.scale`` (`merge_core.flux_names`), which
   every ComfyUI loads, whenever this ComfyUI's own loader (`process_unet_state_dict`) renames that name back.
@@ -26,7 +27,7 @@ What stays ComfyUI's:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import comfy.float
@@ -35,15 +36,62 @@ import comfy.model_base
 import comfy.model_management
 import comfy.model_sampling
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ...merge_core.arch.flux_names import file_name as flux_file_name
-from ...merge_core.files.safetensors_stream import write_streaming
+from ...merge_core.files.safetensors_stream import plan_file, write_planned
 from ...merge_core.files.save_dtypes import cast_for_save, stored_dtype
 from . import model_info
 from .comfy_internals import key_patches, string_to_seed
 from .quantized_weights import companion_keys, dequantized, is_quantized, requantized_like
 
 UNET_PREFIX = "diffusion_model."
+# Derived outputs are rebuilt in batches whose patched inputs take at most this many bytes (or one output's,
+# if larger): rebuilding all of SDXL's at once held 1.0-1.5 GiB (OpenCLIP-G's patched q/k/v, their fused
+# copies, and the heap pages the float32 temporaries between them left resident).
+DERIVED_BATCH_BYTES = 64 * 2 ** 20
+
+
+def _tensors(value):
+    """The tensors in a call's arguments or result (nested in lists, tuples and dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+class _Lineage(TorchFunctionMode):
+    """Records, for every tensor a traced function makes or writes into, the input keys it was computed from
+    (an in-place operation or `out[i] = t`, as ComfyUI's `cat_tensors` does, adds to the tensor written)."""
+
+    def __init__(self, roots: dict):
+        super().__init__()
+        self.deps = {id(t): frozenset((k,)) for k, t in roots.items()}
+        self.keep = list(roots.values())  # every traced tensor stays alive: no id is reused while tracing
+
+    def _add(self, t: torch.Tensor, found: frozenset) -> None:
+        self.deps[id(t)] = self.deps.get(id(t), frozenset()) | found
+        self.keep.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        given = list(_tensors((args, kwargs)))
+        found = frozenset().union(*(self.deps.get(id(a), ()) for a in given))
+        name = getattr(func, "__name__", "")
+        if "out" in kwargs or name == "__setitem__" or name.startswith("__i") or \
+                (name.endswith("_") and not name.startswith("__")):
+            for t in given:  # written in place (over-approximated: every tensor the call was given)
+                for w in (t, t._base):
+                    if w is not None:
+                        self._add(w, found)
+        for t in _tensors(out):
+            self._add(t, found)
+        return out
 
 
 @dataclass
@@ -56,12 +104,21 @@ class Part:
     renamed: dict | None = None              # output key -> input key
     derived: dict | None = None              # output key -> (dtype, shape), rebuilt by `process`
     consumed: list | None = None             # input keys that are not renamed (feed derived outputs)
+    lineage: dict | None = None              # derived output key -> the input keys it is made of; None: unknown
+    _cache: dict = field(default_factory=dict)  # derived outputs rebuilt and not yet written
 
     def plan(self) -> dict:
-        """Runs `process` on meta tensors: output key -> (dtype, shape); fills renamed/derived/consumed."""
+        """Runs `process` on meta tensors: output key -> (dtype, shape); fills renamed/derived/consumed and,
+        where the run could be traced, the lineage of each derived output."""
         meta = {k: _meta(v) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
         by_id = {id(v): k for k, v in meta.items()}
-        out = self.process(dict(meta))
+        trace = _Lineage({k: v for k, v in meta.items() if isinstance(v, torch.Tensor)})
+        try:
+            with trace:
+                out = self.process(dict(meta))
+            traced = True
+        except Exception:  # noqa: BLE001 - tracing is an optimization: the untraced run decides
+            out, traced = self.process(dict(meta)), False
         self.renamed, self.derived, layout = {}, {}, {}
         for k, v in out.items():
             if not isinstance(v, torch.Tensor):
@@ -74,13 +131,60 @@ class Part:
                 self.derived[k] = layout[k]
         used = set(self.renamed.values())
         self.consumed = [k for k in self.inputs if k not in used]
+        self.lineage = {k: trace.deps.get(id(out[k]), frozenset()) for k in self.derived} if traced else None
         return layout
 
-    def rebuild_derived(self) -> dict:
-        """The derived outputs from the patched inputs they are made of (all at once: they are few)."""
-        real = {k: (self.compute(k) if k in self.consumed else v.to("meta")) for k, v in self.inputs.items()}
+    def rebuild_derived(self, keys=None) -> dict:
+        """The derived outputs `keys` (default: all) from the patched inputs they are made of, as `process`
+        makes them; with a lineage, the inputs none of them is made of stay on the meta device."""
+        keys = list(self.derived if keys is None else keys)
+        if self.lineage is None:
+            needed = set(self.consumed)
+        else:
+            needed = set().union(*(self.lineage[k] for k in keys))
+        real = {k: (self.compute(k) if k in needed else v.to("meta")) for k, v in self.inputs.items()}
         out = self.process(real)
-        return {k: out[k] for k in self.derived}
+        return {k: out[k] for k in keys}
+
+    def derived_output(self, key: str, order: dict) -> torch.Tensor:
+        """Derived output `key`, rebuilt together with the next ones in file order (`order`: output key ->
+        position) up to DERIVED_BATCH_BYTES of patched inputs; those are kept until they are written."""
+        if key not in self._cache:
+            self._cache.update(self._rebuilt(self._batch(key, order), order[key], order))
+        return self._cache.pop(key)
+
+    def _batch(self, key: str, order: dict) -> list:
+        if self.lineage is None:
+            return [key]
+        pending = sorted((k for k in self.derived if k not in self._cache and order[k] >= order[key]),
+                         key=order.__getitem__)
+        keys, inputs, size = [], set(), 0
+        for k in pending:
+            new = self.lineage[k] - inputs
+            extra = sum(_nbytes(self.inputs[i]) for i in new)
+            if keys and size + extra > DERIVED_BATCH_BYTES:
+                break
+            keys.append(k)
+            inputs |= new
+            size += extra
+        return keys
+
+    def _rebuilt(self, keys: list, at: int, order: dict) -> dict:
+        """`rebuild_derived(keys)`; where the traced lineage proves wrong (an output left on the meta device,
+        or an operation given a meta and a real input), every derived output not yet written, at once."""
+        if self.lineage is not None:
+            try:
+                out = self.rebuild_derived(keys)
+                if all(t.device.type != "meta" for t in out.values()):
+                    return out
+            except Exception:  # noqa: BLE001 - e.g. a meta and a CPU tensor in one operation: rebuilt below
+                pass
+            self.lineage = None
+        return self.rebuild_derived([k for k in self.derived if order[k] >= at and k not in self._cache])
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
 def _meta(t: torch.Tensor) -> torch.Tensor:
@@ -176,7 +280,8 @@ def checkpoint_parts(model, clip=None, vae=None) -> list[Part]:
 
 def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metadata: dict,
                               on_tensor: Callable[[int, str], None] | None = None) -> dict:
-    """Writes the checkpoint; returns {output key: stored dtype}. Peak extra memory: about one tensor."""
+    """Writes the checkpoint; returns {output key: stored dtype}. Peak extra memory: one weight's float32
+    temporaries and one batch of derived outputs (DERIVED_BATCH_BYTES of patched inputs)."""
     parts = checkpoint_parts(model, clip, vae)
     parts[0].process = with_file_names(model.model.model_config, parts[0].process)  # the UNet part
     source: dict[str, tuple] = {}   # output key -> (part, input key or None for derived)
@@ -188,7 +293,8 @@ def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metad
     for k, t in sampling_extras(model)[1].items():
         source[k], layout[k] = (None, t), (t.dtype, tuple(t.shape))
     targets = {k: stored_dtype(k, dt, shape, precision) for k, (dt, shape) in layout.items()}
-    derived_cache: dict[int, dict] = {}
+    plan = plan_file({k: (targets[k], layout[k][1]) for k in layout}, metadata)
+    order = {name: i for i, name in enumerate(plan.order)}
 
     def produce(key: str) -> torch.Tensor:
         part, ref = source[key]
@@ -197,12 +303,10 @@ def save_checkpoint_streaming(path: str, model, clip, vae, precision: str, metad
         elif ref is not None:
             t = part.compute(ref)
         else:
-            if id(part) not in derived_cache:
-                derived_cache[id(part)] = part.rebuild_derived()
-            t = derived_cache[id(part)].pop(key)
+            t = part.derived_output(key, order)
         return cast_for_save(t, targets[key])
 
-    write_streaming(path, {k: (targets[k], layout[k][1]) for k in layout}, produce, metadata, on_tensor)
+    write_planned(path, plan, produce, on_tensor)
     return targets
 
 
