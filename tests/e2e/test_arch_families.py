@@ -8,11 +8,13 @@ an elemental spec, and saved by Save Merged Diffusion Model. Every tensor of the
 A(1-r)+Br, r from this file's own block tables (written from ComfyUI's block-merge node inputs and the families'
 module names, not from merge_core), the spec applied on top by the test's own substring rule. The saved file
 is then loaded back by ComfyUI's own loader function (`comfy.sd.load_diffusion_model`, what Load Diffusion
-Model calls), must be detected as the family again and hold the saved tensors. The bit equality with the
+Model calls), must be detected as the family again and hold the saved tensors, and runs one forward pass
+(`apply_model` on a 16x16 latent and a random 8-token context of the model's widths): finite, of the latent's
+shape. The bit equality with the
 native block-merge nodes is tested in-process (tests/inprocess/test_arch_families.py): these models are the
 same classes.
 
-No sampling: no text-encoder fixture exists for these families (UMT5-XXL, Qwen2.5-VL, Qwen3, Mistral and Gemma
+No sampling through the server: no text-encoder fixture exists for these families (UMT5-XXL, Qwen2.5-VL, Qwen3, Mistral and Gemma
 encoders are fixed at full size). Each test's time and peak RSS (server + test process) are printed (`-s`) and
 appended to $ELEMENTAL_CACHE/arch_test_peaks.tsv.
 """
@@ -143,6 +145,33 @@ def peak_memory(request, server):
     server.free_memory(settle=1.0)
 
 
+# Weights whose input width is the text context's (the first one a family has).
+CONTEXT_WEIGHTS = ("text_embedding.0.weight", "txt_in.weight", "cond_seq_linear.weight", "cap_embedder.1.weight",
+                   "blocks.0.cross_attn.k_proj.weight")
+
+
+def forward_once(patcher) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latent, output) of one call of ComfyUI's `apply_model` on a seeded 16x16 latent and an 8-token context of
+    the model's own widths (a stand-in for a text encoder's output: none exists at these sizes)."""
+    model = patcher.model
+    net = model.diffusion_model
+    held = net.state_dict()
+    latent = model.latent_format
+    shape = (1, latent.latent_channels) + ((1,) if getattr(latent, "latent_dimensions", 2) == 3 else ()) + (16, 16)
+    if hasattr(net, "txtlayers"):  # Krea 2 fuses several text-encoder layers: (tokens, layers x width)
+        width = net.txtlayers * net.txtdim
+    else:
+        width = next(held[k].shape[1] for k in CONTEXT_WEIGHTS if k in held)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    extra = dict(c_crossattn=torch.randn(1, 8, width, generator=g), guidance=torch.tensor([3.5]), num_tokens=8)
+    in_dim = getattr(net, "in_dim", None)  # Wan I2V: the image conditioning's channels come as c_concat
+    if in_dim and in_dim > shape[1]:
+        extra["c_concat"] = torch.zeros((1, in_dim - shape[1]) + shape[2:])
+    with torch.no_grad():
+        return x, model.apply_model(x, torch.tensor([0.5]), **extra)
+
+
 def _loader(path: str) -> dict:
     return {"class_type": "UNETLoader", "inputs": {"unet_name": os.path.basename(path), "weight_dtype": "default"}}
 
@@ -192,6 +221,8 @@ def test_family_merge_save_reload(name, server, family_files):
                 for k in a_keys:  # Flux-style q/k norms: `.scale` in files, `.weight` inside ComfyUI 0.33
                     inside = re.sub(r"(_norm)\.scale$", r"\1.weight", k)
                     assert torch.equal(held[inside].to(torch.float16), out.get_tensor(U + k)), f"{k}: reloaded differs"
+            x, y = forward_once(reloaded)
+            assert y.shape == x.shape and y.isfinite().all() and y.std() > 0, (tuple(y.shape), y.std())
         finally:
             del reloaded
     finally:
