@@ -84,7 +84,7 @@ FAMILIES = {f.name: f for f in (
            full=dict(image_model="krea2", features=6144, channels=16, patch=2, layers=28, heads=48, kvheads=12,
                      txtlayers=12, txtdim=2560),
            tiny=dict(image_model="krea2", features=256, channels=16, patch=2, layers=3, heads=2, kvheads=1,
-                     txtlayers=2, txtdim=128),
+                     txtlayers=2, txtdim=160),  # txtdim: a multiple of its 20 text heads
            detected_tiny=True, native_node="ModelMergeKrea2"),
     Family("auraflow", "AuraFlow",
            full=dict(max_seq=1024, cond_seq_dim=2048, n_double_layers=4, n_layers=36),
