@@ -28,9 +28,8 @@ import torch
 
 from devkit.fixtures_arch import checkpoints_dir
 from devkit.fixtures_families import FAMILIES, ensure_family_file
-from devkit.proc_memory import PeakProbe
 from tests.helpers.arch_checks import (TensorFile, check_weight_sum_file, expected_summary, merge_node, merge_recipe,
-                                       newest_file, record_peak, report_block_summary, run_patient, spec_ratio,
+                                       newest_file, measured, report_block_summary, run_patient, spec_ratio,
                                        start_server)
 
 U = "model.diffusion_model."
@@ -139,10 +138,8 @@ def server(comfyui_dir, family_files):
 
 @pytest.fixture(autouse=True)
 def peak_memory(request, server):
-    with PeakProbe([server.proc.pid, os.getpid()]) as probe:
+    with measured(request, server, settle=1.0):
         yield
-    record_peak(request.node.nodeid, probe)
-    server.free_memory(settle=1.0)
 
 
 # Chroma at width 128 (its detected guidance approximator is full size) stops inside img_in on a latent width this

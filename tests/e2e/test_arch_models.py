@@ -22,10 +22,9 @@ import torch
 
 from tests.helpers.arch_checks import (ARCH_LABELS, assert_mismatch_refused, assert_sampled, check_weight_sum_file,
                                 expected_summary, in_proj_count, loader_node, merge_node, merge_recipe, name,
-                                newest_file, record_peak, report_block_summary, run_patient, sample_nodes, spec_ratio,
+                                newest_file, measured, report_block_summary, run_patient, sample_nodes, spec_ratio,
                                 start_server)
 from devkit.fixtures_arch import FIXTURES, checkpoints_dir, ensure_fixture
-from devkit.proc_memory import PeakProbe
 from devkit.ui_workflow import ui_to_api
 from devkit.workflows import load_api_workflow, load_ui_workflow, on_fixtures, only_image
 
@@ -54,10 +53,8 @@ def server(comfyui_dir, checkpoints, fixtures):
 @pytest.fixture(autouse=True)
 def peak_memory(request, server):
     """Wall time and peak RSS (server + this process) of each test, printed and appended to a TSV."""
-    with PeakProbe([server.proc.pid, os.getpid()]) as probe:
+    with measured(request, server, settle=2.0):
         yield
-    record_peak(request.node.nodeid, probe)
-    server.free_memory(settle=2.0)
 
 
 # ---- SD2.x 768-v --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import numpy as np
@@ -321,6 +322,16 @@ def start_server(comfyui_dir: str, checkpoints: dict, linked: dict, extra_args=(
         srv.cleanup()
         raise
     return srv
+
+
+@contextmanager
+def measured(request, server, settle: float):
+    """Around one test of a module's server: its wall time and peak RSS (server + this process), printed and
+    appended to the TSV (`record_peak`); then the server frees its models, waiting `settle` seconds."""
+    with PeakProbe([server.proc.pid, os.getpid()]) as probe:
+        yield
+    record_peak(request.node.nodeid, probe)
+    server.free_memory(settle=settle)
 
 
 def record_peak(nodeid: str, probe: PeakProbe) -> None:
