@@ -37,7 +37,7 @@ from ..files.safetensors_stream import plan_file, write_planned
 from ..files.save_dtypes import PRECISIONS, VAE_PREFIXES, cast_for_save, stored_dtype
 from ..files.tensor_file import TensorFile, TensorFileError
 from ..merge.calc_modes import NORMAL, cosine_statistic, get_calc_mode, uses_beta
-from ..merge.key_compute import merged_weight
+from ..merge.key_compute import computes_by_element, merged_weight
 from ..merge.key_work import CalcSettings, TaskSettings, key_work
 from ..merge.merge_checks import check_calc
 from ..merge.merge_ratios import resolve
@@ -46,6 +46,7 @@ from ..merge.params import GAMMA
 from ..merge.plan import MergeNotes
 from ..merge.task_params import resolve_task_values
 from ..text.written import TextInput
+from .pieces import PieceBuffers, merged_in_pieces
 
 SOURCE_NAMES = ("a", "b", "c", "d", "e")
 
@@ -116,6 +117,14 @@ class _Source:
         e = self.file.entries[k]
         self.read_bytes += e.end - e.begin
         return self.file.read_float32(k)
+
+    def stored(self, canon: str):
+        """(the stored values, flat, in this source's reused buffer; the dequantization scale or None)."""
+        k = self.by_canonical[canon]
+        e = self.file.entries[k]
+        scale = self.file.dequantize_scale(k)
+        self.read_bytes += e.end - e.begin
+        return self.file.read_reused(k), scale
 
     def dtype(self, canon: str) -> torch.dtype:
         return self.file.entries[self.by_canonical[canon]].dtype
@@ -303,26 +312,38 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
         def load_for(canon):
             return lambda name, index: sources[name].float32(canon)
 
+        buffers = PieceBuffers()
+
+        def b_dtype_of(canon):
+            if "b" in sources and sources["b"].shape(canon) is not None:
+                return weight_dtypes.get(_part(canon, arch)) or sources["b"].dtype(canon)
+            return None
+
         def produce(k: str) -> torch.Tensor:
             canon = written[k]
+            e = a.file.entries[k]
             target = layout[k][0]
-            if a.file.entries[k].end - a.file.entries[k].begin >= TRIM_BYTES:
-                _return_freed_memory()
-            work = works.get(canon)
-            if work is None:
-                e = a.file.entries[k]
-                if not e.dtype.is_floating_point:
-                    a.read_bytes += e.end - e.begin
-                    return a.file.read(k)
-                value = a.float32(canon)
-            else:
-                value = a.float32(canon)
-                view = value if work.plan.offset is None else value.narrow(*work.plan.offset)
-                b_dtype = None
-                if "b" in sources and sources["b"].shape(canon) is not None:
-                    b_dtype = weight_dtypes.get(_part(canon, arch)) or sources["b"].dtype(canon)
-                merged_weight(work, view, load_for(canon), b_dtype)
             held = weight_dtypes.get(_part(canon, arch))
+            work = works.get(canon)
+            if not e.dtype.is_floating_point:
+                a.read_bytes += e.end - e.begin
+                return a.file.read(k)
+            if work is None or (work.plan.offset is None and computes_by_element(work)):
+                read = {}
+
+                def stored(name):
+                    if name not in read:
+                        read[name] = sources[name].stored(canon)
+                    return read[name]
+                out = merged_in_pieces(work, stored, torch.empty(e.shape, dtype=target), held, buffers,
+                                       b_dtype_of(canon))
+                counters["written"] += out.numel() * out.element_size()
+                return out
+            if e.end - e.begin >= TRIM_BYTES:
+                _return_freed_memory()
+            value = a.float32(canon)
+            view = value if work.plan.offset is None else value.narrow(*work.plan.offset)
+            merged_weight(work, view, load_for(canon), b_dtype_of(canon))
             if held is not None:
                 value = value.to(held)
             out = cast_for_save(value, target)

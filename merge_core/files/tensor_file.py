@@ -99,6 +99,7 @@ class TensorFile:
         self._check_overlaps()
         self._advised_to = 0  # the file offset read-ahead has been asked up to
         self._fd = None
+        self._reused: torch.Tensor | None = None  # read_reused's buffer
 
     def _entry(self, name: str, info) -> TensorEntry:
         where = f"{self.label}: tensor '{name}'"
@@ -145,20 +146,36 @@ class TensorFile:
     def read(self, name: str) -> torch.Tensor:
         """The tensor as stored (its own dtype), in a fresh CPU buffer."""
         e = self.entries[name]
+        buf = bytearray(e.end - e.begin)
+        self._read_bytes(e, memoryview(buf))
+        if e.end == e.begin:
+            return torch.empty(e.shape, dtype=e.dtype)
+        return torch.frombuffer(buf, dtype=e.dtype).reshape(e.shape)
+
+    def read_reused(self, name: str) -> torch.Tensor:
+        """The tensor as stored, flat, in this file's one reused buffer: valid until the next `read_reused`.
+        A merge that converts each tensor in small pieces reads into memory that is already resident, instead
+        of a fresh buffer whose pages the kernel must first zero and map (the buffer grows to the largest
+        tensor read and stays: one tensor's stored bytes per source)."""
+        e = self.entries[name]
         n = e.end - e.begin
-        buf = bytearray(n)
-        view, done = memoryview(buf), 0
+        if n == 0:
+            return torch.empty(0, dtype=e.dtype)
+        if self._reused is None or self._reused.numel() < n:
+            self._reused = torch.empty(n, dtype=torch.uint8)
+        self._read_bytes(e, memoryview(self._reused.numpy())[:n])
+        return self._reused[:n].view(e.dtype)
+
+    def _read_bytes(self, e: TensorEntry, view: memoryview) -> None:
+        n, done = e.end - e.begin, 0
         fd = self._descriptor()
         while done < n:
             got = os.preadv(fd, [view[done:]], e.begin + done)
             if got <= 0:
-                raise TensorFileError(f"{self.label}: tensor '{name}': read {done} of {n} bytes (the file changed "
-                                      "or was truncated while merging)")
+                raise TensorFileError(f"{self.label}: tensor '{e.name}': read {done} of {n} bytes (the file "
+                                      "changed or was truncated while merging)")
             done += got
         self._read_ahead(e.end)
-        if n == 0:
-            return torch.empty(e.shape, dtype=e.dtype)
-        return torch.frombuffer(buf, dtype=e.dtype).reshape(e.shape)
 
     def _read_ahead(self, offset: int) -> None:
         """Asks the kernel to read the next READ_AHEAD_BYTES after `offset` into the page cache
@@ -178,6 +195,7 @@ class TensorFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._reused = None
 
     def __enter__(self):
         return self
@@ -219,17 +237,25 @@ class TensorFile:
     def read_float32(self, name: str) -> torch.Tensor:
         """The tensor's values as float32 (a fresh tensor the caller may write): a quantized weight
         dequantized (`weight.float() * scale`); other formats of ComfyUI's mixed precision are refused."""
+        scale = self.dequantize_scale(name)
+        t = self.read(name).to(torch.float32)
+        if scale is not None:
+            t.mul_(scale)
+        return t
+
+    def dequantize_scale(self, name: str) -> torch.Tensor | None:
+        """The float32 scalar a quantized weight's stored values are multiplied by (None: plain values); a
+        format the file merge cannot dequantize, or a scale that is not per tensor, is refused."""
         fmt = self.quant_format(name)
         if fmt is not None and fmt not in QUANT_FORMATS:
             raise TensorFileError(f"{self.label}: tensor '{name}' is quantized as {fmt!r}, which the file merge "
                                   f"cannot dequantize (it reads {', '.join(QUANT_FORMATS)}); merge it in "
                                   "ComfyUI with Elemental Merge, which uses ComfyUI's own dequantization")
-        t = self.read(name).to(torch.float32)
         scale = self.scale_of(name)
-        if scale is not None:
-            s = self.read(scale).to(torch.float32)
-            if s.numel() != 1:
-                raise TensorFileError(f"{self.label}: '{scale}' holds {s.numel()} values; the file merge reads "
-                                      "per-tensor scales only")
-            t.mul_(s.reshape(()))
-        return t
+        if scale is None:
+            return None
+        s = self.read(scale).to(torch.float32)
+        if s.numel() != 1:
+            raise TensorFileError(f"{self.label}: '{scale}' holds {s.numel()} values; the file merge reads "
+                                  "per-tensor scales only")
+        return s.reshape(())

@@ -84,11 +84,18 @@ def cosine_b(A, B, C, a, b, args):
 
 
 def train_difference(A, B, C, a, b, args):
-    """A + sign(B-C) * s * |B-C| * 1.8a with s = |B-A| / (|B-C| + |B-A|) (0 where that is 0/0). Computed as
-    A + (s * (B-C)) * 1.8a: sign(x) * |x| is x exactly, so the bits are the formula's, with fewer passes."""
+    """A + sign(B-C) * s * |B-C| * 1.8a with s = |B-A| / (|B-C| + |B-A|) (0 where that is 0/0); A where B
+    equals C on the whole key."""
     A, B, C = _f32(A), _f32(B), _f32(C)
     if torch.equal(B, C):
         return A.clone()
+    return train_difference_values(A, B, C, a, b, args)
+
+
+def train_difference_values(A, B, C, a, b, args):
+    """trainDifference element by element, once B and C are known to differ somewhere in the key. Computed as
+    A + (s * (B-C)) * 1.8a: sign(x) * |x| is x exactly, so the bits are the formula's, with fewer passes."""
+    A, B, C = _f32(A), _f32(B), _f32(C)
     diff = B - C
     d1 = (B - A).abs_()
     total = diff.abs().add_(d1)
@@ -154,6 +161,12 @@ class CalcMode:
     bounded: bool = False          # a and b must lie in [0, 1]
     uses_stat: bool = False        # needs the model-wide cosine statistic
     reads_b: bool = True
+    # The formula element by element (each merged element depends on the sources' elements at its position
+    # only), valid once the whole key has been checked: `keeps_a_if_b_equals_c` modes keep A when B equals C
+    # on the whole key. None: the formula needs the whole key (per-column or whole-tensor terms, filters,
+    # slices). A merge may then compute the key piece by piece (`key_compute.merged_piece`).
+    elementwise: Callable | None = None
+    keeps_a_if_b_equals_c: bool = False
 
     @property
     def uses_beta(self) -> bool:
@@ -178,7 +191,8 @@ CALC_MODES: dict[str, CalcMode] = {m.name: m for m in (
     CalcMode("cosineB", merge_modes=(WEIGHT_SUM,), params=(ALPHA,), needs_c=False, keeps_a=_never,
              layout_dependent=True, compute=cosine_b, uses_stat=True),
     CalcMode("trainDifference", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA,), needs_c=True,
-             keeps_a=lambda a, b: a == 0, layout_dependent=False, compute=train_difference),
+             keeps_a=lambda a, b: a == 0, layout_dependent=False, compute=train_difference,
+             elementwise=train_difference_values, keeps_a_if_b_equals_c=True),
     CalcMode("smoothAdd", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA,), needs_c=True,
              keeps_a=lambda a, b: a == 0, layout_dependent=True, compute=smooth_add),
     CalcMode("extract", merge_modes=(ADD_DIFFERENCE,), params=(ALPHA, BETA, GAMMA), needs_c=True, keeps_a=_never,

@@ -6,6 +6,10 @@
 returns a source's tensor as float32 on `weight`'s device: index 0 is the key itself, other indices are the
 other keys of a fused layout unit (`work.unit.keys`). Linear modes update `weight` in place with fused ops
 (`lerp_`, `add_(alpha=)`); calc modes and task methods compute out of place and copy the result in.
+
+A key whose merged elements each depend only on the sources' elements at the same position
+(`computes_by_element`) can also be computed piece by piece (`merged_piece`), with the same bits as the whole
+key: the file merge does that in pieces that stay in the CPU's cache.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import torch
 
 from .calc_layout import PLAIN, part_of, to_checkpoint
 from .calc_modes import CalcArgs, calc_merge, get_calc_mode
-from .key_work import CALC, TASK, KeyWork
+from .key_work import CALC, LINEAR, TASK, KeyWork
 from .task_vectors import task_merge
 
 Load = Callable[[str, int], torch.Tensor]
@@ -38,8 +42,7 @@ def calc_weight(work: KeyWork, weight: torch.Tensor, load: Load, b_dtype: torch.
     """A calc-mode key's merged float32 tensor (a new tensor), in checkpoint layout where the unit needs it.
     `b_dtype`: B's storage dtype (smoothAdd rounds its filtered difference to it, as SuperMerger does)."""
     mode = get_calc_mode(work.calc)
-    names = ["b"] if mode.reads_b else []
-    names += ["c"] if mode.needs_c else []
+    names = _calc_sources(mode)
     args = work.calc_args
     if "b" in names:
         args = CalcArgs(args.key, args.gamma, args.stat, b_dtype)
@@ -52,6 +55,41 @@ def calc_weight(work: KeyWork, weight: torch.Tensor, load: Load, b_dtype: torch.
     full = {n: to_checkpoint(unit, [load(n, i) for i in range(len(unit.keys))]) for n in names}
     merged = calc_merge(mode, to_checkpoint(unit, parts_a), full.get("b"), full.get("c"), work.a, work.b, args)
     return part_of(unit, work.plan.key, merged, [q.shape for q in parts_a])
+
+
+def computes_by_element(work: KeyWork) -> bool:
+    """Whether each merged element of the key depends only on the sources' elements at its position, once
+    `b_equals_c_keeps_a` has been checked on the whole key: linear steps, and calc modes that declare an
+    elementwise formula, on a plain key (a fused layout unit is rebuilt in checkpoint layout first)."""
+    if work.kind == LINEAR:
+        return True
+    if work.kind == CALC:
+        return get_calc_mode(work.calc).elementwise is not None and (work.unit is None or work.unit.kind == PLAIN)
+    return False
+
+
+def b_equals_c_keeps_a(work: KeyWork) -> bool:
+    """Whether the key keeps A's weight where B equals C on the whole key (trainDifference): a piecewise merge
+    must check that on every piece before it computes any."""
+    return work.kind == CALC and get_calc_mode(work.calc).keeps_a_if_b_equals_c
+
+
+def _calc_sources(mode) -> list:
+    return (["b"] if mode.reads_b else []) + (["c"] if mode.needs_c else [])
+
+
+@torch.no_grad()
+def merged_piece(work: KeyWork, weight: torch.Tensor, load: Load,
+                 b_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`merged_weight` on a piece of a key that `computes_by_element` (and whose `b_equals_c_keeps_a` check
+    the caller has made): `weight` is A's piece and `load(source, 0)` the sources' pieces at the same
+    positions."""
+    if work.kind == CALC:
+        mode = get_calc_mode(work.calc)
+        tensors = {n: load(n, 0) for n in _calc_sources(mode)}
+        args = CalcArgs(work.calc_args.key, work.calc_args.gamma, work.calc_args.stat, b_dtype)
+        return weight.copy_(mode.elementwise(weight, tensors.get("b"), tensors.get("c"), work.a, work.b, args))
+    return merged_weight(work, weight, load, b_dtype)
 
 
 @torch.no_grad()

@@ -1,0 +1,67 @@
+"""One output tensor of a file merge computed in pieces that stay in the CPU's cache.
+
+Computed whole, a key of a three-source Add difference makes seven full-size temporaries (each source as
+float32, the merged weight, its casts), each a fresh allocation whose pages the kernel zeroes and maps, and
+every pass of the arithmetic streams through main memory: on a 2-core machine that, not the disk, bounded the
+merge. Here each source's stored bytes are read into that source's one reused buffer
+(`TensorFile.read_reused`), and the key is converted, merged and cast PIECE_ELEMENTS at a time into reused
+float32 buffers, straight into the output tensor. Only keys whose merged elements each depend on the sources'
+elements at the same position are computed so (`key_compute.computes_by_element`): every element goes through
+the same float32 operations as in the whole-key merge, so the bits are those of the live merge's save.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..merge.key_compute import b_equals_c_keeps_a, merged_piece
+
+# Elements per piece: 4 MiB per float32 operand, a few operands within a server CPU's last-level cache, and
+# large enough that torch's per-call overhead is small against the arithmetic.
+PIECE_ELEMENTS = 1 << 20
+
+# (stored values, flat, in the source's reused buffer; the float32 scale of a quantized weight or None)
+Stored = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class PieceBuffers:
+    """The float32 piece buffers of one merge, one per source (used by one thread at a time)."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def float32(self, name: str, stored: Stored, begin: int, end: int) -> torch.Tensor:
+        """Source `name`'s elements [begin, end) as float32 (`weight.float() * scale` for a quantized one), in
+        its reused buffer."""
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = self._buffers[name] = torch.empty(PIECE_ELEMENTS, dtype=torch.float32)
+        values, scale = stored
+        piece = buf[:end - begin].copy_(values[begin:end])
+        return piece if scale is None else piece.mul_(scale)
+
+
+def _spans(n: int):
+    for begin in range(0, n, PIECE_ELEMENTS):
+        yield begin, min(n, begin + PIECE_ELEMENTS)
+
+
+def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, held: torch.dtype | None,
+                     buffers: PieceBuffers, b_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Writes the key's merged values into `out` (its final dtype and shape) and returns it. `work`: the key's
+    KeyWork (None: A's values, converted only); `stored(name)`: a source's stored values (read once per key);
+    `held`: the dtype a live ComfyUI holds the weight in (rounded to it before the cast to `out`'s dtype)."""
+    flat = out.view(-1)
+    a = stored("a")
+    if work is not None and b_equals_c_keeps_a(work):
+        b, c = stored("b"), stored("c")
+        if all(torch.equal(buffers.float32("b", b, i, j), buffers.float32("c", c, i, j)) for i, j in _spans(flat.numel())):
+            work = None
+
+    for begin, end in _spans(flat.numel()):
+        weight = buffers.float32("a", a, begin, end)
+        if work is not None:
+            merged_piece(work, weight, lambda name, index: buffers.float32(name, stored(name), begin, end), b_dtype)
+        flat[begin:end].copy_(weight if held is None else weight.to(held))
+    return out
