@@ -4,10 +4,11 @@ Computed whole, a key of a three-source Add difference makes seven full-size tem
 float32, the merged weight, its casts), each a fresh allocation whose pages the kernel zeroes and maps, and
 every pass of the arithmetic streams through main memory: on a 2-core machine that, not the disk, bounded the
 merge. Here each source's stored bytes are read into that source's one reused buffer
-(`TensorFile.read_reused`), and the key is converted, merged and cast PIECE_ELEMENTS at a time into reused
-float32 buffers, straight into the output tensor. Only keys whose merged elements each depend on the sources'
-elements at the same position are computed so (`key_compute.computes_by_element`): every element goes through
-the same float32 operations as in the whole-key merge, so the bits are those of the live merge's save.
+(`TensorFile.read_reused`), and the key is converted, merged and cast a piece at a time into reused float32
+buffers (merge_core/merge/pieces.py: why pieces, and their size), straight into the output tensor. Only keys
+whose merged elements each depend on the sources' elements at the same position are computed so
+(`key_compute.computes_by_element`): every element goes through the same float32 operations as in the
+whole-key merge, so the bits are those of the live merge's save.
 """
 from __future__ import annotations
 
@@ -15,11 +16,8 @@ from typing import Callable
 
 import torch
 
+from ..merge import pieces as piece_size
 from ..merge.key_compute import b_equals_c_keeps_a, merged_piece
-
-# Elements per piece: 4 MiB per float32 operand, a few operands within a server CPU's last-level cache, and
-# large enough that torch's per-call overhead is small against the arithmetic.
-PIECE_ELEMENTS = 1 << 20
 
 # (stored values, flat, in the source's reused buffer; the float32 scale of a quantized weight or None)
 Stored = tuple[torch.Tensor, torch.Tensor | None]
@@ -36,15 +34,10 @@ class PieceBuffers:
         its reused buffer."""
         buf = self._buffers.get(name)
         if buf is None:
-            buf = self._buffers[name] = torch.empty(PIECE_ELEMENTS, dtype=torch.float32)
+            buf = self._buffers[name] = torch.empty(piece_size.PIECE_ELEMENTS, dtype=torch.float32)
         values, scale = stored
         piece = buf[:end - begin].copy_(values[begin:end])
         return piece if scale is None else piece.mul_(scale)
-
-
-def _spans(n: int):
-    for begin in range(0, n, PIECE_ELEMENTS):
-        yield begin, min(n, begin + PIECE_ELEMENTS)
 
 
 def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, held: torch.dtype | None,
@@ -56,10 +49,11 @@ def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, h
     a = stored("a")
     if work is not None and b_equals_c_keeps_a(work):
         b, c = stored("b"), stored("c")
-        if all(torch.equal(buffers.float32("b", b, i, j), buffers.float32("c", c, i, j)) for i, j in _spans(flat.numel())):
+        if all(torch.equal(buffers.float32("b", b, i, j), buffers.float32("c", c, i, j))
+               for i, j in piece_size.spans(flat.numel())):
             work = None
 
-    for begin, end in _spans(flat.numel()):
+    for begin, end in piece_size.spans(flat.numel()):
         weight = buffers.float32("a", a, begin, end)
         if work is not None:
             merged_piece(work, weight, lambda name, index: buffers.float32(name, stored(name), begin, end), b_dtype)

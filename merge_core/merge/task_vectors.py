@@ -18,6 +18,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .pieces import spans
+
 Loader = Callable[[], torch.Tensor]
 
 # SLERP falls back to linear interpolation above this |cos| of the angle between A and B (and for a zero
@@ -28,6 +30,13 @@ SLERP_PARALLEL = 0.9995
 MEDIAN_STEPS = 100
 MEDIAN_TOLERANCE = 1e-6
 MEDIAN_DISTANCE_FLOOR = 1e-8
+
+
+def _spans(t: torch.Tensor):
+    """The pieces the element-by-element steps run in (merge_core/merge/pieces.py): what needs the whole key
+    (a threshold, the ranks, a dot product) sees it whole, the masks, the sign vote, the mean and the scale
+    run piece by piece."""
+    return spans(t.numel(), t.device)
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -55,19 +64,33 @@ def _kept_count(fraction: float, n: int) -> int:
     return max(0, min(n, round(fraction * n)))
 
 
-def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """TIES's trim: the elements whose magnitude is at least the k-th largest (k = round(density * n)), the
-    rest zero; ties at the threshold are all kept."""
+def trim_threshold(delta: torch.Tensor, density: float):
+    """TIES's trim threshold: the k-th largest magnitude (k = round(density * n)); None to keep every element,
+    "none" to keep none."""
     n = delta.numel()
     k = _kept_count(density, n)
     if k >= n:
-        return delta
+        return None
     if k == 0:
+        return "none"
+    magnitude = delta.abs().flatten()
+    return _kth_smallest(magnitude.cpu() if magnitude.device.type == "mps" else magnitude,
+                         n - k + 1)[0].to(delta.device)
+
+
+def _trimmed(delta: torch.Tensor, threshold) -> torch.Tensor:
+    """The elements of `delta` (a piece or the whole) whose magnitude is at least the threshold, the rest zero."""
+    if threshold is None:
+        return delta
+    if isinstance(threshold, str):
         return torch.zeros_like(delta)
-    magnitude = delta.abs()
-    threshold = _kth_smallest(magnitude.flatten().cpu() if magnitude.device.type == "mps" else magnitude.flatten(),
-                              n - k + 1)[0].to(delta.device)
-    return delta * (magnitude >= threshold)
+    return delta * (delta.abs() >= threshold)
+
+
+def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES's trim: the elements whose magnitude is at least the k-th largest (k = round(density * n)), the
+    rest zero; ties at the threshold are all kept."""
+    return _trimmed(delta, trim_threshold(delta, density))
 
 
 def disjoint_mean(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -87,13 +110,29 @@ def disjoint_mean(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     return magnitude_sum.mul_(sign).div_(count.clamp_(min=1.0))
 
 
-def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
-    """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p)."""
-    keep = torch.tensor(1.0 - drop_rate, dtype=torch.float32).item()  # the float32 threshold of the draw
+def _keep_threshold(drop_rate: float) -> float:
+    return torch.tensor(1.0 - drop_rate, dtype=torch.float32).item()  # the float32 threshold of the draw
+
+
+def _dare_piece(delta: torch.Tensor, keep: float, generator: torch.Generator) -> torch.Tensor:
     draw = _draw(generator, delta)
     if keep <= 0.0:
         return torch.zeros_like(delta)
     return torch.where(draw < keep, delta / keep, 0.0)
+
+
+def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p)."""
+    return _dare_piece(delta, _keep_threshold(drop_rate), generator)
+
+
+def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """dare_drop written into `delta` itself, piece by piece: the draws come from the generator in element
+    order, the same sequence as one draw of the whole key."""
+    keep, flat = _keep_threshold(drop_rate), delta.view(-1)
+    for begin, end in _spans(flat):
+        flat[begin:end] = _dare_piece(flat[begin:end], keep, generator)
+    return delta
 
 
 def _as_ordered_bits(magnitudes: torch.Tensor) -> torch.Tensor | None:
@@ -128,10 +167,22 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
     return (low + torch.tensor(epsilon, dtype=torch.float32, device=delta.device) * fraction).clamp_(0.0, 1.0)
 
 
-def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator) -> torch.Tensor:
-    keep = della_keep_probability(delta, density, epsilon)
+def _della_piece(delta, keep, generator):
     draw = _draw(generator, delta)
     return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+
+
+def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+    return _della_piece(delta, della_keep_probability(delta, density, epsilon), generator)
+
+
+def _della_drop_in_place(delta: torch.Tensor, density: float, epsilon: float,
+                         generator: torch.Generator) -> torch.Tensor:
+    keep = della_keep_probability(delta, density, epsilon).view(-1)
+    flat = delta.view(-1)
+    for begin, end in _spans(flat):
+        flat[begin:end] = _della_piece(flat[begin:end], keep[begin:end], generator)
+    return delta
 
 
 RADIX_BITS = 16      # the high bits of a float32 magnitude `_kth_smallest` buckets by (sign, exponent, 7 of mantissa)
@@ -194,22 +245,28 @@ def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -
 DOT_CHUNK = 1 << 20  # elements per float64 block of a dot product: a bounded temporary, whatever the key's size
 
 
-def _dot64(x: torch.Tensor, y: torch.Tensor) -> float:
-    """x . y accumulated in float64, block by block (a float32 dot over millions of elements loses the small
-    cosines Model Stock and SLERP divide by)."""
+def _dots64(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """(x.x, y.y, x.y) accumulated in float64, block by block, each block converted once (a float32 dot over
+    millions of elements loses the small cosines Model Stock and SLERP divide by)."""
     fx, fy = x.flatten(), y.flatten()
-    total = 0.0
+    xx = yy = xy = 0.0
     for start in range(0, fx.numel(), DOT_CHUNK):
-        total += float(torch.dot(fx[start:start + DOT_CHUNK].double(), fy[start:start + DOT_CHUNK].double()))
-    return total
+        bx, by = fx[start:start + DOT_CHUNK].double(), fy[start:start + DOT_CHUNK].double()
+        xx += float(torch.dot(bx, bx))
+        yy += float(torch.dot(by, by))
+        xy += float(torch.dot(bx, by))
+    return xx, yy, xy
+
+
+def _cosine_of(xx: float, yy: float, xy: float) -> float:
+    """cos(x, y) from its dot products; 0 when either is zero."""
+    if xx == 0 or yy == 0:
+        return 0.0
+    return xy / (xx * yy) ** 0.5
 
 
 def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
-    """cos(x, y) from float64 dot products; 0 when either is zero."""
-    xx, yy = _dot64(x, x), _dot64(y, y)
-    if xx == 0 or yy == 0:
-        return 0.0
-    return _dot64(x, y) / (xx * yy) ** 0.5
+    return _cosine_of(*_dots64(x, y))
 
 
 def model_stock_ratio(deltas: Sequence[torch.Tensor]) -> float:
@@ -238,8 +295,8 @@ def geometric_median(points: Sequence[torch.Tensor], weights: Sequence[float]) -
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    zero = _dot64(a, a) == 0 or _dot64(b, b) == 0
-    cos = 1.0 if zero else _cosine(a, b)
+    aa, bb, ab = _dots64(a, b)
+    cos = 1.0 if aa == 0 or bb == 0 else _cosine_of(aa, bb, ab)
     if abs(cos) > SLERP_PARALLEL:
         return torch.lerp(a, b, t)
     omega = torch.arccos(torch.tensor(max(-1.0, min(1.0, cos)), dtype=torch.float64))
@@ -252,6 +309,21 @@ def _scaled(base: torch.Tensor, merged: torch.Tensor, alpha: float) -> torch.Ten
     return base + merged * alpha
 
 
+def _combined(base: torch.Tensor, parts: Sequence[torch.Tensor], combine, alpha: float) -> torch.Tensor:
+    """base + combine(the parts' pieces) * alpha, piece by piece: a new tensor of base's shape."""
+    flat_base = base.reshape(-1)
+    flats = [p.reshape(-1) for p in parts]
+    out = torch.empty_like(flat_base)
+    for begin, end in _spans(flat_base):
+        merged = combine([f[begin:end] for f in flats])
+        torch.add(flat_base[begin:end], merged * alpha, out=out[begin:end])
+    return out.view(base.shape)
+
+
+def _sum(pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(pieces[1:], pieces[0])
+
+
 def task_merge(method: str, base: torch.Tensor, loaders: Sequence[Loader], values: Mapping[str, float],
                seed: int = 0, key: str = "", weights: Sequence[float] = ()) -> torch.Tensor:
     """One key's merged weight (float32, a new tensor) under a task-vector method.
@@ -262,22 +334,23 @@ def task_merge(method: str, base: torch.Tensor, loaders: Sequence[Loader], value
     alpha = float(values.get("alpha", 1.0))
     if method == "TIES":
         density = float(values["density"])
-        return _scaled(base, disjoint_mean([trim_top(d, density) for d in _deltas(base, loaders)]), alpha)
+        deltas = list(_deltas(base, loaders))
+        thresholds = [trim_threshold(d, density) for d in deltas]
+        return _combined(base, deltas, lambda pieces: disjoint_mean(
+            [_trimmed(p, t) for p, t in zip(pieces, thresholds)]), alpha)
     if method in ("DARE", "DARE-TIES"):
         rate, generator = float(values["drop_rate"]), key_generator(seed, key)
-        dropped = [dare_drop(d, rate, generator) for d in _deltas(base, loaders)]
-        if method == "DARE":
-            return _scaled(base, sum(dropped[1:], dropped[0]), alpha)
-        return _scaled(base, disjoint_mean(dropped), alpha)
+        dropped = [_dare_drop_in_place(d, rate, generator) for d in _deltas(base, loaders)]
+        return _combined(base, dropped, _sum if method == "DARE" else disjoint_mean, alpha)
     if method == "DELLA":
         generator = key_generator(seed, key)
         density, epsilon = float(values["density"]), float(values["epsilon"])
-        return _scaled(base, disjoint_mean([della_drop(d, density, epsilon, generator)
-                                            for d in _deltas(base, loaders)]), alpha)
+        dropped = [_della_drop_in_place(d, density, epsilon, generator) for d in _deltas(base, loaders)]
+        return _combined(base, dropped, disjoint_mean, alpha)
     if method == "Breadcrumbs":
         density, outliers = float(values["density"]), float(values["outlier_rate"])
         masked = [breadcrumbs_mask(d, density, outliers) for d in _deltas(base, loaders)]
-        return _scaled(base, sum(masked[1:], masked[0]), alpha)
+        return _combined(base, masked, _sum, alpha)
     if method == "Model Stock":
         deltas = list(_deltas(base, loaders))
         t = model_stock_ratio(deltas)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import merge_core.file_merge.merge as file_merge
-import merge_core.file_merge.pieces as pieces
+import merge_core.merge.pieces as pieces
 from merge_core.file_merge.merge import FileMergeSettings, merge_files
 from merge_core.files.safetensors_stream import save_dict
 

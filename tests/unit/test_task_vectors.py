@@ -213,3 +213,17 @@ def test_docs_table_lists_every_task_method_with_its_declared_parameters():
             if p.name != "alpha":
                 assert f"{p.name}** ({PARAMS[p.name].default:g})" in params or not p.per_key, (name, p.name)
         assert models.count("+") == m.min_models, name
+
+
+@pytest.mark.parametrize("method", list(TASK_METHODS))
+def test_pieces_give_the_bits_of_whole_keys(method, monkeypatch):
+    """On the CPU the element-by-element steps run in pieces (merge_core/merge/pieces.py); the random methods
+    draw each model's masks piece by piece from one generator. Whole keys (one piece) and pieces of an uneven
+    size must give the same bits, masks included."""
+    from merge_core.merge import pieces
+    base, models = _models((37, 101), 1 if method == "SLERP" else 3, seed=5)
+    runs = []
+    for piece in (10 ** 9, 1000):
+        monkeypatch.setattr(pieces, "PIECE_ELEMENTS", piece)
+        runs.append(_run(method, base, models, seed=9))
+    assert torch.equal(runs[0].view(torch.int32), runs[1].view(torch.int32))
