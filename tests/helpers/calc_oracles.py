@@ -29,13 +29,28 @@ def _trimmed_range(parts):
     return sims.min(), sims.max()
 
 
-def oracle_stats(pairs, modes=("cosineA", "cosineB")) -> dict:
+def oracle_stats(pairs, modes=("cosineA", "cosineB"), one_cosine=False) -> dict:
     """{mode: (min, max)}: the cosine statistic of each of ``modes`` (cosineA: s of the normalized tensors;
     cosineB: (s + m) / 2) over the (A, B) pairs, trimmed at the 1st and 99th percentiles, in one pass over
-    the pairs (each read and converted to float32 once)."""
+    the pairs (each read and converted to float32 once).
+
+    ``one_cosine`` (both modes asked): cosineA's s is taken as the s of the tensors as stored, computed once
+    for both modes. The per-column cosine over dim 0 does not change when each column is first scaled to unit
+    length over that same dim 0 (a zero column stays zero and gives 0 either way), so this is the same
+    statistic up to float32 rounding (a trimmed min or max moves by at most the largest rounding difference,
+    ~1e-7, far under what one fp16 ulp of a merged weight allows); it saves two normalizations and a cosine
+    per tensor over a whole model. Off by default: tests/unit/test_calc_modes.py compares the statistic with
+    the engine's bit for bit."""
     parts = {mode: [] for mode in modes}  # one array per key, joined once (appending to one array copies it)
+    one_cosine = one_cosine and set(parts) == {"cosineA", "cosineB"}
     for A, B in pairs:
         A, B = A.float(), B.float()
+        if one_cosine:
+            s = F.cosine_similarity(A, B, dim=0)
+            m = torch.dot(A.reshape(-1), B.reshape(-1)) / (torch.norm(A) * torch.norm(B))
+            parts["cosineA"].append(s.numpy().astype(np.float64).reshape(-1))
+            parts["cosineB"].append(((s + m) / 2).numpy().astype(np.float64).reshape(-1))
+            continue
         if "cosineA" in parts:
             An, Bn = F.normalize(A, p=2, dim=0), F.normalize(B, p=2, dim=0)
             parts["cosineA"].append(F.cosine_similarity(An, Bn, dim=0).numpy().astype(np.float64).reshape(-1))

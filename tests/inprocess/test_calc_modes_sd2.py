@@ -34,7 +34,8 @@ keys keep A.
 
 Measured (2-core CPU, ComfyUI 0.3.75, other jobs sharing the machine): 594 keys per mode (all 390 text-encoder
 keys, 204 UNet keys of the 7 sampled blocks; smoothAdd 583), 8 modes, every element within one fp16 ulp of the
-oracle (max 0.5 ulp: the fp16 rounding itself; tensor/tensor2 exact). Runtime ~490 s in all (tensor, tensor2,
+oracle (max 0.5 ulp: the fp16 rounding itself; tensor/tensor2 exact; the test now checks the one-ulp bound
+with over_one_fp16_ulp and no longer computes the ulp of every element, which cost ~6 s per mode). Runtime ~490 s in all (tensor, tensor2,
 self and the mapping check ~95 s; cosineA, cosineB, trainDifference, smoothAdd and extract ~390 s, the cosine
 statistic over the whole model and smoothAdd's scipy oracle dominating). Peak RSS (VmHWM, devkit PeakProbe):
 13.1 GiB (8.2 GiB anonymous) for the 8 modes while the files were read through safe_open's mmap (every page
@@ -55,8 +56,8 @@ import torch
 from tests.helpers.arch_checks import TensorFile
 from devkit.fixtures_arch import checkpoints_dir, ensure_fixture
 from devkit.proc_memory import PeakProbe
-from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, SAMPLED_CALCS, assert_sample_covers, fp16_ulp,
-                                oracle_sample, oracle_stats, oracle_weight, smooth_columns)
+from tests.helpers.calc_oracles import (CALC_MODE_OF, CALC_SPEC_BETA, SAMPLED_CALCS, assert_sample_covers,
+                                oracle_sample, oracle_stats, oracle_weight, over_one_fp16_ulp, smooth_columns)
 from tests.helpers.pack import pack_module
 from tests.helpers.sd1_sources import (both_ratios, keys_of, load_models, merged_weight, run_calc_merge,
                                          with_half_merge_c)
@@ -136,10 +137,14 @@ def run(merge_nodes, models, calc, **kw):
 
 def checkpoint_stats(files) -> dict:
     """The oracle's cosine statistics (cosineA and cosineB, one pass) over the files' tensors as stored (fused
-    in_proj, text_projection untransposed): every key holding "model", the VAE excepted."""
+    in_proj, text_projection untransposed): every key holding "model", the VAE excepted. One cosine per tensor
+    serves both (calc_oracles.oracle_stats' one_cosine: normalizing each column over dim 0 leaves its cosine
+    over dim 0 unchanged): the statistic's pass over the whole model is what this module's cosineA spends
+    most on, and the per-key oracle (oracle_cosine) still normalizes as docs/calc-modes.md says."""
     keys = [k for k in files["A"].keys() if "model" in k and not k.startswith("first_stage_model.")
             and k in files["B"].keys()]
-    return oracle_stats(((files["A"].get_tensor(k), files["B"].get_tensor(k)) for k in keys), ("cosineA", "cosineB"))
+    return oracle_stats(((files["A"].get_tensor(k), files["B"].get_tensor(k)) for k in keys), ("cosineA", "cosineB"),
+                        one_cosine=True)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +206,6 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, checkpoint_stat, calc)
         assert fused_parts.count(0) == fused_parts.count(1) == fused_parts.count(2) >= 2  # in_proj weight and bias
         assert TEXT_PROJECTION in {k for _, k in work}
     checked = changed = windowed = 0
-    worst = 0.0
     done_fk, want_full, ratios_fk = None, None, None
     scaled_norms = 0
     for patcher, key in work:
@@ -221,17 +225,19 @@ def test_sd2_weights_equal_checkpoint_layout_oracle(objs, checkpoint_stat, calc)
         got = merged_weight(patcher, key)
         assert got.shape == A.shape, key
         err = ((got if columns is None else got[:, columns]).float() - want).abs()
-        tol = fp16_ulp(want) if got.dtype == torch.float16 else 2.0 ** -22 * want.abs()
-        assert (err <= tol).all(), (f"{calc} {key} ({fk} part {part}): max error {err.max().item():.3g}, "
-                                    f"{int((err > tol).sum())} of {err.numel()} elements over one ulp")
-        worst = max(worst, (err / tol.clamp_min(1e-30)).max().item())
+        # fp16 weights: one fp16 ulp of the float32 result (over_one_fp16_ulp: the verdict of comparing with
+        # fp16_ulp everywhere, the ulp computed only where the error passes a lower bound of it); float32 ones
+        # (logit_scale): float32 round-off
+        over = over_one_fp16_ulp(err, want) if got.dtype == torch.float16 else ~(err <= 2.0 ** -22 * want.abs())
+        assert not over.any(), (f"{calc} {key} ({fk} part {part}): max error {err.max().item():.3g}, "
+                                f"{int(over.sum())} of {err.numel()} elements over one ulp")
         moved = not torch.equal(got, A.to(got.dtype))
         changed += moved
         if calc == "self" and moved and key.startswith("clip_h.") and "norm" in key and "norm" not in fk:
             scaled_norms += 1
         checked += 1
     print(f"\n[{calc}] {checked} keys checked ({sum(k.startswith('clip_h.') for _, k in work)} text encoder; "
-          f"{windowed} on column windows), {changed} changed, max error {worst:.3f} ulp")
+          f"{windowed} on column windows), {changed} changed, every element within one fp16 ulp")
     assert checked == len(work) and checked > (60 if calc in SAMPLED_CALCS else 300)
     assert windowed <= 8 if calc == "smoothAdd" else windowed == 0  # the few largest tensors only
     assert changed > len(work) // 3, f"{calc}: only {changed} of {checked} keys changed"
