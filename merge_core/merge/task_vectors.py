@@ -242,19 +242,26 @@ def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -
     return delta * kept.view(delta.shape)
 
 
-DOT_CHUNK = 1 << 20  # elements per float64 block of a dot product: a bounded temporary, whatever the key's size
+# Elements per float64 block of a dot product: each block converted once into reused float64 buffers that stay
+# in the CPU's cache (measured on a 12 M-element key: 0.8 ns per element in blocks of 2^16, 3.3 in fresh blocks
+# of 2^20).
+DOT_CHUNK = 1 << 16
 
 
 def _dots64(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """(x.x, y.y, x.y) accumulated in float64, block by block, each block converted once (a float32 dot over
     millions of elements loses the small cosines Model Stock and SLERP divide by)."""
     fx, fy = x.flatten(), y.flatten()
+    n = fx.numel()
+    bx = torch.empty(min(n, DOT_CHUNK), dtype=torch.float64, device=fx.device)
+    by = torch.empty_like(bx)
     xx = yy = xy = 0.0
-    for start in range(0, fx.numel(), DOT_CHUNK):
-        bx, by = fx[start:start + DOT_CHUNK].double(), fy[start:start + DOT_CHUNK].double()
-        xx += float(torch.dot(bx, bx))
-        yy += float(torch.dot(by, by))
-        xy += float(torch.dot(bx, by))
+    for start in range(0, n, DOT_CHUNK):
+        end = min(n, start + DOT_CHUNK)
+        px, py = bx[:end - start].copy_(fx[start:end]), by[:end - start].copy_(fy[start:end])
+        xx += float(torch.dot(px, px))
+        yy += float(torch.dot(py, py))
+        xy += float(torch.dot(px, py))
     return xx, yy, xy
 
 
@@ -302,7 +309,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     omega = torch.arccos(torch.tensor(max(-1.0, min(1.0, cos)), dtype=torch.float64))
     sin = torch.sin(omega)
     wa, wb = float(torch.sin((1.0 - t) * omega) / sin), float(torch.sin(t * omega) / sin)
-    return a * wa + b * wb
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    out = torch.empty_like(fa)
+    parts = list(_spans(fa))
+    scaled_b = torch.empty(parts[0][1] if parts else 0, dtype=fa.dtype, device=fa.device)
+    for begin, end in parts:  # a * wa + b * wb, each product rounded, as whole tensors would be
+        part = out[begin:end]
+        torch.mul(fa[begin:end], wa, out=part)
+        part.add_(torch.mul(fb[begin:end], wb, out=scaled_b[:end - begin]))
+    return out.view(a.shape)
 
 
 def _scaled(base: torch.Tensor, merged: torch.Tensor, alpha: float) -> torch.Tensor:
