@@ -121,14 +121,10 @@ def _dare_piece(delta: torch.Tensor, keep: float, generator: torch.Generator) ->
     return torch.where(draw < keep, delta / keep, 0.0)
 
 
-def dare_drop(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
-    """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p)."""
-    return _dare_piece(delta, _keep_threshold(drop_rate), generator)
-
-
 def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
-    """dare_drop written into `delta` itself, piece by piece: the draws come from the generator in element
-    order, the same sequence as one draw of the whole key."""
+    """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p), written into `delta`
+    itself piece by piece: the draws come from the generator in element order, the same sequence as one draw
+    of the whole key."""
     keep, flat = _keep_threshold(drop_rate), delta.view(-1)
     for begin, end in _spans(flat):
         flat[begin:end] = _dare_piece(flat[begin:end], keep, generator)
@@ -170,10 +166,6 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
 def _della_piece(delta, keep, generator):
     draw = _draw(generator, delta)
     return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-
-
-def della_drop(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator) -> torch.Tensor:
-    return _della_piece(delta, della_keep_probability(delta, density, epsilon), generator)
 
 
 def _della_drop_in_place(delta: torch.Tensor, density: float, epsilon: float,
@@ -320,10 +312,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
         torch.mul(fa[begin:end], wa, out=part)
         part.add_(torch.mul(fb[begin:end], wb, out=scaled_b[:end - begin]))
     return out.view(a.shape)
-
-
-def _scaled(base: torch.Tensor, merged: torch.Tensor, alpha: float) -> torch.Tensor:
-    return base + merged * alpha
 
 
 def _combined(base: torch.Tensor, parts: Sequence[torch.Tensor], combine, alpha: float) -> torch.Tensor:
