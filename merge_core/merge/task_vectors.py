@@ -14,6 +14,7 @@ recipe and an XY cell draw the same masks, and keys of one shape get independent
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -37,6 +38,14 @@ def _spans(t: torch.Tensor):
     (a threshold, the ranks, a dot product) sees it whole, the masks, the sign vote, the mean and the scale
     run piece by piece."""
     return spans(t.numel(), t.device)
+
+
+# Bit patterns of float32: the magnitude bits, and a float32's bits as a Python int (for int32 tensor ops).
+_MAGNITUDE = 0x7FFFFFFF
+
+
+def _float_bits(value) -> int:
+    return int(torch.tensor(float(value), dtype=torch.float32).view(torch.int32))
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -78,35 +87,54 @@ def trim_threshold(delta: torch.Tensor, density: float):
                          n - k + 1)[0].to(delta.device)
 
 
-def _trimmed(delta: torch.Tensor, threshold) -> torch.Tensor:
-    """The elements of `delta` (a piece or the whole) whose magnitude is at least the threshold, the rest zero."""
-    if threshold is None:
+def _trim_cut(threshold):
+    """How `_trimmed` applies a threshold: None and "none" as they are, a finite one as its float32 bit
+    pattern (an int), any other (inf, NaN) as the tensor."""
+    if threshold is None or isinstance(threshold, str) or not math.isfinite(float(threshold)):
+        return threshold
+    return _float_bits(threshold)
+
+
+def _trimmed(delta: torch.Tensor, cut) -> torch.Tensor:
+    """The elements of `delta` (a piece or the whole) whose magnitude is at least the threshold (`_trim_cut`),
+    the rest zero, signed as delta * 0 would be. A bit pattern is compared in int32 (magnitudes order as
+    their bits): the same selection as `delta * (delta.abs() >= threshold)`, without its boolean temporaries."""
+    if cut is None:
         return delta
-    if isinstance(threshold, str):
+    if isinstance(cut, str):
         return torch.zeros_like(delta)
-    return delta * (delta.abs() >= threshold)
+    if isinstance(cut, torch.Tensor):
+        return delta * (delta.abs() >= cut)
+    bits = delta.view(torch.int32)
+    kept = torch.bitwise_and(bits, _MAGNITUDE).sub_(cut)                   # >= 0 where |delta| >= threshold
+    kept.bitwise_right_shift_(31).bitwise_and_(_MAGNITUDE).bitwise_not_()  # kept -1, dropped the sign bit
+    return kept.bitwise_and_(bits).view(torch.float32)
 
 
 def trim_top(delta: torch.Tensor, density: float) -> torch.Tensor:
     """TIES's trim: the elements whose magnitude is at least the k-th largest (k = round(density * n)), the
     rest zero; ties at the threshold are all kept."""
-    return _trimmed(delta, trim_threshold(delta, density))
+    return _trimmed(delta, _trim_cut(trim_threshold(delta, density)))
 
 
 def disjoint_mean(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     """TIES's sign election by mass (the sign of the float32 sum, in model order) and the mean of the entries
     that agree with it (nonzero ones only); 0 where none agrees. An entry agrees where entry * sign > 0: its
-    magnitude is summed, and the sum takes the elected sign back (exact: every summand has that sign)."""
-    sign = torch.zeros_like(deltas[0])
-    for d in deltas:
+    magnitude is summed, and the sum takes the elected sign back (exact: every summand has that sign). The
+    count adds sign(agreeing), 1 or 0 (torch's sign of a NaN is 0, as `NaN > 0` is false), a float op where
+    `agreeing > 0` would make a boolean temporary."""
+    sign = deltas[0] + deltas[1] if len(deltas) > 1 else deltas[0].clone()
+    for d in deltas[2:]:
         sign += d
-    sign.sign_()
-    magnitude_sum = torch.zeros_like(sign)
-    count = torch.zeros_like(sign)
+    sign.sign_()  # the sum's signed zero does not matter: torch's sign of -0 is +0
+    magnitude_sum = count = None
     for d in deltas:
-        agreeing = (d * sign).clamp_(min=0.0)
-        magnitude_sum += agreeing
-        count += agreeing > 0
+        agreeing = torch.mul(d, sign).clamp_(min=0.0)
+        if magnitude_sum is None:  # 0 + agreeing, as a sum from zero: a -0 becomes +0
+            magnitude_sum, count = agreeing.add_(0.0), torch.sign(agreeing)
+        else:
+            magnitude_sum += agreeing
+            count += agreeing.sign_()
     return magnitude_sum.mul_(sign).div_(count.clamp_(min=1.0))
 
 
@@ -114,11 +142,24 @@ def _keep_threshold(drop_rate: float) -> float:
     return torch.tensor(1.0 - drop_rate, dtype=torch.float32).item()  # the float32 threshold of the draw
 
 
+def _kept_scaled(draw: torch.Tensor, keep, scaled: torch.Tensor) -> torch.Tensor:
+    """`torch.where(draw < keep, scaled, 0.0)`, written into `scaled`: draw and keep are floats >= +0, which
+    order as their bit patterns, so (draw - keep) in int32 is negative exactly where draw < keep, and its
+    sign spread over all bits (-1 or 0) masks `scaled`. No boolean temporary, and a dropped NaN or inf is 0
+    as with where."""
+    mask = draw.view(torch.int32)
+    mask.sub_(keep.view(torch.int32) if isinstance(keep, torch.Tensor) else _float_bits(keep))
+    mask.bitwise_right_shift_(31)
+    scaled.view(torch.int32).bitwise_and_(mask)
+    return scaled
+
+
 def _dare_piece(delta: torch.Tensor, keep: float, generator: torch.Generator) -> torch.Tensor:
+    """One piece's DARE drop, written into `delta`."""
     draw = _draw(generator, delta)
     if keep <= 0.0:
-        return torch.zeros_like(delta)
-    return torch.where(draw < keep, delta / keep, 0.0)
+        return delta.zero_()
+    return _kept_scaled(draw, keep, delta.div_(keep))
 
 
 def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
@@ -127,7 +168,7 @@ def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, generator: torch.
     of the whole key."""
     keep, flat = _keep_threshold(drop_rate), delta.view(-1)
     for begin, end in _spans(flat):
-        flat[begin:end] = _dare_piece(flat[begin:end], keep, generator)
+        _dare_piece(flat[begin:end], keep, generator)
     return delta
 
 
@@ -156,7 +197,9 @@ def magnitude_ranks(delta: torch.Tensor) -> torch.Tensor:
 def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """DELLA's keep probabilities, float32: density - eps/2 + eps * rank/(n-1), clamped to [0, 1]."""
     n = delta.numel()
-    low = torch.tensor(density - epsilon / 2.0, dtype=torch.float32, device=delta.device)
+    # + 0.0: a low end of -0 (density and epsilon -0) is +0, so that no keep probability is -0, whose bit
+    # pattern would not order as the value (`_kept_scaled`)
+    low = torch.tensor(density - epsilon / 2.0 + 0.0, dtype=torch.float32, device=delta.device)
     if n == 1:
         return torch.full_like(delta, float(torch.tensor(density, dtype=torch.float32)))
     fraction = magnitude_ranks(delta).to(torch.float32) / torch.tensor(float(n - 1), dtype=torch.float32)
@@ -164,8 +207,9 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
 
 
 def _della_piece(delta, keep, generator):
+    """One piece's DELLA drop, written into `delta` (keep: the piece's keep probabilities, >= +0)."""
     draw = _draw(generator, delta)
-    return torch.where(draw < keep, delta / keep.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    return _kept_scaled(draw, keep, delta.div_(keep.clamp_min(torch.finfo(torch.float32).tiny)))
 
 
 def _della_drop_in_place(delta: torch.Tensor, density: float, epsilon: float,
@@ -173,7 +217,7 @@ def _della_drop_in_place(delta: torch.Tensor, density: float, epsilon: float,
     keep = della_keep_probability(delta, density, epsilon).view(-1)
     flat = delta.view(-1)
     for begin, end in _spans(flat):
-        flat[begin:end] = _della_piece(flat[begin:end], keep[begin:end], generator)
+        _della_piece(flat[begin:end], keep[begin:end], generator)
     return delta
 
 
@@ -340,9 +384,9 @@ def task_merge(method: str, base: torch.Tensor, loaders: Sequence[Loader], value
     if method == "TIES":
         density = float(values["density"])
         deltas = list(_deltas(base, loaders))
-        thresholds = [trim_threshold(d, density) for d in deltas]
+        cuts = [_trim_cut(trim_threshold(d, density)) for d in deltas]
         return _combined(base, deltas, lambda pieces: disjoint_mean(
-            [_trimmed(p, t) for p, t in zip(pieces, thresholds)]), alpha)
+            [_trimmed(p, cut) for p, cut in zip(pieces, cuts)]), alpha)
     if method in ("DARE", "DARE-TIES"):
         rate, generator = float(values["drop_rate"]), key_generator(seed, key)
         dropped = [_dare_drop_in_place(d, rate, generator) for d in _deltas(base, loaders)]

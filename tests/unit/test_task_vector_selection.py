@@ -63,3 +63,67 @@ def test_trim_and_breadcrumbs_keep_what_the_sort_ranks_give(kind):
         threshold = torch.kthvalue(flat.abs(), n - k + 1).values
         want = flat * (flat.abs() >= threshold)
         assert torch.equal(tv.trim_top(flat, density), want)
+
+
+def _same_bits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal bit for bit: a -0 is not a +0, and a NaN equals the same NaN."""
+    return got.shape == want.shape and torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+def _signed(kind: str) -> torch.Tensor:
+    return _magnitudes(kind) * torch.where(torch.arange(N) % 3 == 0, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trim_by_bit_pattern_equals_the_boolean_mask(kind):
+    """The trim's int32 comparison keeps and zeroes (signed) what `delta * (|delta| >= threshold)` does."""
+    delta = _signed(kind)
+    finite = delta.abs()[delta.abs().isfinite()]
+    for threshold in (0.0, float(finite.min()), float(finite.median()), float(finite.max()), 1e-41, 5.0):
+        t = torch.tensor(threshold)
+        want = delta * (delta.abs() >= t)
+        assert _same_bits(tv._trimmed(delta, tv._trim_cut(t)), want), (kind, threshold)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_drop_by_bit_pattern_equals_where(kind):
+    """DARE's and DELLA's masks: `torch.where(draw < keep, scaled, 0.0)`, a dropped NaN or inf included, for
+    one keep for the key and a keep per element (0, subnormal and 1 among them)."""
+    scaled = _signed(kind)
+    g = torch.Generator().manual_seed(7)
+    draw = torch.rand(N, generator=g)
+    draw[::13] = 0.0
+    per_element = torch.rand(N, generator=g)
+    per_element[::5], per_element[1::7], per_element[2::11] = 0.0, 1.0, 1e-42
+    per_element[3::17] = draw[3::17]
+    for keep in (0.1, 0.5, 1.0, float(draw[3]), per_element):
+        want = torch.where(draw < keep, scaled, 0.0)
+        got = tv._kept_scaled(draw.clone(), keep, scaled.clone())
+        assert _same_bits(got, want), (kind, keep if isinstance(keep, float) else "per element")
+
+
+def _boolean_disjoint_mean(deltas):
+    """TIES's disjoint mean written with boolean masks and sums from zero, as a reference."""
+    total = torch.zeros_like(deltas[0])
+    for d in deltas:
+        total += d
+    sign = total.sign()
+    magnitude, count = torch.zeros_like(sign), torch.zeros_like(sign)
+    for d in deltas:
+        agreeing = (d * sign).clamp(min=0.0)
+        magnitude += agreeing
+        count += agreeing > 0
+    return magnitude * sign / count.clamp(min=1.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("models", (1, 2, 3, 4))
+def test_disjoint_mean_equals_its_boolean_form(kind, models):
+    """Signed zeros (a dropped negative entry is -0), NaNs and opposite entries that cancel included."""
+    base = _signed(kind)
+    deltas = [base.roll(i * 101) * (1.0 if i % 2 else -1.0) for i in range(models)]
+    if models > 1:
+        deltas[1][::19] = -deltas[0][::19]
+    deltas[0][4::23] = -0.0
+    want = _boolean_disjoint_mean([d.clone() for d in deltas])
+    assert _same_bits(tv.disjoint_mean([d.clone() for d in deltas]), want)
