@@ -99,8 +99,8 @@ def merged_weight(work: KeyWork, weight: torch.Tensor, load: Load,
     if work.kind == TASK:
         task = work.task
         loaders = [lambda n=n: load(n, 0) for n in task.sources]
-        return weight.copy_(task_merge(task.method, weight, loaders, dict(task.values), task.seed, task.key,
-                                       task.weights))
+        return task_merge(task.method, weight, loaders, dict(task.values), task.seed, task.key, task.weights,
+                          out=weight)
     if work.kind == CALC:
         return weight.copy_(calc_weight(work, weight, load, b_dtype))
     steps = work.plan.steps

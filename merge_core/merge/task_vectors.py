@@ -8,8 +8,9 @@ loader is called once; the task vector `W_i - W0` replaces the weight right away
 one float32 copy of the key per model. Results are new tensors; `base` is never written.
 
 Random methods draw their masks on the CPU from a generator derived from the seed and the key's checkpoint
-name (`key_generator`), one `torch.rand` of the key's shape per model, so every device, a save, a reload by
-recipe and an XY cell draw the same masks, and keys of one shape get independent ones.
+name (`key_generator`), the sequence of one `torch.rand` of the key's shape per model, so every device, a
+save, a reload by recipe and an XY cell draw the same masks, and keys of one shape get independent ones. A
+helper thread draws them ahead of the merge (merge_core/merge/draw_stream.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .draw_stream import DrawStream
 from .pieces import spans
+from .scratch import scratch_like
 
 Loader = Callable[[], torch.Tensor]
 
@@ -58,15 +61,23 @@ def key_generator(seed: int, key: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(key_seed(seed, key))
 
 
-def _draw(generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """One uniform float32 draw per element of `like`, on the CPU, moved to like's device."""
-    return torch.rand(like.shape, generator=generator, dtype=torch.float32).to(like.device)
+def _draw_stream(seed: int, key: str, base: torch.Tensor, models: int) -> DrawStream:
+    """The key's draws: one per element and model, model after model, in the pieces the drops take them,
+    drawn on the CPU ahead of the merge (merge_core/merge/draw_stream.py)."""
+    sizes = [end - begin for begin, end in _spans(base.reshape(-1))]
+    return DrawStream(key_generator(seed, key), sizes * models)
 
 
 def _deltas(base: torch.Tensor, loaders: Sequence[Loader]):
     """Each model's task vector W_i - W0, computed as the model is loaded (the weight itself is dropped)."""
+    flat_base = base.reshape(-1)
     for load in loaders:
-        yield load() - base
+        flat_w = load().reshape(-1)
+        delta = scratch_like(flat_base)
+        for begin, end in _spans(flat_base):  # on the calling thread, beside the draws' helper (pieces.py)
+            torch.sub(flat_w[begin:end], flat_base[begin:end], out=delta[begin:end])
+        del flat_w
+        yield delta.view(base.shape)
 
 
 def _kept_count(fraction: float, n: int) -> int:
@@ -154,21 +165,21 @@ def _kept_scaled(draw: torch.Tensor, keep, scaled: torch.Tensor) -> torch.Tensor
     return scaled
 
 
-def _dare_piece(delta: torch.Tensor, keep: float, generator: torch.Generator) -> torch.Tensor:
+def _dare_piece(delta: torch.Tensor, keep: float, draws: DrawStream) -> torch.Tensor:
     """One piece's DARE drop, written into `delta`."""
-    draw = _draw(generator, delta)
+    draw = draws.take(delta)
     if keep <= 0.0:
         return delta.zero_()
     return _kept_scaled(draw, keep, delta.div_(keep))
 
 
-def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
+def _dare_drop_in_place(delta: torch.Tensor, drop_rate: float, draws: DrawStream) -> torch.Tensor:
     """DARE: each element dropped with probability p, the kept ones rescaled by 1/(1-p), written into `delta`
     itself piece by piece: the draws come from the generator in element order, the same sequence as one draw
     of the whole key."""
     keep, flat = _keep_threshold(drop_rate), delta.view(-1)
     for begin, end in _spans(flat):
-        _dare_piece(flat[begin:end], keep, generator)
+        _dare_piece(flat[begin:end], keep, draws)
     return delta
 
 
@@ -206,18 +217,18 @@ def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) 
     return (low + torch.tensor(epsilon, dtype=torch.float32, device=delta.device) * fraction).clamp_(0.0, 1.0)
 
 
-def _della_piece(delta, keep, generator):
+def _della_piece(delta, keep, draws: DrawStream):
     """One piece's DELLA drop, written into `delta` (keep: the piece's keep probabilities, >= +0)."""
-    draw = _draw(generator, delta)
+    draw = draws.take(delta)
     return _kept_scaled(draw, keep, delta.div_(keep.clamp_min(torch.finfo(torch.float32).tiny)))
 
 
 def _della_drop_in_place(delta: torch.Tensor, density: float, epsilon: float,
-                         generator: torch.Generator) -> torch.Tensor:
+                         draws: DrawStream) -> torch.Tensor:
     keep = della_keep_probability(delta, density, epsilon).view(-1)
     flat = delta.view(-1)
     for begin, end in _spans(flat):
-        _della_piece(flat[begin:end], keep[begin:end], generator)
+        _della_piece(flat[begin:end], keep[begin:end], draws)
     return delta
 
 
@@ -339,82 +350,127 @@ def geometric_median(points: Sequence[torch.Tensor], weights: Sequence[float]) -
     return estimate
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, out: torch.Tensor | None = None) -> torch.Tensor:
     aa, bb, ab = _dots64(a, b)
     cos = 1.0 if aa == 0 or bb == 0 else _cosine_of(aa, bb, ab)
+    target = _target(out, a)
     if abs(cos) > SLERP_PARALLEL:
-        return torch.lerp(a, b, t)
+        return torch.lerp(a, b, t, out=target)
     omega = torch.arccos(torch.tensor(max(-1.0, min(1.0, cos)), dtype=torch.float64))
     sin = torch.sin(omega)
     wa, wb = float(torch.sin((1.0 - t) * omega) / sin), float(torch.sin(t * omega) / sin)
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    out = torch.empty_like(fa)
+    fa, fb, flat = a.reshape(-1), b.reshape(-1), target.view(-1)
     parts = list(_spans(fa))
     scaled_b = torch.empty(parts[0][1] if parts else 0, dtype=fa.dtype, device=fa.device)
     for begin, end in parts:  # a * wa + b * wb, each product rounded, as whole tensors would be
-        part = out[begin:end]
+        part = flat[begin:end]
         torch.mul(fa[begin:end], wa, out=part)
         part.add_(torch.mul(fb[begin:end], wb, out=scaled_b[:end - begin]))
-    return out.view(a.shape)
+    return target
 
 
-def _combined(base: torch.Tensor, parts: Sequence[torch.Tensor], combine, alpha: float) -> torch.Tensor:
-    """base + combine(the parts' pieces) * alpha, piece by piece: a new tensor of base's shape."""
+def _target(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Where a result of `like`'s shape is written: `out` (which may be base itself: every step reads a
+    piece of base before it writes the same piece), or a new tensor."""
+    return out if out is not None else torch.empty_like(like, memory_format=torch.contiguous_format)
+
+
+def _combined(base: torch.Tensor, parts: Sequence[torch.Tensor], combine, alpha: float,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """base + combine(the parts' pieces) * alpha, piece by piece, written into `_target(out, base)`."""
     flat_base = base.reshape(-1)
     flats = [p.reshape(-1) for p in parts]
-    out = torch.empty_like(flat_base)
+    target = _target(out, base)
+    flat_out = target.view(-1)
     for begin, end in _spans(flat_base):
         merged = combine([f[begin:end] for f in flats])
-        torch.add(flat_base[begin:end], merged * alpha, out=out[begin:end])
-    return out.view(base.shape)
+        torch.add(flat_base[begin:end], merged * alpha, out=flat_out[begin:end])
+    return target
 
 
 def _sum(pieces: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(pieces[1:], pieces[0])
 
 
+def _dare_sum(base: torch.Tensor, loaders: Sequence[Loader], drop_rate: float, alpha: float,
+              draws: DrawStream, out: torch.Tensor | None) -> torch.Tensor:
+    """DARE: base + alpha * (the dropped task vectors summed in model order), with one float32 sum for the
+    key instead of a task vector per model: model by model, each piece's task vector is made, dropped and
+    added to the sum (the first model's is the sum), and the last model's pieces finish the result."""
+    keep, flat_base = _keep_threshold(drop_rate), base.reshape(-1)
+    parts = list(_spans(flat_base))
+    total = scratch_like(flat_base) if len(loaders) > 1 else None
+    scratch = torch.empty(parts[0][1] if parts else 0, dtype=flat_base.dtype, device=flat_base.device)
+    target = _target(out, base)
+    flat_out = target.view(-1)
+    for i, load in enumerate(loaders):
+        flat_w, first, last = load().reshape(-1), i == 0, i == len(loaders) - 1
+        for begin, end in parts:
+            piece = total[begin:end] if first and not last else scratch[:end - begin]
+            torch.sub(flat_w[begin:end], flat_base[begin:end], out=piece)
+            _dare_piece(piece, keep, draws)
+            if not first and not last:
+                total[begin:end].add_(piece)
+            elif not first:  # the sum of every model's piece, in model order
+                torch.add(total[begin:end], piece, out=piece)
+            if last:
+                torch.add(flat_base[begin:end], piece.mul_(alpha), out=flat_out[begin:end])
+        del flat_w
+    return target
+
+
 def task_merge(method: str, base: torch.Tensor, loaders: Sequence[Loader], values: Mapping[str, float],
-               seed: int = 0, key: str = "", weights: Sequence[float] = ()) -> torch.Tensor:
-    """One key's merged weight (float32, a new tensor) under a task-vector method.
+               seed: int = 0, key: str = "", weights: Sequence[float] = (),
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """One key's merged weight (float32) under a task-vector method, written into `out` and returned (a new
+    tensor without it). `out` may be `base` itself: the methods read each piece of base before they write
+    it, except the geometric median, which writes at the end.
 
     values: the key's resolved parameters (alpha, density, drop_rate, epsilon, outlier_rate as the method
     declares them); seed and key: the random methods' generator; weights: Average's and the geometric
     median's per-model weights, A first (empty: equal)."""
+    if out is not None and not out.is_contiguous():  # a strided view: computed apart, then copied in
+        return out.copy_(task_merge(method, base, loaders, values, seed, key, weights))
     alpha = float(values.get("alpha", 1.0))
     if method == "TIES":
         density = float(values["density"])
         deltas = list(_deltas(base, loaders))
         cuts = [_trim_cut(trim_threshold(d, density)) for d in deltas]
         return _combined(base, deltas, lambda pieces: disjoint_mean(
-            [_trimmed(p, cut) for p, cut in zip(pieces, cuts)]), alpha)
-    if method in ("DARE", "DARE-TIES"):
-        rate, generator = float(values["drop_rate"]), key_generator(seed, key)
-        dropped = [_dare_drop_in_place(d, rate, generator) for d in _deltas(base, loaders)]
-        return _combined(base, dropped, _sum if method == "DARE" else disjoint_mean, alpha)
+            [_trimmed(p, cut) for p, cut in zip(pieces, cuts)]), alpha, out)
+    if method == "DARE":
+        with _draw_stream(seed, key, base, len(loaders)) as draws:
+            return _dare_sum(base, loaders, float(values["drop_rate"]), alpha, draws, out)
+    if method == "DARE-TIES":
+        rate = float(values["drop_rate"])
+        with _draw_stream(seed, key, base, len(loaders)) as draws:
+            dropped = [_dare_drop_in_place(d, rate, draws) for d in _deltas(base, loaders)]
+        return _combined(base, dropped, disjoint_mean, alpha, out)
     if method == "DELLA":
-        generator = key_generator(seed, key)
         density, epsilon = float(values["density"]), float(values["epsilon"])
-        dropped = [_della_drop_in_place(d, density, epsilon, generator) for d in _deltas(base, loaders)]
-        return _combined(base, dropped, disjoint_mean, alpha)
+        with _draw_stream(seed, key, base, len(loaders)) as draws:
+            dropped = [_della_drop_in_place(d, density, epsilon, draws) for d in _deltas(base, loaders)]
+        return _combined(base, dropped, disjoint_mean, alpha, out)
     if method == "Breadcrumbs":
         density, outliers = float(values["density"]), float(values["outlier_rate"])
         masked = [breadcrumbs_mask(d, density, outliers) for d in _deltas(base, loaders)]
-        return _combined(base, masked, _sum, alpha)
+        return _combined(base, masked, _sum, alpha, out)
     if method == "Model Stock":
         deltas = list(_deltas(base, loaders))
         t = model_stock_ratio(deltas)
-        mean = sum(deltas[1:], deltas[0]) / len(deltas)  # mean(W_i) - W0
-        return base + mean * t
+        mean = sum(deltas[1:], deltas[0]).div_(len(deltas))  # mean(W_i) - W0
+        return torch.add(base, mean.mul_(t), out=_target(out, base))
     if method == "Geometric median":
         points = [base] + [load() for load in loaders]
-        return geometric_median(points, list(weights) or [1.0] * len(points))
+        median = geometric_median(points, list(weights) or [1.0] * len(points))
+        return median if out is None else out.copy_(median)
     if method == "SLERP":
-        return slerp(base, loaders[0](), alpha)
+        return slerp(base, loaders[0](), alpha, out)
     if method == "Average":
         w = list(weights) or [1.0] * (len(loaders) + 1)
         total = float(sum(w))
-        out = base * (w[0] / total)
+        target = torch.mul(base, w[0] / total, out=_target(out, base))
         for load, wi in zip(loaders, w[1:]):
-            out += load() * (wi / total)
-        return out
+            target += load() * (wi / total)
+        return target
     raise ValueError(f"unknown task-vector method '{method}'")

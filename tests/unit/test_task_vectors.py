@@ -227,3 +227,21 @@ def test_pieces_give_the_bits_of_whole_keys(method, monkeypatch):
         monkeypatch.setattr(pieces, "PIECE_ELEMENTS", piece)
         runs.append(_run(method, base, models, seed=9))
     assert torch.equal(runs[0].view(torch.int32), runs[1].view(torch.int32))
+
+
+@pytest.mark.parametrize("method", list(TASK_METHODS))
+def test_written_into_base_itself_gives_the_bits_of_a_new_tensor(method):
+    """The live merge passes A's weight as both base and `out`: every method reads a piece of base before it
+    writes it. A strided `out` is computed apart and copied in. The sources are never written."""
+    base, models = _models((37, 101), 1 if method == "SLERP" else 3, seed=6)
+    kept = [m.clone() for m in models]
+    want = _run(method, base, models, seed=4)
+    loaders = [lambda m=m: m for m in models]  # the sources themselves, as a float32 checkpoint hands them
+    into = base.clone()
+    got = tv.task_merge(method, into, loaders, VALUES, 4, KEY, (), out=into)
+    assert got is into and torch.equal(into.view(torch.int32), want.view(torch.int32))
+    strided = torch.empty(101, 37).t()
+    strided.copy_(base)
+    tv.task_merge(method, strided, loaders, VALUES, 4, KEY, (), out=strided)
+    assert torch.equal(strided.contiguous().view(torch.int32), want.view(torch.int32))
+    assert all(torch.equal(m.view(torch.int32), k.view(torch.int32)) for m, k in zip(models, kept))
