@@ -93,7 +93,10 @@ def trim_threshold(delta: torch.Tensor, density: float):
         return None
     if k == 0:
         return "none"
-    magnitude = delta.abs().flatten()
+    flat = delta.reshape(-1)
+    if _as_ordered_bits(flat) is not None and n >= RADIX_MIN:
+        return _kth_smallest_magnitude(flat, n - k + 1)
+    magnitude = flat.abs()
     return _kth_smallest(magnitude.cpu() if magnitude.device.type == "mps" else magnitude,
                          n - k + 1)[0].to(delta.device)
 
@@ -254,6 +257,16 @@ def _kth_smallest(values: torch.Tensor, *ks: int) -> list:
     return out
 
 
+def _kth_smallest_magnitude(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """`_kth_smallest(flat.abs(), k)` for float32 on the CPU without the magnitudes: the histogram counts the
+    high bits of the bit patterns less the sign, and only the bucket's elements are made magnitudes."""
+    high = torch.bitwise_and(flat.view(torch.int32), _MAGNITUDE).bitwise_right_shift_(32 - RADIX_BITS)
+    at_or_below = torch.bincount(high, minlength=1 << (RADIX_BITS - 1)).cumsum_(0)
+    bucket = int(torch.searchsorted(at_or_below, k))
+    below = int(at_or_below[bucket - 1]) if bucket else 0
+    return torch.kthvalue(flat[high == bucket].abs_(), k - below).values
+
+
 def _first_of_equal(flat: torch.Tensor, value: torch.Tensor, count: int, from_end: bool = False) -> torch.Tensor:
     """The positions of the first `count` elements equal to `value` (the last ones with from_end): the
     elements of a tie that a stable ascending sort ranks lowest (highest)."""
@@ -280,12 +293,12 @@ def breadcrumbs_mask(delta: torch.Tensor, density: float, outlier_rate: float) -
         lowest_kept = bounds[0]
         below = flat < lowest_kept
         kept &= ~below
-        kept[_first_of_equal(flat, lowest_kept, small - int(below.sum()))] = False
+        kept[_first_of_equal(flat, lowest_kept, small - int(torch.count_nonzero(below)))] = False
     if large > 0:  # drop the `large` highest ranks: everything above the highest kept value, then the latest ties
         highest_kept = bounds[-1]
         above = flat > highest_kept
         kept &= ~above
-        kept[_first_of_equal(flat, highest_kept, large - int(above.sum()), from_end=True)] = False
+        kept[_first_of_equal(flat, highest_kept, large - int(torch.count_nonzero(above)), from_end=True)] = False
     return delta * kept.view(delta.shape)
 
 

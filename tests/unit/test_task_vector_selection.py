@@ -127,3 +127,15 @@ def test_disjoint_mean_equals_its_boolean_form(kind, models):
     deltas[0][4::23] = -0.0
     want = _boolean_disjoint_mean([d.clone() for d in deltas])
     assert _same_bits(tv.disjoint_mean([d.clone() for d in deltas]), want)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trim_threshold_equals_kthvalue_of_the_magnitudes(kind):
+    """TIES's threshold histograms the signed bit patterns less the sign: the k-th largest magnitude as
+    torch.kthvalue gives it, infinities and NaNs included."""
+    delta = _signed(kind)
+    for density in (0.01, 0.2, 0.5, 0.97):
+        k = round(density * N)
+        want = torch.kthvalue(delta.abs(), N - k + 1).values
+        got = tv.trim_threshold(delta, density)
+        assert (got.isnan() and want.isnan()) or _same_bits(got, want), (kind, density)
