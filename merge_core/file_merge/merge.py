@@ -44,6 +44,7 @@ from ..merge.merge_ratios import resolve
 from ..merge.methods import get_merge_method
 from ..merge.params import GAMMA
 from ..merge.plan import MergeNotes
+from ..merge.scratch import scratch_tensor
 from ..merge.task_params import resolve_task_values
 from ..text.written import TextInput
 from .pieces import PieceBuffers, merged_in_pieces
@@ -335,7 +336,7 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
                     if name not in read:
                         read[name] = sources[name].stored(canon)
                     return read[name]
-                out = merged_in_pieces(work, stored, torch.empty(e.shape, dtype=target), held, buffers,
+                out = merged_in_pieces(work, stored, scratch_tensor(e.shape, target), held, buffers,
                                        b_dtype_of(canon))
                 counters["written"] += out.numel() * out.element_size()
                 return out

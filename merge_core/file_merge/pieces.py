@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ..merge import pieces as piece_size
-from ..merge.key_compute import b_equals_c_keeps_a, merged_piece
+from ..merge.key_compute import b_equals_c_keeps_a, piece_merger
 
 # (stored values, flat, in the source's reused buffer; the float32 scale of a quantized weight or None)
 Stored = tuple[torch.Tensor, torch.Tensor | None]
@@ -39,6 +39,14 @@ class PieceBuffers:
         piece = buf[:end - begin].copy_(values[begin:end])
         return piece if scale is None else piece.mul_(scale)
 
+    def held(self, piece: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`piece.to(dtype)` (the rounding to the dtype a live ComfyUI holds the weight in) in a reused buffer."""
+        name = f"held {dtype}"
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = self._buffers[name] = torch.empty(piece_size.PIECE_ELEMENTS, dtype=dtype)
+        return buf[:piece.numel()].copy_(piece)
+
 
 def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, held: torch.dtype | None,
                      buffers: PieceBuffers, b_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -53,9 +61,11 @@ def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, h
                for i, j in piece_size.spans(flat.numel())):
             work = None
 
-    for begin, end in piece_size.spans(flat.numel()):
-        weight = buffers.float32("a", a, begin, end)
-        if work is not None:
-            merged_piece(work, weight, lambda name, index: buffers.float32(name, stored(name), begin, end), b_dtype)
-        flat[begin:end].copy_(weight if held is None else weight.to(held))
+    merge = piece_merger(work, b_dtype) if work is not None else None
+    with torch.no_grad():
+        for begin, end in piece_size.spans(flat.numel()):
+            weight = buffers.float32("a", a, begin, end)
+            if merge is not None:
+                merge(weight, lambda name, index: buffers.float32(name, stored(name), begin, end))
+            flat[begin:end].copy_(weight if held is None else buffers.held(weight, held))
     return out

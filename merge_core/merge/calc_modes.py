@@ -99,7 +99,12 @@ def train_difference_values(A, B, C, a, b, args):
     diff = B - C
     d1 = (B - A).abs_()
     total = diff.abs().add_(d1)
-    s = d1.div_(total).masked_fill_(total == 0, 0.0)
+    s = d1.div_(total)
+    # 0 where total is 0 (then 0/0): total = |B-C| + |B-A| is +0 there, and its bits are 0 exactly there (a
+    # NaN's sign is clear after abs), so (bits - 1) >> 31 is -1 there and 0 elsewhere; an int mask in place
+    # of `masked_fill_(total == 0, 0.0)`, whose boolean temporaries cost several float ops each
+    zero = total.view(torch.int32).sub_(1).bitwise_right_shift_(31).bitwise_not_()
+    s.view(torch.int32).bitwise_and_(zero)
     return s.mul_(diff).mul_(a * 1.8).add_(A)
 
 

@@ -9,7 +9,8 @@ other keys of a fused layout unit (`work.unit.keys`). Linear modes update `weigh
 
 A key whose merged elements each depend only on the sources' elements at the same position
 (`computes_by_element`) can also be computed piece by piece (`merged_piece`), with the same bits as the whole
-key: the file merge does that in pieces that stay in the CPU's cache.
+key (`piece_merger` for many pieces of one key): the file merge does that in pieces that stay in the CPU's
+cache.
 """
 from __future__ import annotations
 
@@ -43,9 +44,7 @@ def calc_weight(work: KeyWork, weight: torch.Tensor, load: Load, b_dtype: torch.
     `b_dtype`: B's storage dtype (smoothAdd rounds its filtered difference to it, as SuperMerger does)."""
     mode = get_calc_mode(work.calc)
     names = _calc_sources(mode)
-    args = work.calc_args
-    if "b" in names:
-        args = CalcArgs(args.key, args.gamma, args.stat, b_dtype)
+    args = _calc_args(work, b_dtype) if "b" in names else work.calc_args
     unit = work.unit
     if unit is None or unit.kind == PLAIN:
         tensors = {n: load(n, 0) for n in names}
@@ -78,18 +77,41 @@ def _calc_sources(mode) -> list:
     return (["b"] if mode.reads_b else []) + (["c"] if mode.needs_c else [])
 
 
+def _calc_args(work: KeyWork, b_dtype: torch.dtype | None) -> CalcArgs:
+    """The key's calc arguments with B's storage dtype (smoothAdd rounds its filtered difference to it)."""
+    args = work.calc_args
+    return CalcArgs(args.key, args.gamma, args.stat, b_dtype)
+
+
+PieceMerge = Callable[[torch.Tensor, Load], torch.Tensor]
+
+
+def piece_merger(work: KeyWork, b_dtype: torch.dtype | None = None) -> PieceMerge:
+    """`merged_piece` for one key, with what does not depend on the piece worked out once: call the result
+    as merge(weight, load) for each piece, under torch.no_grad() (a file merge makes tens of thousands of
+    pieces; per-piece setup and grad-mode switches were a fifth of its compute)."""
+    if work.kind == CALC:
+        mode = get_calc_mode(work.calc)
+        names, args = _calc_sources(mode), _calc_args(work, b_dtype)
+
+        def calc_piece(weight: torch.Tensor, load: Load) -> torch.Tensor:
+            tensors = {n: load(n, 0) for n in names}
+            return weight.copy_(mode.elementwise(weight, tensors.get("b"), tensors.get("c"), work.a, work.b, args))
+        return calc_piece
+    if work.kind == LINEAR:
+        steps = work.plan.steps
+        names = sorted({s.source for s in steps})
+        return lambda weight, load: run_steps(weight, steps, {n: load(n, 0) for n in names})
+    return lambda weight, load: merged_weight(work, weight, load, b_dtype)
+
+
 @torch.no_grad()
 def merged_piece(work: KeyWork, weight: torch.Tensor, load: Load,
                  b_dtype: torch.dtype | None = None) -> torch.Tensor:
     """`merged_weight` on a piece of a key that `computes_by_element` (and whose `b_equals_c_keeps_a` check
     the caller has made): `weight` is A's piece and `load(source, 0)` the sources' pieces at the same
     positions."""
-    if work.kind == CALC:
-        mode = get_calc_mode(work.calc)
-        tensors = {n: load(n, 0) for n in _calc_sources(mode)}
-        args = CalcArgs(work.calc_args.key, work.calc_args.gamma, work.calc_args.stat, b_dtype)
-        return weight.copy_(mode.elementwise(weight, tensors.get("b"), tensors.get("c"), work.a, work.b, args))
-    return merged_weight(work, weight, load, b_dtype)
+    return piece_merger(work, b_dtype)(weight, load)
 
 
 @torch.no_grad()

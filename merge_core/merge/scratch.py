@@ -26,13 +26,21 @@ def _huge_page_buffer(nbytes: int):
     return buffer
 
 
-def scratch_like(t: torch.Tensor) -> torch.Tensor:
-    """A new contiguous tensor of t's shape, dtype and device, contents undefined. On the CPU and at least
-    HUGE_PAGE_MIN_BYTES, backed by 2 MiB pages where the system gives them; the memory is returned when the
-    tensor is freed."""
-    nbytes = t.numel() * t.element_size()
-    if t.device.type == "cpu" and nbytes >= HUGE_PAGE_MIN_BYTES:
+def scratch_tensor(shape, dtype: torch.dtype) -> torch.Tensor:
+    """A new contiguous CPU tensor, contents undefined; from HUGE_PAGE_MIN_BYTES on, backed by 2 MiB pages
+    where the system gives them. The memory is returned when the tensor is freed."""
+    shape = torch.Size(shape)
+    nbytes = shape.numel() * torch.empty(0, dtype=dtype).element_size()
+    if nbytes >= HUGE_PAGE_MIN_BYTES:
         buffer = _huge_page_buffer(nbytes)
         if buffer is not None:
-            return torch.frombuffer(buffer, dtype=t.dtype).view(t.shape)
+            return torch.frombuffer(buffer, dtype=dtype).view(shape)
+    return torch.empty(shape, dtype=dtype)
+
+
+def scratch_like(t: torch.Tensor) -> torch.Tensor:
+    """A new contiguous tensor of t's shape, dtype and device, contents undefined (`scratch_tensor` on the
+    CPU)."""
+    if t.device.type == "cpu":
+        return scratch_tensor(t.shape, t.dtype)
     return torch.empty_like(t, memory_format=torch.contiguous_format)

@@ -292,3 +292,24 @@ def test_calc_mode_axis():
     assert [(c.settings.calc_mode, c.settings.alpha) for c in cells] == [
         ("normal", 0.1), ("cosineA", 0.1), ("tensor2", 0.1), ("normal", 0.2), ("cosineA", 0.2), ("tensor2", 0.2)]
     assert "calc_mode=cosineA" in cells[1].settings.describe() and "calc_mode" not in cells[0].settings.describe()
+
+
+def test_train_difference_zero_mask_equals_masked_fill_bit_for_bit():
+    """trainDifference zeroes its scale where |B-C| + |B-A| is 0 with an int mask of the bit patterns: the
+    bits of `masked_fill_(total == 0, 0.0)`, with signed zeros, subnormals, infinities and NaNs in the
+    sources."""
+    g = torch.Generator().manual_seed(3)
+    n = 4096
+    A, B, C = (torch.randn(n, generator=g) for _ in range(3))
+    B[::5] = A[::5]          # |B-A| = 0
+    C[::7] = B[::7]          # |B-C| = 0
+    C[::35] = A[::35] = B[::35]  # both 0: 0/0
+    A[1::11], B[2::13], C[3::17] = -0.0, 1e-42, float("inf")
+    B[4::19], A[5::23], C[6::29] = float("nan"), float("-inf"), -1e-40
+    for a in (0.0, 0.3, 1.0):
+        diff = B - C
+        d1 = (B - A).abs()
+        total = diff.abs() + d1
+        want = (d1 / total).masked_fill_(total == 0, 0.0).mul_(diff).mul_(a * 1.8).add_(A)
+        got = cm.train_difference_values(A, B, C, a, 0.0, cm.CalcArgs())
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), a
