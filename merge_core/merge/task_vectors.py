@@ -195,29 +195,41 @@ def _as_ordered_bits(magnitudes: torch.Tensor) -> torch.Tensor | None:
     return magnitudes.view(torch.int32)
 
 
-def magnitude_ranks(delta: torch.Tensor) -> torch.Tensor:
-    """Each element's rank by magnitude over the whole tensor, 0 = smallest, ties by position. Float32 on the
-    CPU without a NaN is sorted by bit pattern (`_as_ordered_bits`): the same order, and torch sorts integers
-    by radix, several times faster."""
+def _magnitude_order(delta: torch.Tensor) -> torch.Tensor:
+    """The flat positions of delta's elements from the smallest magnitude up, ties by position. Float32 on the
+    CPU without a NaN is sorted by bit pattern (`_as_ordered_bits`): the same order, and torch sorts
+    integers several times faster."""
     magnitude = delta.abs().flatten()
     bits = _as_ordered_bits(magnitude)
     keys = magnitude if bits is None or bool(magnitude.isnan().any()) else bits
-    order = torch.argsort(keys, stable=True)
+    return torch.argsort(keys, stable=True)
+
+
+def magnitude_ranks(delta: torch.Tensor) -> torch.Tensor:
+    """Each element's rank by magnitude over the whole tensor, 0 = smallest, ties by position."""
+    order = _magnitude_order(delta)
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(order.numel(), device=order.device)
     return ranks.view(delta.shape)
 
 
 def della_keep_probability(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
-    """DELLA's keep probabilities, float32: density - eps/2 + eps * rank/(n-1), clamped to [0, 1]."""
+    """DELLA's keep probabilities, float32: density - eps/2 + eps * rank/(n-1), clamped to [0, 1]. Computed
+    in rank order (rank r's probability from float32(r)) and written to the elements in one float32
+    scatter, instead of scattering int64 ranks and converting them: the same values."""
     n = delta.numel()
     # + 0.0: a low end of -0 (density and epsilon -0) is +0, so that no keep probability is -0, whose bit
     # pattern would not order as the value (`_kept_scaled`)
     low = torch.tensor(density - epsilon / 2.0 + 0.0, dtype=torch.float32, device=delta.device)
     if n == 1:
         return torch.full_like(delta, float(torch.tensor(density, dtype=torch.float32)))
-    fraction = magnitude_ranks(delta).to(torch.float32) / torch.tensor(float(n - 1), dtype=torch.float32)
-    return (low + torch.tensor(epsilon, dtype=torch.float32, device=delta.device) * fraction).clamp_(0.0, 1.0)
+    order = _magnitude_order(delta)
+    fraction = torch.arange(n, device=delta.device).to(torch.float32) / torch.tensor(float(n - 1),
+                                                                                      dtype=torch.float32)
+    by_rank = (low + torch.tensor(epsilon, dtype=torch.float32, device=delta.device) * fraction).clamp_(0.0, 1.0)
+    keep = torch.empty(n, dtype=torch.float32, device=delta.device)
+    keep.scatter_(0, order, by_rank)
+    return keep.view(delta.shape)
 
 
 def _della_piece(delta, keep, draws: DrawStream):
