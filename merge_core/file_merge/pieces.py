@@ -66,6 +66,6 @@ def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, h
         for begin, end in piece_size.spans(flat.numel()):
             weight = buffers.float32("a", a, begin, end)
             if merge is not None:
-                merge(weight, lambda name, index: buffers.float32(name, stored(name), begin, end))
+                weight = merge(weight, lambda name, index: buffers.float32(name, stored(name), begin, end))
             flat[begin:end].copy_(weight if held is None else buffers.held(weight, held))
     return out

@@ -89,14 +89,15 @@ PieceMerge = Callable[[torch.Tensor, Load], torch.Tensor]
 def piece_merger(work: KeyWork, b_dtype: torch.dtype | None = None) -> PieceMerge:
     """`merged_piece` for one key, with what does not depend on the piece worked out once: call the result
     as merge(weight, load) for each piece, under torch.no_grad() (a file merge makes tens of thousands of
-    pieces; per-piece setup and grad-mode switches were a fifth of its compute)."""
+    pieces; per-piece setup and grad-mode switches were a fifth of its compute). It returns the merged
+    piece: `weight` itself (updated in place) or, for a calc mode, a new tensor (`weight` then unchanged)."""
     if work.kind == CALC:
         mode = get_calc_mode(work.calc)
         names, args = _calc_sources(mode), _calc_args(work, b_dtype)
 
         def calc_piece(weight: torch.Tensor, load: Load) -> torch.Tensor:
             tensors = {n: load(n, 0) for n in names}
-            return weight.copy_(mode.elementwise(weight, tensors.get("b"), tensors.get("c"), work.a, work.b, args))
+            return mode.elementwise(weight, tensors.get("b"), tensors.get("c"), work.a, work.b, args)
         return calc_piece
     if work.kind == LINEAR:
         steps = work.plan.steps
@@ -111,7 +112,8 @@ def merged_piece(work: KeyWork, weight: torch.Tensor, load: Load,
     """`merged_weight` on a piece of a key that `computes_by_element` (and whose `b_equals_c_keeps_a` check
     the caller has made): `weight` is A's piece and `load(source, 0)` the sources' pieces at the same
     positions."""
-    return piece_merger(work, b_dtype)(weight, load)
+    merged = piece_merger(work, b_dtype)(weight, load)
+    return merged if merged is weight else weight.copy_(merged)
 
 
 @torch.no_grad()
