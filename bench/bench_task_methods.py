@@ -8,12 +8,14 @@ Full (bench/results/task_methods.txt), the SD1.5-layout test checkpoints A and B
 ComfyUI's default dtypes, and C = A merged with B half and half as a ComfyUI patch (no third checkpoint in RAM;
 its weight is computed per key, for every method alike):
   [normal]  ElementalMerge "Triple sum" over A, B, C (the linear mode of three models), execute + load of the
-            UNet and the text encoder: N runs before the methods, one right after each method, N after them
-            all, and the median of every run (a shared machine that slows down or speeds up during the run
-            moves the baseline with it); "Weight sum" over A, B likewise for SLERP's comparison.
+            UNet and the text encoder; "Weight sum" over A, B for SLERP's comparison. --reps runs of each
+            first, untimed (the first merges of a process ran up to twice as long), then one right before and
+            one right after each method: its ratio is to the mean of those two (a shared machine that slows
+            down or speeds up moves the baseline with it). Every run starts from a trimmed heap
+            (`merges.reset`), so that no run reuses memory the one before it freed.
   [method]  each task-vector method's full merge over A, B, C (SLERP: A, B), one run: seconds, the ratio to
-            the linear mode of the same models, and the peak RSS above the state a user starts in (sources
-            loaded, nothing merged), against one float32 copy of the largest key per model.
+            the linear mode of the same models run beside it, and the peak RSS above the state a user starts
+            in (sources loaded, nothing merged), against one float32 copy of the largest key per model.
 Targets (the method issue): every method at most 3x normal, the geometric median at most 10x.
 """
 from __future__ import annotations
@@ -108,32 +110,26 @@ def run(a) -> int:
         "C = A and B half and half, as a patch")
     largest = max(src.model_a.model_state_dict().values(), key=lambda t: t.numel())
     say(f"# one float32 copy of the largest key: {largest.numel() * 4 / 2**20:.0f} MiB")
-    full(src, "Triple sum", c)  # warm-up
-    normals = ("Triple sum", "Weight sum")
-    before = {mode: [full(src, mode, c) for _ in range(a.reps)] for mode in normals}
-    measured, beside = {}, {mode: [] for mode in normals}
-    for method in METHODS:  # each followed by one run of its normal mode
+    for _ in range(a.reps):  # warm-up: the first merges of a process ran up to twice as long as later ones
+        for mode in ("Triple sum", "Weight sum"):
+            full(src, mode, c)
+    measured, beside = {}, {}
+    for method in METHODS:  # each between two runs of its normal mode, moments apart
+        normal = _normal_of(method)
+        before = full(src, normal, c)
         measured[method] = full(src, method, c)
-        beside[_normal_of(method)].append(full(src, _normal_of(method), c))
-    after = {mode: [full(src, mode, c) for _ in range(a.reps)] for mode in normals}
-    baseline = {}
-    for mode in normals:
-        runs = before[mode] + beside[mode] + after[mode]
-        baseline[mode] = statistics.median(s for s, _ in runs)
-        listed = {when: ", ".join(f"{s:.2f}" for s, _ in side[mode])
-                  for when, side in (("before", before), ("between", beside), ("after", after))}
-        say(f"[normal] {mode:<17} {baseline[mode]:7.2f} s (median of {len(runs)}: before the methods "
-            f"{listed['before']}; after each method {listed['between']}; after all {listed['after']}), "
-            f"peak RSS +{max(r for _, r in runs) / 2**20:.0f} MiB")
+        beside[method] = (before, full(src, normal, c))
     failed = []
     for method in METHODS:
         s, rss = measured[method]
-        base = baseline[_normal_of(method)]
+        (b, b_rss), (f, f_rss) = beside[method]
+        base = (b + f) / 2
         target = TARGET.get(method, DEFAULT_TARGET)
         ok = s / base <= target
         failed += [] if ok else [method]
         say(f"[method] {method:<17} {s:7.2f} s = {s / base:5.2f}x normal (target <= {target:g}: "
-            f"{'met' if ok else 'MISSED'}), peak RSS +{rss / 2**20:.0f} MiB")
+            f"{'met' if ok else 'MISSED'}), peak RSS +{rss / 2**20:.0f} MiB; {_normal_of(method)} "
+            f"{b:.2f} s before, {f:.2f} s after, peak RSS +{max(b_rss, f_rss) / 2**20:.0f} MiB")
     say("SUMMARY " + ("every target met" if not failed else "targets missed: " + ", ".join(failed)))
     log.write(OUT, False)
     return 0
