@@ -22,7 +22,6 @@ output cast, as the live model holds it; without `weight_dtypes` no rounding hap
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from ..merge.merge_ratios import resolve
 from ..merge.methods import get_merge_method
 from ..merge.params import GAMMA
 from ..merge.plan import MergeNotes
-from ..merge.scratch import scratch_tensor
+from ..merge.scratch import return_freed_memory, scratch_tensor
 from ..merge.task_params import resolve_task_values
 from ..text.written import TextInput
 from .pieces import PieceBuffers, merged_in_pieces
@@ -220,24 +219,6 @@ def plan_merge_files(sources: dict, settings: FileMergeSettings):
     return arch, method, ratios, task, calc, keys
 
 
-_MALLOC_TRIM = []  # glibc's malloc_trim, or None, once looked up
-
-
-def _return_freed_memory() -> None:
-    """Hands the memory freed so far back to the system (glibc's malloc_trim; nothing elsewhere).
-
-    glibc serves blocks below its mmap threshold (which grows with each large block freed, up to 32 MB) from
-    its heap and keeps them there when freed; the varied temporaries of a model-wide pass fragment it, and
-    the process's RSS then grows with every key (a cosine first pass over SDXL: 0.5 -> 4.2 GiB)."""
-    if not _MALLOC_TRIM:
-        try:
-            _MALLOC_TRIM.append(ctypes.CDLL("libc.so.6").malloc_trim)
-        except (OSError, AttributeError):
-            _MALLOC_TRIM.append(None)
-    if _MALLOC_TRIM[0] is not None:
-        _MALLOC_TRIM[0](0)
-
-
 TRIM_BYTES = 16 * 2 ** 20  # before a key of at least this many stored bytes, freed memory is handed back
 
 
@@ -250,7 +231,7 @@ def cosine_stat_of_files(sources: dict, keys: list, mode: str):
             if b.shape(canon) is not None and tuple(b.shape(canon)) == tuple(a.shape(canon)):
                 e = a.file.entries[a.by_canonical[canon]]
                 if e.end - e.begin >= TRIM_BYTES:
-                    _return_freed_memory()
+                    return_freed_memory()
                 yield a.float32(canon), b.float32(canon)
     return cosine_statistic(pairs(), mode)
 
@@ -341,7 +322,7 @@ def merge_files(paths: dict, out_path: str, settings: FileMergeSettings, precisi
                 counters["written"] += out.numel() * out.element_size()
                 return out
             if e.end - e.begin >= TRIM_BYTES:
-                _return_freed_memory()
+                return_freed_memory()
             value = a.float32(canon)
             view = value if work.plan.offset is None else value.narrow(*work.plan.offset)
             merged_weight(work, view, load_for(canon), b_dtype_of(canon))

@@ -32,20 +32,19 @@ class PieceBuffers:
     def float32(self, name: str, stored: Stored, begin: int, end: int) -> torch.Tensor:
         """Source `name`'s elements [begin, end) as float32 (`weight.float() * scale` for a quantized one), in
         its reused buffer."""
-        buf = self._buffers.get(name)
-        if buf is None:
-            buf = self._buffers[name] = torch.empty(piece_size.PIECE_ELEMENTS, dtype=torch.float32)
         values, scale = stored
-        piece = buf[:end - begin].copy_(values[begin:end])
+        piece = self._buffer(name, torch.float32)[:end - begin].copy_(values[begin:end])
         return piece if scale is None else piece.mul_(scale)
 
     def held(self, piece: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`piece.to(dtype)` (the rounding to the dtype a live ComfyUI holds the weight in) in a reused buffer."""
-        name = f"held {dtype}"
+        return self._buffer(f"held {dtype}", dtype)[:piece.numel()].copy_(piece)
+
+    def _buffer(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         buf = self._buffers.get(name)
         if buf is None:
             buf = self._buffers[name] = torch.empty(piece_size.PIECE_ELEMENTS, dtype=dtype)
-        return buf[:piece.numel()].copy_(piece)
+        return buf
 
 
 def merged_in_pieces(work, stored: Callable[[str], Stored], out: torch.Tensor, held: torch.dtype | None,

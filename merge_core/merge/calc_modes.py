@@ -169,7 +169,7 @@ class CalcMode:
     # The formula element by element (each merged element depends on the sources' elements at its position
     # only), valid once the whole key has been checked: `keeps_a_if_b_equals_c` modes keep A when B equals C
     # on the whole key. None: the formula needs the whole key (per-column or whole-tensor terms, filters,
-    # slices). A merge may then compute the key piece by piece (`key_compute.merged_piece`).
+    # slices). A merge may then compute the key piece by piece (`key_compute.piece_merger`).
     elementwise: Callable | None = None
     keeps_a_if_b_equals_c: bool = False
 

@@ -8,9 +8,8 @@ other keys of a fused layout unit (`work.unit.keys`). Linear modes update `weigh
 (`lerp_`, `add_(alpha=)`); calc modes and task methods compute out of place and copy the result in.
 
 A key whose merged elements each depend only on the sources' elements at the same position
-(`computes_by_element`) can also be computed piece by piece (`merged_piece`), with the same bits as the whole
-key (`piece_merger` for many pieces of one key): the file merge does that in pieces that stay in the CPU's
-cache.
+(`computes_by_element`) can also be computed piece by piece (`piece_merger`), with the same bits as the whole
+key: the file merge does that in pieces that stay in the CPU's cache.
 """
 from __future__ import annotations
 
@@ -87,10 +86,12 @@ PieceMerge = Callable[[torch.Tensor, Load], torch.Tensor]
 
 
 def piece_merger(work: KeyWork, b_dtype: torch.dtype | None = None) -> PieceMerge:
-    """`merged_piece` for one key, with what does not depend on the piece worked out once: call the result
-    as merge(weight, load) for each piece, under torch.no_grad() (a file merge makes tens of thousands of
-    pieces; per-piece setup and grad-mode switches were a fifth of its compute). It returns the merged
-    piece: `weight` itself (updated in place) or, for a calc mode, a new tensor (`weight` then unchanged)."""
+    """The merge of one piece of a key that `computes_by_element` (and whose `b_equals_c_keeps_a` check the
+    caller has made), as merge(weight, load): `weight` is A's piece and `load(source, 0)` the sources' pieces
+    at the same positions. What does not depend on the piece is worked out once; call it under
+    torch.no_grad() (a file merge makes tens of thousands of pieces; per-piece setup and grad-mode switches
+    were a fifth of its compute). It returns the merged piece: `weight` itself (updated in place) or, for a
+    calc mode, a new tensor (`weight` then unchanged)."""
     if work.kind == CALC:
         mode = get_calc_mode(work.calc)
         names, args = _calc_sources(mode), _calc_args(work, b_dtype)
@@ -104,16 +105,6 @@ def piece_merger(work: KeyWork, b_dtype: torch.dtype | None = None) -> PieceMerg
         names = sorted({s.source for s in steps})
         return lambda weight, load: run_steps(weight, steps, {n: load(n, 0) for n in names})
     return lambda weight, load: merged_weight(work, weight, load, b_dtype)
-
-
-@torch.no_grad()
-def merged_piece(work: KeyWork, weight: torch.Tensor, load: Load,
-                 b_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`merged_weight` on a piece of a key that `computes_by_element` (and whose `b_equals_c_keeps_a` check
-    the caller has made): `weight` is A's piece and `load(source, 0)` the sources' pieces at the same
-    positions."""
-    merged = piece_merger(work, b_dtype)(weight, load)
-    return merged if merged is weight else weight.copy_(merged)
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ the choices the papers leave open).
 Every function takes A's weight (`base`, float32, the base model W0 of the task vectors) and one loader per
 further model (B, C, D, E in that order) that returns that model's weight as float32 on base's device. A
 loader is called once; the task vector `W_i - W0` replaces the weight right away, so a method holds at most
-one float32 copy of the key per model. Results are new tensors; `base` is never written.
+one float32 copy of the key per model. A result is written into `out` where the caller gives one (A's
+weight itself in a live merge), else into a new tensor; the sources are never written.
 
 Random methods draw their masks on the CPU from a generator derived from the seed and the key's checkpoint
 name (`key_generator`), the sequence of one `torch.rand` of the key's shape per model, so every device, a
@@ -93,12 +94,7 @@ def trim_threshold(delta: torch.Tensor, density: float):
         return None
     if k == 0:
         return "none"
-    flat = delta.reshape(-1)
-    if _as_ordered_bits(flat) is not None and n >= RADIX_MIN:
-        return _kth_smallest_magnitude(flat, n - k + 1)
-    magnitude = flat.abs()
-    return _kth_smallest(magnitude.cpu() if magnitude.device.type == "mps" else magnitude,
-                         n - k + 1)[0].to(delta.device)
+    return _kth_smallest_magnitude(delta.reshape(-1), n - k + 1)
 
 
 def _trim_cut(threshold):
@@ -259,24 +255,31 @@ def _kth_smallest(values: torch.Tensor, *ks: int) -> list:
     bits = _as_ordered_bits(values) if values.numel() >= RADIX_MIN else None
     if bits is None:
         return [torch.kthvalue(values, k).values for k in ks]
-    high = bits >> (32 - RADIX_BITS)
+    return _select_in_buckets(bits >> (32 - RADIX_BITS), lambda in_bucket: values[in_bucket], ks)
+
+
+def _kth_smallest_magnitude(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """`_kth_smallest(flat.abs(), k)[0]`; for float32 on the CPU without the magnitudes: the histogram counts
+    the high bits of the bit patterns less the sign, and only the bucket's elements are made magnitudes."""
+    if _as_ordered_bits(flat) is None or flat.numel() < RADIX_MIN:
+        magnitude = flat.abs()
+        return _kth_smallest(magnitude.cpu() if magnitude.device.type == "mps" else magnitude,
+                             k)[0].to(flat.device)
+    high = torch.bitwise_and(flat.view(torch.int32), _MAGNITUDE).bitwise_right_shift_(32 - RADIX_BITS)
+    return _select_in_buckets(high, lambda in_bucket: flat[in_bucket].abs_(), (k,))[0]
+
+
+def _select_in_buckets(high: torch.Tensor, bucket_values, ks) -> list:
+    """The k-th smallest for each k, from `high` (each element's bucket: the high bits of its magnitude's bit
+    pattern) and `bucket_values(mask)` (the magnitudes of the elements in a mask): the histogram finds the
+    bucket that holds each k-th value, and torch.kthvalue runs on that bucket only."""
     at_or_below = torch.bincount(high, minlength=1 << (RADIX_BITS - 1)).cumsum_(0)
     out = []
     for k in ks:
         bucket = int(torch.searchsorted(at_or_below, k))
         below = int(at_or_below[bucket - 1]) if bucket else 0
-        out.append(torch.kthvalue(values[high == bucket], k - below).values)
+        out.append(torch.kthvalue(bucket_values(high == bucket), k - below).values)
     return out
-
-
-def _kth_smallest_magnitude(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """`_kth_smallest(flat.abs(), k)` for float32 on the CPU without the magnitudes: the histogram counts the
-    high bits of the bit patterns less the sign, and only the bucket's elements are made magnitudes."""
-    high = torch.bitwise_and(flat.view(torch.int32), _MAGNITUDE).bitwise_right_shift_(32 - RADIX_BITS)
-    at_or_below = torch.bincount(high, minlength=1 << (RADIX_BITS - 1)).cumsum_(0)
-    bucket = int(torch.searchsorted(at_or_below, k))
-    below = int(at_or_below[bucket - 1]) if bucket else 0
-    return torch.kthvalue(flat[high == bucket].abs_(), k - below).values
 
 
 def _first_of_equal(flat: torch.Tensor, value: torch.Tensor, count: int, from_end: bool = False) -> torch.Tensor:
